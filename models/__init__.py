@@ -1,0 +1,46 @@
+"""IP_LAP networks and checkpoint handling: pure modules, configs, strict loading."""
+
+from .checkpoint import (
+    KINDS,
+    LANDMARK,
+    RENDERER,
+    Checkpoint,
+    CheckpointError,
+    check_state_dict,
+    convert,
+    detect_kind,
+    load_landmark_generator,
+    load_perceptual_loss,
+    load_renderer,
+    read_checkpoint,
+    schema,
+    sha256,
+)
+from .landmark_generator import LandmarkGenerator, LandmarkGeneratorConfig
+from .perceptual import PerceptualLoss
+from .renderer import Renderer
+from .standin import OFFICIAL_NAMES, standin_state_dict, write_standin
+
+__all__ = [
+    "KINDS",
+    "LANDMARK",
+    "RENDERER",
+    "OFFICIAL_NAMES",
+    "Checkpoint",
+    "CheckpointError",
+    "LandmarkGenerator",
+    "LandmarkGeneratorConfig",
+    "PerceptualLoss",
+    "Renderer",
+    "check_state_dict",
+    "convert",
+    "detect_kind",
+    "load_landmark_generator",
+    "load_perceptual_loss",
+    "load_renderer",
+    "read_checkpoint",
+    "schema",
+    "sha256",
+    "standin_state_dict",
+    "write_standin",
+]
