@@ -106,7 +106,7 @@ class PerceptualLoss(nn.Module):
         loss = inp.new_zeros(())
         style = inp.new_zeros(())
         for scale in range(self.num_scales):
-            for fi, ft in zip(self.features(inp), self.features(target)):
+            for fi, ft in zip(self.features(inp), self.features(target), strict=True):
                 ft = ft.detach()
                 loss = loss + F.l1_loss(fi, ft)
                 if style_weight and scale == 0:
