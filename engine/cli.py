@@ -137,6 +137,81 @@ def cmd_checkpoints_standin(args) -> int:
     return 0
 
 
+def _avatar_config(args):
+    from engine.avatar import AvatarConfig
+
+    refs = args.refs if args.refs == "auto" else int(args.refs)
+    return AvatarConfig(n_refs=refs, smooth_boxes=args.smooth_boxes)
+
+
+def cmd_prepare(args) -> int:
+    from engine.avatar import prepare_avatar
+
+    avatar = prepare_avatar(args.avatar, _avatar_config(args), args.cache)
+    print(avatar.report.summary())
+    if avatar.report.filled:
+        print(f"frames without a face (filled from neighbours): {avatar.report.filled}")
+    return 0
+
+
+def cmd_dub(args) -> int:
+    from engine.dub import dub_file
+    from engine.pipeline import DubConfig
+
+    summary = dub_file(
+        args.avatar,
+        args.audio,
+        args.out,
+        config=DubConfig(batch=args.batch, device=args.device, backend=args.backend),
+        avatar_config=_avatar_config(args),
+        landmark_checkpoint=args.landmark_checkpoint,
+        renderer_checkpoint=args.renderer_checkpoint,
+        random_weights=args.random_weights,
+        save_faces=args.save_faces,
+        cache_dir=args.cache,
+        progress=not args.quiet,
+    )
+    print(summary.text())
+    if summary.faces_path:
+        print(f"generated faces saved to {summary.faces_path}")
+    if summary.random_weights:
+        print(
+            "NOTE: made with RANDOM (stand-in) weights: the faces are not meant to look real.",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _refs(value: str):
+    if value == "auto":
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a number of references or 'auto'") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError("at least one reference is needed")
+    return n
+
+
+def _avatar_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--refs", type=_refs, default=25, help="reference images N, or 'auto' for L/5 (default 25)"
+    )
+    p.add_argument(
+        "--smooth-boxes",
+        type=int,
+        default=0,
+        metavar="K",
+        help="smooth crop boxes over K frames (default off)",
+    )
+    p.add_argument(
+        "--cache",
+        default=None,
+        help="avatar cache folder (default ~/.cache/mouthpiece/avatars or $MOUTHPIECE_CACHE)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mouthpiece", description="Real-time lip-sync avatar engine (IP_LAP)."
@@ -165,6 +240,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--seed", type=int, default=1)
     s.set_defaults(func=cmd_checkpoints_standin)
+
+    pr = sub.add_parser("prepare", help="prepare (and cache) an avatar from a video or photo")
+    pr.add_argument("avatar", metavar="AVATAR", help="video (any frame rate) or image")
+    _avatar_options(pr)
+    pr.set_defaults(func=cmd_prepare)
+
+    d = sub.add_parser("dub", help="make an avatar speak an audio file: a lip-synced MP4")
+    d.add_argument("--avatar", required=True, metavar="VIDEO|IMAGE")
+    d.add_argument("--audio", required=True, metavar="AUDIO", help="wav, mp3, m4a, ... or a video's audio")
+    d.add_argument("--out", required=True, metavar="OUT.mp4")
+    _avatar_options(d)
+    d.add_argument("--batch", type=int, default=4, metavar="B", help="windows per model call (default 4)")
+    d.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    d.add_argument("--backend", default="plain", help="renderer backend (default plain)")
+    d.add_argument(
+        "--landmark-checkpoint", metavar="P", help="default: checkpoints/landmarkgenerator_checkpoint.pth"
+    )
+    d.add_argument("--renderer-checkpoint", metavar="P", help="default: checkpoints/renderer_checkpoint.pth")
+    d.add_argument("--save-faces", metavar="FACES.npz", help="also save the raw 128x128 generated faces")
+    d.add_argument("--random-weights", action="store_true", help="run without trained weights (noise faces)")
+    d.add_argument("--quiet", action="store_true", help="no progress bar")
+    d.set_defaults(func=cmd_dub)
     return parser
 
 
@@ -174,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except (FileNotFoundError, CheckpointError, ValueError) as e:
+    except (FileNotFoundError, CheckpointError, ValueError, RuntimeError) as e:
         print(f"mouthpiece: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,210 @@
+"""Offline dubbing: a prepared avatar plus mel chunks become lip-synced frames.
+
+This is the authors' inference (IPLAP_FACTS.md section 8) with windows batched: ``batch``
+windows go through the transformer and the renderer per call, which changes no output (each
+row of a batch is independent in eval mode).
+
+    dubber = Dubber(landmark_model, make_renderer_backend("plain", renderer), DubConfig(batch=4))
+    for result in dubber.run(avatar, chunks):  # FrameResult per output frame, in order
+        ...
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import models
+from engine.avatar import Avatar
+from engine.composite import composite
+from engine.renderers import RendererBackend, make_renderer_backend
+from engine.schedule import T, Window, num_windows, windows
+from engine.sketch import sketches_to_tensor
+
+CHECKPOINT_DIR = Path("checkpoints")
+#: File names looked for in the checkpoint folder, in order.
+CHECKPOINT_NAMES = {
+    models.LANDMARK: (
+        "landmarkgenerator_checkpoint.pth",
+        "landmarkgenerator.safetensors",
+        "landmark_generator.safetensors",
+    ),
+    models.RENDERER: ("renderer_checkpoint.pth", "renderer.safetensors"),
+}
+MIN_CHUNKS = 3
+
+
+class DubError(ValueError):
+    """Inputs that cannot be dubbed (too-short audio, missing weights, ...), clearly explained."""
+
+
+@dataclass(frozen=True)
+class DubConfig:
+    batch: int = 4  # windows per model call
+    device: str = "cpu"
+    backend: str = "plain"
+    dtype: str = "float32"
+
+
+@dataclass
+class FrameResult:
+    output_index: int  # position in the output video
+    template_index: int  # template frame shown (and pasted into)
+    window: int  # the transformer window that produced the face
+    face: np.ndarray  # (128, 128, 3) uint8 BGR, the generated face before pasting
+    box: tuple[int, int, int, int]  # (y1, y2, x1, x2) where it was pasted
+    frame: np.ndarray  # (H, W, 3) uint8 BGR, the composited frame
+
+
+@dataclass
+class StageTimes:
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    def add(self, stage: str, t0: float) -> float:
+        now = time.perf_counter()
+        self.seconds[stage] += now - t0
+        return now
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Dubber:
+    """Runs the transformer and a renderer backend over an avatar, window batch by window batch."""
+
+    def __init__(
+        self,
+        landmark_model: models.LandmarkGenerator,
+        renderer: RendererBackend,
+        config: DubConfig | None = None,
+    ):
+        self.config = config or DubConfig()
+        if self.config.batch < 1:
+            raise ValueError("batch must be >= 1")
+        self.lm = landmark_model.eval()
+        self.renderer = renderer
+        self.device = next(landmark_model.parameters()).device
+        self.times = StageTimes()
+
+    @torch.inference_mode()
+    def run(self, avatar: Avatar, chunks: np.ndarray) -> Iterator[FrameResult]:
+        """Frames for ``chunks`` (n, 80, 16): ``n`` results, output indices 0..n-1 in order."""
+        n = len(chunks)
+        if n < MIN_CHUNKS:
+            raise DubError(
+                f"the audio is too short: {n} mel chunk(s), at least {MIN_CHUNKS} are needed (about 0.27 s)"
+            )
+        dev = self.device
+        ref_imgs, ref_sketches = avatar.reference_tensors()
+        self.renderer.set_references(ref_imgs, ref_sketches)
+        lm_pose, lm_content = (torch.from_numpy(a).to(dev) for a in avatar.landmark_refs())
+        chunks_t = torch.from_numpy(np.ascontiguousarray(chunks, dtype=np.float32)).to(dev)  # (n, 80, 16)
+        crops = avatar.crops
+        hw = avatar.crop_hw
+        plan = windows(n, avatar.n_frames)
+        for s in range(0, len(plan), self.config.batch):
+            yield from self._run_batch(
+                avatar, plan[s : s + self.config.batch], chunks_t, crops, hw, lm_pose, lm_content
+            )
+
+    def _run_batch(
+        self, avatar, batch: list[Window], chunks_t, crops, hw, lm_pose, lm_content
+    ) -> Iterator[FrameResult]:
+        B, dev, t0 = len(batch), self.device, time.perf_counter()
+        templates = np.array([w.templates for w in batch])  # (B, T)
+        mel_idx = torch.tensor([w.mel_indices for w in batch], device=dev)  # (B, T)
+        pose = torch.from_numpy(avatar.pose[templates.ravel()]).to(dev).reshape(B, T, 2, -1)  # (B, T, 2, 74)
+        mels = chunks_t[mel_idx][:, :, None]  # (B, T, 1, 80, 16)
+        content = self.lm(
+            mels, pose, lm_pose.expand(B, *lm_pose.shape), lm_content.expand(B, *lm_content.shape)
+        )  # (B*T, 2, 57)
+        full = torch.cat([pose.reshape(B * T, 2, -1), content], dim=2).cpu().numpy()  # (B*T, 2, 131)
+        t0 = self.times.add("transformer", t0)
+
+        sketches = sketches_to_tensor(full, hw[templates.ravel()]).reshape(B, T, 3, 128, 128)
+        render_t = np.array([w.render_template for w in batch])
+        faces_in = torch.from_numpy((crops[render_t] / 255.0).astype(np.float32)).permute(0, 3, 1, 2)
+        t0 = self.times.add("sketch", t0)
+
+        render_mel = chunks_t[torch.tensor([w.render_mel for w in batch], device=dev)][
+            :, None
+        ]  # (B, 1, 80, 16)
+        generated = self.renderer.render(faces_in, sketches, render_mel)  # (B, 3, 128, 128)
+        faces = (generated.permute(0, 2, 3, 1).cpu().numpy() * 255).astype(
+            np.uint8
+        )  # truncation, as the authors
+        t0 = self.times.add("renderer", t0)
+
+        for w, face in zip(batch, faces, strict=True):
+            ti = w.render_template
+            box = tuple(int(v) for v in avatar.boxes[ti])
+            frame = composite(avatar.frames[ti], face, box, avatar.mask(ti))
+            t0 = self.times.add("composite", t0)
+            for p in w.output_indices:
+                yield FrameResult(p, ti, w.start, face, box, frame)
+            t0 = time.perf_counter()
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def find_checkpoint(kind: str, directory: str | Path = CHECKPOINT_DIR) -> Path:
+    directory = Path(directory)
+    for name in CHECKPOINT_NAMES[kind]:
+        if (directory / name).is_file():
+            return directory / name
+    pretty = "landmark transformer" if kind == models.LANDMARK else "renderer"
+    raise DubError(
+        f"no {pretty} checkpoint found in {directory}/ (looked for {', '.join(CHECKPOINT_NAMES[kind])}). "
+        f"Put the official file there (see README, 'Weights'), pass its path explicitly, "
+        f"or use --random-weights to try the pipeline without trained weights."
+    )
+
+
+RANDOM_WEIGHTS_WARNING = """
+**********************************************************************
+*  RANDOM WEIGHTS: no trained checkpoints are used. The stand-in      *
+*  weights make the whole pipeline run, but the faces are noise and   *
+*  the lips do not follow the audio. For tests and demos only.        *
+**********************************************************************
+"""
+
+
+def load_models(
+    landmark_checkpoint: str | Path | None = None,
+    renderer_checkpoint: str | Path | None = None,
+    device: str = "cpu",
+    random_weights: bool = False,
+    seed: int = 1,
+) -> tuple[models.LandmarkGenerator, models.Renderer]:
+    """The two networks from checkpoints (found in ``checkpoints/`` unless given), or stand-in weights."""
+    if random_weights:
+        print(RANDOM_WEIGHTS_WARNING, file=sys.stderr)
+        lm = models.LandmarkGenerator()
+        lm.load_state_dict(models.standin_state_dict(models.LANDMARK, seed, prefix=""))
+        r = models.Renderer()
+        sd = models.standin_state_dict(models.RENDERER, seed, prefix="")
+        r.load_state_dict({k: v for k, v in sd.items() if not k.startswith("perceptual.")})
+        return lm.to(device).eval(), r.to(device).eval()
+    lm_path = Path(landmark_checkpoint) if landmark_checkpoint else find_checkpoint(models.LANDMARK)
+    r_path = Path(renderer_checkpoint) if renderer_checkpoint else find_checkpoint(models.RENDERER)
+    return models.load_landmark_generator(lm_path, device), models.load_renderer(r_path, device)
+
+
+def make_dubber(lm: models.LandmarkGenerator, renderer: models.Renderer, config: DubConfig) -> Dubber:
+    dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[config.dtype]
+    return Dubber(lm, make_renderer_backend(config.backend, renderer, dtype), config)
+
+
+def expected_frames(n_chunks: int) -> int:
+    """Frames a dub of ``n_chunks`` mel chunks produces (the first face written 3 times)."""
+    return n_chunks if num_windows(n_chunks) else 0

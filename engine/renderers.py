@@ -1,0 +1,81 @@
+"""Renderer backends behind one interface.
+
+A backend holds an avatar's references (set once) and renders batches of frames:
+
+    backend.set_references(ref_imgs (N, 3, 128, 128), ref_sketches (N, 3, 128, 128))
+    faces = backend.render(faces (B, 3, 128, 128), target_sketches (B, 5, 3, 128, 128), mels (B, 1, 80, 16))
+    # -> (B, 3, 128, 128) float in [0, 1]
+
+All tensors are BGR float32 in [0, 1] (sketches too), on any device; backends move inputs to
+their own device and dtype and return float32 on that device.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+import models
+
+
+class RendererBackend(Protocol):
+    name: str
+    device: torch.device
+
+    def set_references(self, ref_imgs: torch.Tensor, ref_sketches: torch.Tensor) -> None: ...
+
+    def render(
+        self, faces: torch.Tensor, target_sketches: torch.Tensor, mels: torch.Tensor
+    ) -> torch.Tensor: ...
+
+
+class PlainTorchRenderer:
+    """The authors' mathematics as written (every reference encoded and modulated per frame)."""
+
+    name = "plain"
+
+    def __init__(self, model: models.Renderer, dtype: torch.dtype = torch.float32):
+        self.model = model.eval()
+        self.device = next(model.parameters()).device
+        self.dtype = dtype
+        if dtype != torch.float32:
+            self.model = self.model.to(dtype)
+        self._refs: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _in(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.device, self.dtype, non_blocking=True)
+
+    def set_references(self, ref_imgs: torch.Tensor, ref_sketches: torch.Tensor) -> None:
+        if ref_imgs.shape != ref_sketches.shape or ref_imgs.ndim != 4:
+            raise ValueError(
+                "references must be (N, 3, H, W) pairs, got "
+                f"{tuple(ref_imgs.shape)} and {tuple(ref_sketches.shape)}"
+            )
+        self._refs = (self._in(ref_imgs), self._in(ref_sketches))
+
+    @torch.inference_mode()
+    def render(self, faces: torch.Tensor, target_sketches: torch.Tensor, mels: torch.Tensor) -> torch.Tensor:
+        if self._refs is None:
+            raise RuntimeError("set_references() must be called before render()")
+        B = faces.shape[0]
+        imgs, sketches = self._refs
+        generated, _ = self.model(
+            self._in(faces)[:, None],  # (B, 1, 3, H, W)
+            self._in(target_sketches),  # (B, 5, 3, H, W)
+            imgs.expand(B, *imgs.shape),  # (B, N, 3, H, W)
+            sketches.expand(B, *sketches.shape),  # (B, N, 3, H, W)
+            self._in(mels)[:, None],  # (B, 1, 1, 80, 16)
+        )
+        return generated.float()  # (B, 3, H, W)
+
+
+BACKENDS = ("plain",)
+
+
+def make_renderer_backend(
+    name: str, model: models.Renderer, dtype: torch.dtype = torch.float32
+) -> RendererBackend:
+    if name == "plain":
+        return PlainTorchRenderer(model, dtype)
+    raise ValueError(f"unknown renderer backend {name!r}; choose one of {', '.join(BACKENDS)}")
