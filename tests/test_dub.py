@@ -1,0 +1,171 @@
+"""Offline dubbing end to end: frame counts, timing, compositing, batching, the CLI, errors."""
+
+from __future__ import annotations
+
+import wave
+
+import av
+import numpy as np
+import pytest
+
+from engine.audio import load_audio, mel_chunks, melspectrogram
+from engine.avatar import AvatarConfig, prepare_avatar
+from engine.cli import main
+from engine.pipeline import DubConfig, DubError, make_dubber
+from engine.schedule import pingpong
+from tests.conftest import ROOT
+
+PORTRAIT = ROOT / "assets" / "portrait.png"
+
+
+def _write_wav(path, samples: np.ndarray, rate: int = 16000):
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(rate)
+        f.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+    return path
+
+
+def _speech_like(seconds: float, rate: int = 16000) -> np.ndarray:
+    """A voiced, syllable-rate modulated harmonic signal (no shared media needed)."""
+    t = np.arange(int(seconds * rate)) / rate
+    voice = sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 8))
+    return 0.3 * voice * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t)) / 2
+
+
+def _chunks(wav: np.ndarray) -> np.ndarray:
+    return mel_chunks(melspectrogram(wav))
+
+
+@pytest.fixture(scope="module")
+def talk_b_run(media_dir, tmp_path_factory, landmark_model, renderer_model):
+    """talk_b avatar (N=2) and 0.5 s of real speech, dubbed with 4 windows per call."""
+    avatar = prepare_avatar(
+        media_dir / "talk_b_25fps.mp4", AvatarConfig(n_refs=2), tmp_path_factory.mktemp("c")
+    )
+    chunks = _chunks(load_audio(media_dir / "speech_a_44k.wav")[:8000])
+    results = list(make_dubber(landmark_model, renderer_model, DubConfig(batch=4)).run(avatar, chunks))
+    return avatar, chunks, results
+
+
+def test_one_frame_per_mel_chunk_in_order_with_the_authors_templates(talk_b_run):
+    avatar, chunks, results = talk_b_run
+    assert len(chunks) == 9  # 0.5 s: 41 mel frames; chunks start at int(k * 3.2) while start + 16 <= 41
+    assert [r.output_index for r in results] == list(range(9))
+    assert [r.window for r in results] == [0, 0, 0, 1, 2, 3, 4, 5, 6]
+    expected = [2, 2, 2] + [pingpong(p, avatar.n_frames) for p in range(3, 9)]
+    assert [r.template_index for r in results] == expected
+    assert results[0].face is results[2].face  # the first face is written three times
+    for r in results:
+        assert r.face.shape == (128, 128, 3) and r.face.dtype == np.uint8
+        assert r.frame.shape == (590, 590, 3) and r.box == tuple(avatar.boxes[r.template_index])
+
+
+def test_pixels_outside_the_pasted_face_equal_the_template_frame(talk_b_run):
+    avatar, _, results = talk_b_run
+    for r in results[2:]:
+        template = np.asarray(avatar.frames[r.template_index])
+        y1, y2, x1, x2 = r.box
+        touched = np.zeros(template.shape[:2], bool)
+        touched[y1:y2, x1:x2] = avatar.mask(r.template_index) > 0
+        assert np.array_equal(r.frame[~touched], template[~touched])
+        assert np.any(r.frame[touched] != template[touched])
+
+
+def test_faces_agree_within_one_grey_level_batched_or_not(talk_b_run, landmark_model, renderer_model):
+    avatar, chunks, batched = talk_b_run
+    single = list(make_dubber(landmark_model, renderer_model, DubConfig(batch=1)).run(avatar, chunks))
+    diffs = [
+        int(np.abs(a.face.astype(int) - b.face.astype(int)).max())
+        for a, b in zip(batched, single, strict=True)
+    ]
+    assert max(diffs) <= 1, diffs
+
+
+def _probe(path):
+    with av.open(str(path)) as c:
+        v, a = c.streams.video[0], c.streams.audio[0]
+        n = sum(1 for _ in c.decode(video=0))
+        return (
+            v.codec_context.name,
+            float(v.average_rate),
+            n,
+            a.codec_context.name,
+            float(a.duration * a.time_base),
+        )
+
+
+def test_cli_dub_of_a_still_image_writes_a_playable_mp4(tmp_path, capsys):
+    """Runs on a fresh clone: the bundled portrait and synthetic speech."""
+    wav = _speech_like(0.5)
+    audio = _write_wav(tmp_path / "speech.wav", wav)
+    out, faces = tmp_path / "out.mp4", tmp_path / "faces.npz"
+    args = ["dub", "--avatar", str(PORTRAIT), "--audio", str(audio), "--out", str(out), "--refs", "1"]
+    args += ["--random-weights", "--cache", str(tmp_path / "cache"), "--save-faces", str(faces), "--quiet"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "RANDOM WEIGHTS" in captured.err and "frames at 25 fps" in captured.out
+    n = len(_chunks(wav))
+    vcodec, rate, frames, acodec, audio_s = _probe(out)
+    assert (vcodec, rate, frames, acodec) == ("h264", 25.0, n, "aac")
+    assert abs(audio_s - 0.5) <= 0.04  # the whole input audio, within one frame
+    saved = np.load(faces)["faces"]
+    assert saved.shape == (n - 2, 128, 128, 3) and saved.dtype == np.uint8
+    assert not (tmp_path / "out.partial.mp4").exists()
+
+
+def test_cli_dub_talking_head_with_real_speech(media_dir, tmp_path):
+    audio = _write_wav(tmp_path / "a.wav", load_audio(media_dir / "speech_a_44k.wav")[:6400])
+    out = tmp_path / "talk.mp4"
+    args = ["dub", "--avatar", str(media_dir / "talk_b_25fps.mp4"), "--audio", str(audio), "--out", str(out)]
+    assert (
+        main(
+            args
+            + ["--refs", "1", "--batch", "2", "--random-weights", "--cache", str(tmp_path / "c"), "--quiet"]
+        )
+        == 0
+    )
+    vcodec, rate, frames, _, audio_s = _probe(out)
+    assert (vcodec, rate, frames) == ("h264", 25.0, len(_chunks(load_audio(audio))))
+    assert abs(audio_s - 0.4) <= 0.04
+
+
+def test_30fps_avatar_dubs(media_dir, tmp_path, landmark_model, renderer_model):
+    avatar = prepare_avatar(media_dir / "talk_c_30fps.mp4", AvatarConfig(n_refs=1), tmp_path)
+    chunks = _chunks(_speech_like(0.3))
+    results = list(make_dubber(landmark_model, renderer_model, DubConfig()).run(avatar, chunks))
+    assert len(chunks) == 4  # 0.3 s: 25 mel frames
+    assert len(results) == 4 and results[0].frame.shape == (700, 700, 3)
+
+
+def test_too_short_audio_and_missing_weights_are_clear_errors(
+    tmp_path, capsys, monkeypatch, landmark_model, renderer_model
+):
+    avatar = prepare_avatar(PORTRAIT, AvatarConfig(n_refs=1), tmp_path / "c")
+    with pytest.raises(DubError, match="too short"):
+        list(make_dubber(landmark_model, renderer_model, DubConfig()).run(avatar, _chunks(_speech_like(0.2))))
+    audio = _write_wav(tmp_path / "s.wav", _speech_like(0.5))
+    monkeypatch.chdir(tmp_path)  # no checkpoints/ folder here
+    assert main(["dub", "--avatar", str(PORTRAIT), "--audio", str(audio), "--out", "o.mp4", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "no landmark transformer checkpoint found in checkpoints/" in err and "--random-weights" in err
+    assert (
+        main(["dub", "--avatar", "missing.png", "--audio", str(audio), "--out", "o.mp4", "--random-weights"])
+        == 2
+    )
+    assert "avatar file not found: missing.png" in capsys.readouterr().err
+    assert (
+        main(["dub", "--avatar", str(PORTRAIT), "--audio", "none.wav", "--out", "o.mp4", "--random-weights"])
+        == 2
+    )
+    assert "audio file not found: none.wav" in capsys.readouterr().err
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_cli_prepare_reports_and_reuses(tmp_path, capsys):
+    assert main(["prepare", str(PORTRAIT), "--cache", str(tmp_path), "--refs", "3"]) == 0
+    first = capsys.readouterr().out
+    assert "1 frames, face found in 1" in first and "3 references" in first and "prepared in" in first
+    assert main(["prepare", str(PORTRAIT), "--cache", str(tmp_path), "--refs", "3"]) == 0
+    assert "reused cache" in capsys.readouterr().out
