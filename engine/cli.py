@@ -253,7 +253,12 @@ def build_parser() -> argparse.ArgumentParser:
     _avatar_options(d)
     d.add_argument("--batch", type=int, default=4, metavar="B", help="windows per model call (default 4)")
     d.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    d.add_argument("--backend", default="plain", help="renderer backend (default plain)")
+    d.add_argument(
+        "--backend",
+        default="fast",
+        choices=("fast", "plain"),
+        help="renderer backend (default fast; plain = as written)",
+    )
     d.add_argument(
         "--landmark-checkpoint", metavar="P", help="default: checkpoints/landmarkgenerator_checkpoint.pth"
     )

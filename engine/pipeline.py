@@ -4,7 +4,7 @@ This is the authors' inference (IPLAP_FACTS.md section 8) with windows batched: 
 windows go through the transformer and the renderer per call, which changes no output (each
 row of a batch is independent in eval mode).
 
-    dubber = Dubber(landmark_model, make_renderer_backend("plain", renderer), DubConfig(batch=4))
+    dubber = Dubber(landmark_model, make_renderer_backend("fast", renderer), DubConfig(batch=4))
     for result in dubber.run(avatar, chunks):  # FrameResult per output frame, in order
         ...
 """
@@ -49,7 +49,7 @@ class DubError(ValueError):
 class DubConfig:
     batch: int = 4  # windows per model call
     device: str = "cpu"
-    backend: str = "plain"
+    backend: str = "fast"
     dtype: str = "float32"
 
 

@@ -169,3 +169,17 @@ def test_cli_prepare_reports_and_reuses(tmp_path, capsys):
     assert "1 frames, face found in 1" in first and "3 references" in first and "prepared in" in first
     assert main(["prepare", str(PORTRAIT), "--cache", str(tmp_path), "--refs", "3"]) == 0
     assert "reused cache" in capsys.readouterr().out
+
+
+def test_fast_and_plain_backends_give_the_same_faces(talk_b_run, landmark_model, renderer_model):
+    avatar, chunks, fast = talk_b_run  # the default backend is the fast one
+    plain = list(
+        make_dubber(landmark_model, renderer_model, DubConfig(batch=4, backend="plain")).run(
+            avatar, chunks[:5]
+        )
+    )
+    assert DubConfig().backend == "fast"
+    diffs = [
+        int(np.abs(a.face.astype(int) - b.face.astype(int)).max()) for a, b in zip(plain, fast, strict=False)
+    ]
+    assert len(diffs) == 5 and max(diffs) <= 1, diffs
