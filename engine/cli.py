@@ -162,7 +162,7 @@ def cmd_dub(args) -> int:
         args.avatar,
         args.audio,
         args.out,
-        config=DubConfig(batch=args.batch, device=args.device, backend=args.backend),
+        config=DubConfig(batch=args.batch, device=args.device, backend=args.backend, dtype=args.precision),
         avatar_config=_avatar_config(args),
         landmark_checkpoint=args.landmark_checkpoint,
         renderer_checkpoint=args.renderer_checkpoint,
@@ -256,8 +256,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--backend",
         default="fast",
-        choices=("fast", "plain"),
+        choices=("fast", "plain", "cuda-graph"),
         help="renderer backend (default fast; plain = as written)",
+    )
+    d.add_argument(
+        "--precision",
+        default="fp32",
+        choices=("fp32", "fp16", "bf16"),
+        help="renderer precision (default fp32)",
     )
     d.add_argument(
         "--landmark-checkpoint", metavar="P", help="default: checkpoints/landmarkgenerator_checkpoint.pth"

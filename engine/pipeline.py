@@ -24,7 +24,7 @@ import torch
 import models
 from engine.avatar import Avatar
 from engine.composite import composite
-from engine.renderers import RendererBackend, make_renderer_backend
+from engine.renderers import DTYPES, RendererBackend, make_renderer_backend
 from engine.schedule import T, Window, num_windows, windows
 from engine.sketch import sketches_to_tensor
 
@@ -50,7 +50,7 @@ class DubConfig:
     batch: int = 4  # windows per model call
     device: str = "cpu"
     backend: str = "fast"
-    dtype: str = "float32"
+    dtype: str = "fp32"  # fp32 | fp16 | bf16 (renderer precision)
 
 
 @dataclass
@@ -201,8 +201,9 @@ def load_models(
 
 
 def make_dubber(lm: models.LandmarkGenerator, renderer: models.Renderer, config: DubConfig) -> Dubber:
-    dtype = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[config.dtype]
-    return Dubber(lm, make_renderer_backend(config.backend, renderer, dtype), config)
+    if config.dtype not in DTYPES:
+        raise ValueError(f"unknown precision {config.dtype!r}; choose one of {', '.join(DTYPES)}")
+    return Dubber(lm, make_renderer_backend(config.backend, renderer, DTYPES[config.dtype]), config)
 
 
 def expected_frames(n_chunks: int) -> int:
