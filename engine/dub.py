@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,18 +26,19 @@ class DubSummary:
     seconds: dict[str, float] = field(default_factory=dict)
     faces_path: str | None = None
     random_weights: bool = False
+    dubbing_seconds: float = 0.0  # wall time from the first model call to the last frame written
 
     @property
     def frames_per_second(self) -> float:
-        work = sum(v for k, v in self.seconds.items() if k not in ("prepare", "load models"))
-        return self.frames / work if work else float("nan")
+        return self.frames / self.dubbing_seconds if self.dubbing_seconds else float("nan")
 
     def text(self) -> str:
         stages = ", ".join(f"{k} {v:.2f} s" for k, v in self.seconds.items())
         return (
             f"wrote {self.out}: {self.frames} frames at {self.fps:g} fps "
             f"({self.audio_seconds:.2f} s of audio); "
-            f"{self.frames_per_second:.2f} frames/s after preparation\n  time per stage: {stages}"
+            f"{self.frames_per_second:.2f} frames/s after preparation\n"
+            f"  time per stage (overlapped stages run beside the models): {stages}"
         )
 
 
@@ -81,32 +84,35 @@ def dub_file(
     h, w = avatar.frame_size
     faces: list[np.ndarray] = []
     n_written = 0
-    encode = 0.0
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.stem + ".partial.mp4")
     bar = _progress(len(chunks), progress)
+    t_dub = time.perf_counter()
     try:
         with Mp4Writer(
             tmp, w, h, fps=avatar_config.fps, audio=out_audio, audio_rate=OUTPUT_AUDIO_RATE
         ) as writer:
-            last_window = -1
-            for result in dubber.run(avatar, chunks):
-                if save_faces is not None and result.window != last_window:
-                    faces.append(result.face)
-                    last_window = result.window
-                t1 = time.perf_counter()
-                writer.write(result.frame)
-                encode += time.perf_counter() - t1
-                n_written += 1
-                bar.update(1)
+            encoder = BackgroundWriter(writer)
+            try:
+                last_window = -1
+                for result in dubber.run(avatar, chunks):
+                    if save_faces is not None and result.window != last_window:
+                        faces.append(result.face)
+                        last_window = result.window
+                    encoder.write(result.frame)
+                    n_written += 1
+                    bar.update(1)
+            finally:
+                encoder.close()
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     finally:
         bar.close()
+    dubbing_seconds = time.perf_counter() - t_dub
     tmp.replace(out_path)
     seconds.update({k: v for k, v in dubber.times.seconds.items()})
-    seconds["encode"] = encode
+    seconds["encode (overlapped)"] = encoder.seconds
     faces_file = None
     if save_faces is not None:
         faces_file = str(save_faces)
@@ -119,7 +125,42 @@ def dub_file(
         seconds={k: round(v, 3) for k, v in seconds.items()},
         faces_path=faces_file,
         random_weights=random_weights,
+        dubbing_seconds=round(dubbing_seconds, 3),
     )
+
+
+class BackgroundWriter:
+    """Feeds a writer (anything with ``write(frame)``) from a thread behind a bounded queue, so that
+    encoding overlaps the models. ``write`` blocks while the queue is full; errors in the thread
+    are raised on the next ``write`` or at ``close``."""
+
+    def __init__(self, writer, maxsize: int = 16):
+        self.writer, self.seconds = writer, 0.0
+        self._q: queue.Queue = queue.Queue(maxsize=maxsize)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="mouthpiece-encode", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (frame := self._q.get()) is not None:
+            if self._error is None:
+                t0 = time.perf_counter()
+                try:
+                    self.writer.write(frame)
+                except BaseException as e:  # reported to the producer
+                    self._error = e
+                self.seconds += time.perf_counter() - t0
+
+    def write(self, frame: np.ndarray) -> None:
+        if self._error is not None:
+            raise self._error
+        self._q.put(frame)
+
+    def close(self) -> None:
+        self._q.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
 
 
 class _NoBar:

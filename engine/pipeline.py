@@ -12,9 +12,11 @@ row of a batch is independent in eval mode).
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,10 +68,12 @@ class FrameResult:
 @dataclass
 class StageTimes:
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, stage: str, t0: float) -> float:
         now = time.perf_counter()
-        self.seconds[stage] += now - t0
+        with self._lock:
+            self.seconds[stage] += now - t0
         return now
 
 
@@ -97,7 +101,11 @@ class Dubber:
 
     @torch.inference_mode()
     def run(self, avatar: Avatar, chunks: np.ndarray) -> Iterator[FrameResult]:
-        """Frames for ``chunks`` (n, 80, 16): ``n`` results, output indices 0..n-1 in order."""
+        """Frames for ``chunks`` (n, 80, 16): ``n`` results, output indices 0..n-1 in order.
+
+        The models run on the calling thread; pasting a batch's faces into their frames runs on a
+        worker thread while the next batch goes through the models (one batch of look-ahead).
+        """
         n = len(chunks)
         if n < MIN_CHUNKS:
             raise DubError(
@@ -108,17 +116,21 @@ class Dubber:
         self.renderer.set_references(ref_imgs, ref_sketches)
         lm_pose, lm_content = (torch.from_numpy(a).to(dev) for a in avatar.landmark_refs())
         chunks_t = torch.from_numpy(np.ascontiguousarray(chunks, dtype=np.float32)).to(dev)  # (n, 80, 16)
-        crops = avatar.crops
-        hw = avatar.crop_hw
         plan = windows(n, avatar.n_frames)
-        for s in range(0, len(plan), self.config.batch):
-            yield from self._run_batch(
-                avatar, plan[s : s + self.config.batch], chunks_t, crops, hw, lm_pose, lm_content
-            )
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mouthpiece-composite") as pool:
+            pending = None
+            for s in range(0, len(plan), self.config.batch):
+                batch = plan[s : s + self.config.batch]
+                faces = self._faces(avatar, batch, chunks_t, lm_pose, lm_content)
+                job = pool.submit(self._composite, avatar, batch, faces)
+                if pending is not None:
+                    yield from pending.result()
+                pending = job
+            if pending is not None:
+                yield from pending.result()
 
-    def _run_batch(
-        self, avatar, batch: list[Window], chunks_t, crops, hw, lm_pose, lm_content
-    ) -> Iterator[FrameResult]:
+    def _faces(self, avatar: Avatar, batch: list[Window], chunks_t, lm_pose, lm_content) -> np.ndarray:
+        """Transformer, sketches and renderer for a batch of windows: (B, 128, 128, 3) uint8 faces."""
         B, dev, t0 = len(batch), self.device, time.perf_counter()
         templates = np.array([w.templates for w in batch])  # (B, T)
         mel_idx = torch.tensor([w.mel_indices for w in batch], device=dev)  # (B, T)
@@ -130,9 +142,9 @@ class Dubber:
         full = torch.cat([pose.reshape(B * T, 2, -1), content], dim=2).cpu().numpy()  # (B*T, 2, 131)
         t0 = self.times.add("transformer", t0)
 
-        sketches = sketches_to_tensor(full, hw[templates.ravel()]).reshape(B, T, 3, 128, 128)
+        sketches = sketches_to_tensor(full, avatar.crop_hw[templates.ravel()]).reshape(B, T, 3, 128, 128)
         render_t = np.array([w.render_template for w in batch])
-        faces_in = torch.from_numpy((crops[render_t] / 255.0).astype(np.float32)).permute(0, 3, 1, 2)
+        faces_in = torch.from_numpy((avatar.crops[render_t] / 255.0).astype(np.float32)).permute(0, 3, 1, 2)
         t0 = self.times.add("sketch", t0)
 
         render_mel = chunks_t[torch.tensor([w.render_mel for w in batch], device=dev)][
@@ -142,16 +154,18 @@ class Dubber:
         faces = (generated.permute(0, 2, 3, 1).cpu().numpy() * 255).astype(
             np.uint8
         )  # truncation, as the authors
-        t0 = self.times.add("renderer", t0)
+        self.times.add("renderer", t0)
+        return faces
 
+    def _composite(self, avatar: Avatar, batch: list[Window], faces: np.ndarray) -> list[FrameResult]:
+        t0, out = time.perf_counter(), []
         for w, face in zip(batch, faces, strict=True):
             ti = w.render_template
             box = tuple(int(v) for v in avatar.boxes[ti])
             frame = composite(avatar.frames[ti], face, box, avatar.mask(ti))
-            t0 = self.times.add("composite", t0)
-            for p in w.output_indices:
-                yield FrameResult(p, ti, w.start, face, box, frame)
-            t0 = time.perf_counter()
+            out += [FrameResult(p, ti, w.start, face, box, frame) for p in w.output_indices]
+        self.times.add("composite (overlapped)", t0)
+        return out
 
 
 # ---------------------------------------------------------------------------------------------

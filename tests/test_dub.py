@@ -183,3 +183,28 @@ def test_fast_and_plain_backends_give_the_same_faces(talk_b_run, landmark_model,
         int(np.abs(a.face.astype(int) - b.face.astype(int)).max()) for a, b in zip(plain, fast, strict=False)
     ]
     assert len(diffs) == 5 and max(diffs) <= 1, diffs
+
+
+def test_background_writer_keeps_order_and_reports_errors():
+    from engine.dub import BackgroundWriter
+
+    class Sink:
+        def __init__(self, fail_at=None):
+            self.got, self.fail_at = [], fail_at
+
+        def write(self, frame):
+            if len(self.got) == self.fail_at:
+                raise OSError("disk full")
+            self.got.append(int(frame[0, 0, 0]))
+
+    sink = Sink()
+    w = BackgroundWriter(sink, maxsize=2)
+    for i in range(20):
+        w.write(np.full((2, 2, 3), i, np.uint8))
+    w.close()
+    assert sink.got == list(range(20))
+    w = BackgroundWriter(Sink(fail_at=3), maxsize=2)
+    with pytest.raises(OSError, match="disk full"):
+        for i in range(50):
+            w.write(np.full((2, 2, 3), i, np.uint8))
+        w.close()
