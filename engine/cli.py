@@ -256,8 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--backend",
         default="fast",
-        choices=("fast", "plain", "cuda-graph"),
-        help="renderer backend (default fast; plain = as written)",
+        choices=("fast", "plain", "cuda-graph", "onnx"),
+        help="model backend (default fast; plain = the authors' mathematics as written; "
+        "cuda-graph needs a GPU; onnx = ONNX Runtime, CUDA/TensorRT with mouthpiece[gpu])",
     )
     d.add_argument(
         "--precision",

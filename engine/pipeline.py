@@ -94,9 +94,14 @@ class Dubber:
         self.config = config or DubConfig()
         if self.config.batch < 1:
             raise ValueError("batch must be >= 1")
-        self.lm = landmark_model.eval()
         self.renderer = renderer
-        self.device = next(landmark_model.parameters()).device
+        if isinstance(
+            landmark_model, torch.nn.Module
+        ):  # else an ONNX Runtime session (CPU tensors in and out)
+            self.lm = landmark_model.eval()
+            self.device = next(landmark_model.parameters()).device
+        else:
+            self.lm, self.device = landmark_model, torch.device("cpu")
         self.times = StageTimes()
 
     @torch.inference_mode()
@@ -215,9 +220,16 @@ def load_models(
 
 
 def make_dubber(lm: models.LandmarkGenerator, renderer: models.Renderer, config: DubConfig) -> Dubber:
+    """The dubber for ``config``: the renderer backend it names, and with the ``onnx`` backend the
+    landmark transformer through ONNX Runtime as well."""
     if config.dtype not in DTYPES:
         raise ValueError(f"unknown precision {config.dtype!r}; choose one of {', '.join(DTYPES)}")
-    return Dubber(lm, make_renderer_backend(config.backend, renderer, DTYPES[config.dtype]), config)
+    backend = make_renderer_backend(config.backend, renderer, DTYPES[config.dtype])
+    if config.backend == "onnx":
+        from engine.onnx_backend import OnnxLandmarkGenerator
+
+        lm = OnnxLandmarkGenerator.from_torch(lm, device=config.device)
+    return Dubber(lm, backend, config)
 
 
 def expected_frames(n_chunks: int) -> int:

@@ -157,7 +157,19 @@ class CudaGraphRenderer(FastTorchRenderer):
         return out.float()  # a new tensor: the static output is overwritten by the next replay
 
 
-BACKENDS = ("fast", "plain", "cuda-graph")
+BACKENDS = ("fast", "plain", "cuda-graph", "onnx")
+
+
+def onnx_cache_dir():
+    from engine.avatar import default_cache_dir
+
+    return default_cache_dir().parent / "onnx"
+
+
+def _checkpoint_sha256(model) -> str | None:
+    path = getattr(model, "checkpoint_path", None)
+    return models.sha256(path) if path else None
+
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -171,4 +183,14 @@ def make_renderer_backend(
         return FastTorchRenderer(model, dtype)
     if name == "cuda-graph":
         return CudaGraphRenderer(model, dtype)
+    if name == "onnx":
+        from engine.onnx_backend import OnnxRenderer
+
+        if dtype != torch.float32:
+            raise ValueError("the onnx backend runs float32 graphs")
+        device = next(model.parameters()).device
+        sha = _checkpoint_sha256(model)  # exports are cached per checkpoint (random weights: not cached)
+        return OnnxRenderer.from_torch(
+            model, cache_dir=onnx_cache_dir() if sha else None, source_sha256=sha, device=device
+        )
     raise ValueError(f"unknown renderer backend {name!r}; choose one of {', '.join(BACKENDS)}")

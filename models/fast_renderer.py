@@ -193,10 +193,10 @@ def _modulate(n: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, refs: in
     Computed as ``n * (1 + gamma) + beta`` (one fused pass, ``1 + gamma`` once per frame) and an
     in-place activation: two passes over the N*B rows instead of four, and one allocation.
     """
-    b = gamma.shape[0]
     n = n.reshape(refs, -1, *n.shape[1:])  # (N, B or 1, C, h, w)
     out = torch.addcmul(beta, n, 1 + gamma)  # (N, B, C, h, w): gamma, beta broadcast over references
-    return F.leaky_relu(out, 0.2, inplace=True).reshape(refs * b, *out.shape[2:])
+    # flatten, not reshape(refs * B, ...): a traced graph must not record B as a constant
+    return F.leaky_relu(out, 0.2, inplace=True).flatten(0, 1)  # (N*B, C, h, w)
 
 
 def _spade_block(

@@ -208,3 +208,17 @@ def test_background_writer_keeps_order_and_reports_errors():
         for i in range(50):
             w.write(np.full((2, 2, 3), i, np.uint8))
         w.close()
+
+
+def test_onnx_backend_dubs_like_the_torch_backend(talk_b_run, landmark_model, renderer_model):
+    pytest.importorskip("onnxruntime")
+    avatar, chunks, fast = talk_b_run
+    onnx = list(
+        make_dubber(landmark_model, renderer_model, DubConfig(batch=2, backend="onnx")).run(
+            avatar, chunks[:4]
+        )
+    )
+    diffs = [
+        int(np.abs(a.face.astype(int) - b.face.astype(int)).max()) for a, b in zip(onnx, fast, strict=False)
+    ]
+    assert len(diffs) == 4 and max(diffs) <= 1, diffs
