@@ -10,19 +10,14 @@ Stand-in weights (timings do not depend on the values). Writes
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.models_forward import device_name  # noqa: E402
+from benchmarks.common import RESULTS, run_meta, write_results  # noqa: E402
 from engine.audio import load_audio, mel_chunks, melspectrogram  # noqa: E402
 from engine.avatar import AvatarConfig, prepare_avatar  # noqa: E402
 from engine.pipeline import DubConfig, load_models, make_dubber  # noqa: E402
@@ -37,7 +32,7 @@ def main() -> None:
     ap.add_argument("--backends", nargs="+", default=["plain"])
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
 
     lm, renderer = load_models(device=args.device, random_weights=True)
@@ -66,20 +61,13 @@ def main() -> None:
                     }
                 )
                 print(rows[-1], flush=True)
-    meta = {
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "device": device_name(args.device),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "command": "python benchmarks/dub_fps.py " + " ".join(sys.argv[1:]),
-        "avatar": Path(args.avatar).name,
-        "audio_seconds": round(len(wav) / 16000, 2),
-        "batch": args.batch,
-    }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"dub_fps_{args.device.split(':')[0]}"
-    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    meta = run_meta(
+        "dub_fps.py",
+        args.device,
+        avatar=Path(args.avatar).name,
+        audio_seconds=round(len(wav) / 16000, 2),
+        batch=args.batch,
+    )
     lines = [
         f"Offline dubbing throughput — {meta['device']}, torch {meta['torch']}, {meta['date']}",
         f"Command: `{meta['command']}`",
@@ -94,8 +82,7 @@ def main() -> None:
             f"| {r['refs']} | {r['backend']} | {r['frames']} | {r['seconds']} | {r['fps']} | "
             f"{s.get('renderer', 0)} | {s.get('transformer', 0)} |"
         )
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(args.out, f"dub_fps_{args.device.split(':')[0]}", {"meta": meta, "rows": rows}, lines)
 
 
 if __name__ == "__main__":

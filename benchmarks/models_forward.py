@@ -9,12 +9,8 @@ command and date. Stand-in weights are used: timings do not depend on the weight
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -22,38 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import models  # noqa: E402
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def time_call(fn, device: str, repeat: int, warmup: int = 1) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return times
-
-
-def device_name(device: str) -> str:
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(device)
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{name}, {torch.get_num_threads()} threads"
+from benchmarks.common import RESULTS, run_meta, timed, write_results  # noqa: E402
 
 
 def main() -> None:
@@ -61,7 +26,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--refs", type=int, nargs="+", default=[1, 5, 25])
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
     dev = args.device
     g = torch.Generator().manual_seed(0)
@@ -83,7 +48,7 @@ def main() -> None:
             torch.rand(1, 15, 2, 57, generator=g),
         ]
         x = [t.to(dev) for t in x]
-        ts = time_call(lambda: lm(*x), dev, args.repeat)
+        ts = timed(lambda: lm(*x), dev, args.repeat)
         rows.append({"network": "landmark transformer", "batch": "1 window (T=5, Nl=15)", "times_s": ts})
         for n in args.refs:
             y = [
@@ -94,23 +59,13 @@ def main() -> None:
                 torch.rand(1, 1, 1, 80, 16, generator=g),
             ]
             y = [t.to(dev) for t in y]
-            ts = time_call(lambda y=y: r(*y), dev, max(1, args.repeat if n < 25 else args.repeat // 2))
+            ts = timed(lambda y=y: r(*y), dev, max(1, args.repeat if n < 25 else args.repeat // 2))
             rows.append({"network": "renderer", "batch": f"1 frame, N={n}", "times_s": ts})
 
     for row in rows:
         row["median_ms"] = round(1000 * statistics.median(row["times_s"]), 1)
         row["min_ms"] = round(1000 * min(row["times_s"]), 1)
-    meta = {
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "device": device_name(dev),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "command": "python benchmarks/models_forward.py " + " ".join(sys.argv[1:]),
-    }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"models_forward_{dev.split(':')[0]}"
-    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    meta = run_meta("models_forward.py", dev)
     lines = [
         f"Plain-model forward pass, float32 eager — {meta['device']}, torch {meta['torch']}, {meta['date']}",
         f"Command: `{meta['command']}`",
@@ -119,8 +74,7 @@ def main() -> None:
         "| --- | --- | ---: | ---: |",
     ]
     lines += [f"| {r['network']} | {r['batch']} | {r['median_ms']} | {r['min_ms']} |" for r in rows]
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(args.out, f"models_forward_{dev.split(':')[0]}", {"meta": meta, "rows": rows}, lines)
 
 
 if __name__ == "__main__":

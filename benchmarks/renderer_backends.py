@@ -28,14 +28,10 @@ Writes benchmarks/results/renderer_backends_<device>.json and .md (device, versi
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import math
-import platform
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +41,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import models  # noqa: E402
-from benchmarks.renderer_speed import authors_loop, device_name  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    RESULTS,
+    percentile,
+    run_meta,
+    standin_renderer,
+    timed,
+    versions_text,
+    write_results,
+)
+from benchmarks.renderer_speed import authors_loop  # noqa: E402
 from engine.renderers import DTYPES, make_renderer_backend  # noqa: E402
 
 MEDIA = ROOT.parent / "shared" / "media"
@@ -59,31 +64,6 @@ def make_backend(name: str, renderer: models.Renderer, dtype: torch.dtype, devic
             raise ValueError("the onnx rows are float32")
         return OnnxRenderer.from_torch(renderer, device=device)
     return make_renderer_backend(name, renderer, dtype)
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def percentile(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    k = (len(xs) - 1) * q
-    lo, hi = math.floor(k), math.ceil(k)
-    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
-
-
-def timed(fn, device: str, repeat: int, warmup: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    out = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        out.append(time.perf_counter() - t0)
-    return out
 
 
 def row(label: str, n: int, batch: int, precision: str, times: list[float]) -> dict:
@@ -230,39 +210,18 @@ def main() -> None:
     ap.add_argument("--backends", nargs="+", default=["fast", "onnx"])
     ap.add_argument("--precisions", nargs="+", default=["fp32"], choices=list(DTYPES))
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         sys.exit("CUDA is not available on this machine")
 
-    renderer = models.Renderer()
-    sd = models.standin_state_dict(models.RENDERER, prefix="")
-    renderer.load_state_dict({k: v for k, v in sd.items() if not k.startswith("perceptual.")})
-    renderer = renderer.to(args.device).eval()
+    renderer = standin_renderer(args.device)
 
     fid = fidelity(renderer, args)
     rows = speed(renderer, args)
-    versions = {"torch": torch.__version__, "python": platform.python_version()}
-    try:
-        import onnxruntime
-
-        versions["onnxruntime"] = onnxruntime.__version__
-    except ImportError:
-        pass
-    meta = {
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "device": device_name(args.device),
-        **versions,
-        "command": "python benchmarks/renderer_backends.py " + " ".join(sys.argv[1:]),
-    }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"renderer_backends_{args.device.split(':')[0]}"
-    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "speed": rows, "fidelity": fid}, indent=2))
+    meta = run_meta("renderer_backends.py", args.device)
     lines = [
-        f"Renderer backends — {meta['device']}, "
-        + ", ".join(f"{k} {v}" for k, v in versions.items())
-        + f", {meta['date']}",
+        f"Renderer backends — {meta['device']}, {versions_text(meta)}, {meta['date']}",
         f"Command: `{meta['command']}`",
         "",
         "| N | variant | precision | batch | p50 ms/call | p95 | p99 | ms/frame | frames/s | x authors |",
@@ -285,8 +244,8 @@ def main() -> None:
         lines.append(
             f"| {f['case']} | {f['variant']} | {f['precision']} | {f['max_abs_diff']:.1e} | {f['psnr_db']} |"
         )
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    payload = {"meta": meta, "speed": rows, "fidelity": fid}
+    write_results(args.out, f"renderer_backends_{args.device.split(':')[0]}", payload, lines)
 
 
 if __name__ == "__main__":

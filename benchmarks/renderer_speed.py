@@ -21,9 +21,6 @@ and ``.md`` with the device, versions, command and UTC date.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import platform
 import statistics
 import sys
 import time
@@ -35,6 +32,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import models  # noqa: E402
+from benchmarks.common import RESULTS, run_meta, standin_renderer, sync, write_results  # noqa: E402
 from models.fast_renderer import FastRenderer  # noqa: E402
 from models.renderer import WEIGHT_EPS, flow_to_deformation, warp  # noqa: E402
 
@@ -81,36 +79,10 @@ def authors_loop(model: models.Renderer, face, target_sketches, ref_imgs, ref_sk
     return model.translation(face[:, 0], driving, ref, h1, h2, mel.reshape(B, 1, *mel.shape[-2:]))
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def device_name(device: str) -> str:
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(device)
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{name}, {torch.get_num_threads()} threads"
-
-
 def p95(xs: list[float]) -> float:
     if len(xs) < 2:
         return xs[0]
     return statistics.quantiles(xs, n=20, method="inclusive")[18]
-
-
-def load_renderer(device: str) -> models.Renderer:
-    r = models.Renderer()
-    sd = models.standin_state_dict("renderer", prefix="")
-    r.load_state_dict({k: v for k, v in sd.items() if not k.startswith("perceptual.")})
-    return r.to(device).eval()
 
 
 def bench_refs(r, fasts, n: int, args, gen: torch.Generator) -> list[dict]:
@@ -140,7 +112,7 @@ def bench_refs(r, fasts, n: int, args, gen: torch.Generator) -> list[dict]:
             fast = fasts[name]
             t0 = time.perf_counter()
             bank = fast.encode_references(ref_imgs, ref_sketches)
-            _sync(dev)
+            sync(dev)
             bank_ms[name] = 1000 * (time.perf_counter() - t0)
             calls[name] = lambda fast=fast, bank=bank: fast(bank, face, sketches, mel)
             per_call_frames[name] = B
@@ -148,12 +120,12 @@ def bench_refs(r, fasts, n: int, args, gen: torch.Generator) -> list[dict]:
     times: dict[str, list[float]] = {name: [] for name in calls}
     for name, fn in calls.items():  # warm-up, and the outputs for the differences
         outputs[name] = fn()
-    _sync(dev)
+    sync(dev)
     for _ in range(repeat):
         for name, fn in calls.items():
             t0 = time.perf_counter()
             fn()
-            _sync(dev)
+            sync(dev)
             times[name].append(time.perf_counter() - t0)
 
     rows = []
@@ -192,12 +164,12 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--repeat-large", type=int, default=2, help="repeats for N > 5")
     ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
-    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         sys.exit("CUDA is not available")
     gen = torch.Generator().manual_seed(0)
-    r = load_renderer(args.device)
+    r = standin_renderer(args.device)
     fasts = {
         "shared": FastRenderer(r, fold_alignment=False).eval(),
         "fast": FastRenderer(r).eval(),
@@ -218,18 +190,7 @@ def main() -> None:
                 )
 
     dev = args.device.split(":")[0]
-    meta = {
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "device": device_name(args.device),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "command": "python benchmarks/renderer_speed.py " + " ".join(sys.argv[1:]),
-        "batch": args.batch,
-    }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"renderer_speed_{dev}"
-    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    meta = run_meta("renderer_speed.py", args.device, batch=args.batch)
     lines = [
         f"Renderer latency per frame, float32 eager — {meta['device']}, torch {meta['torch']},"
         f" {meta['date']}",
@@ -249,8 +210,7 @@ def main() -> None:
             f"| {row.get('speedup_vs_authors', '')} | {row.get('speedup_vs_plain', '')} "
             f"| {'' if diff is None else f'{diff:.1e}'} | {row.get('bank_ms', '')} |"
         )
-    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(args.out, f"renderer_speed_{dev}", {"meta": meta, "rows": rows}, lines)
 
 
 if __name__ == "__main__":
