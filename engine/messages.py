@@ -1,0 +1,145 @@
+"""The message vocabulary of the live engine (in the style of pipecat frames / livekit VideoGenerator).
+
+Data flows through the live path as immutable messages::
+
+    AudioChunk  ->  (resample, mel, speech gate, scheduler)  ->  MelWindow  ->  (transformer, renderer)
+                                                                            ->  RenderedFrame
+
+and the stages are steered by :class:`Control` messages (flush, interrupt, avatar switch, stats
+request, end of stream).
+
+**Control messages overtake data.** Every stage owns two inputs, a control queue and a data queue,
+and checks the control queue first, before taking the next data message. An ``INTERRUPT`` therefore
+takes effect at once, even when many audio chunks or windows are already queued; the stage then
+drops (``INTERRUPT``) or drains (``FLUSH``) its queued data as the kind says. ``END`` is the one
+control message that is also ordered with data: a stage forwards it after the data it has accepted.
+
+Arrays are float32; indices are on the session clocks: audio samples at 16 kHz (``start_sample``,
+spans) and output video frames at 25 fps (``index``, ``pts`` in 1/25 s units).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "AudioChunk",
+    "Control",
+    "ControlKind",
+    "MelWindow",
+    "Message",
+    "RenderedFrame",
+    "is_control",
+]
+
+FPS = 25  # output video frames per second; a RenderedFrame's pts is counted in 1/FPS s
+
+
+@dataclass(frozen=True, slots=True)
+class AudioChunk:
+    """A piece of mono audio on the session's audio clock.
+
+    ``samples``: float32 (n,), nominally in [-1, 1]; ``start_sample``: index of ``samples[0]`` on the
+    session clock (counted at ``sample_rate``); ``sample_rate``: 16000 once resampled.
+    """
+
+    samples: np.ndarray
+    start_sample: int
+    sample_rate: int = 16000
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.samples.shape[0])
+
+    @property
+    def end_sample(self) -> int:
+        """One past the last sample, on the session clock."""
+        return self.start_sample + self.num_samples
+
+    @property
+    def duration_s(self) -> float:
+        return self.num_samples / float(self.sample_rate)
+
+
+@dataclass(frozen=True, slots=True)
+class MelWindow:
+    """Everything the models need to make one output frame (one offline schedule window).
+
+    - ``index``: the output frame p it makes; ``output_indices``: the frames that show it,
+      ``(p, p+1, p+2)`` for the first window of a segment (the first face is shown 3 times, as
+      offline), else ``(p,)``.
+    - ``mel``: the 5 transformer mel chunks, (5, 80, 16) float32, ``chunks[max(0, i-2)]`` for
+      ``i = b..b+4``; ``render_mel``: the renderer's chunk ``chunks[b]``, (80, 16) float32.
+    - ``templates``: the 5 template frame indices of the window (poses); ``render_template``: the
+      template frame the face is drawn into.
+    - ``span``: ``[start, end)`` audio samples (16 kHz session clock) the window depends on (all 5
+      chunks); ``render_span``: those of ``render_mel`` (the audio that drives the mouth).
+    - ``is_speech``: the speech gate's verdict on ``render_span`` (True when no gate is used).
+    - ``start`` and ``mel_indices``: the window number b and chunk numbers inside its segment (as
+      :class:`engine.schedule.Window`), for checking against the offline plan.
+    """
+
+    index: int
+    output_indices: tuple[int, ...]
+    mel: np.ndarray
+    render_mel: np.ndarray
+    templates: tuple[int, ...]
+    render_template: int
+    span: tuple[int, int]
+    render_span: tuple[int, int]
+    is_speech: bool = True
+    start: int = 0
+    mel_indices: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedFrame:
+    """One output video frame.
+
+    ``index``: output frame p; ``pts``: presentation time in 1/25 s units (equal to p);
+    ``image``: the composited frame (H, W, 3) uint8 BGR, or None when the stage only reports (e.g.
+    a dropped frame, or a still idle frame the sink already holds); ``box``: the face box
+    ``(x0, y0, x1, y1)`` pasted into, or None; ``timing``: stage name -> ``time.perf_counter()``
+    timestamp, for latency accounting.
+    """
+
+    index: int
+    pts: int
+    image: np.ndarray | None = None
+    box: tuple[int, int, int, int] | None = None
+    is_speech: bool = True
+    timing: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def time_s(self) -> float:
+        return self.pts / float(FPS)
+
+
+class ControlKind(enum.Enum):
+    """What a :class:`Control` message asks for."""
+
+    FLUSH = "flush"  # finish the current utterance: pad the audio end, emit what is pending
+    INTERRUPT = "interrupt"  # barge-in: drop pending audio and windows now, go back to idle
+    SWITCH_AVATAR = "switch_avatar"  # payload: the avatar to use from the next window on
+    STATS = "stats"  # payload: optional callback or dict to fill with stage statistics
+    END = "end"  # end of the session: finish, then stop
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """A control message; it overtakes queued data (see the module docstring)."""
+
+    kind: ControlKind
+    payload: Any = None
+
+
+Message = AudioChunk | MelWindow | RenderedFrame | Control
+
+
+def is_control(msg: object) -> bool:
+    """True for a :class:`Control` message (which consumers handle before any queued data)."""
+    return isinstance(msg, Control)
