@@ -212,6 +212,7 @@ def test_background_writer_keeps_order_and_reports_errors():
 
 def test_onnx_backend_dubs_like_the_torch_backend(talk_b_run, landmark_model, renderer_model):
     pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
     avatar, chunks, fast = talk_b_run
     onnx = list(
         make_dubber(landmark_model, renderer_model, DubConfig(batch=2, backend="onnx")).run(
