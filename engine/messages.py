@@ -10,8 +10,8 @@ request, end of stream).
 
 **Control messages overtake data.** Every stage owns two inputs, a control queue and a data queue,
 and checks the control queue first, before taking the next data message. An ``INTERRUPT`` therefore
-takes effect at once, even when many audio chunks or windows are already queued; the stage then
-drops (``INTERRUPT``) or drains (``FLUSH``) its queued data as the kind says. ``END`` is the one
+takes effect at once, even when many audio chunks or windows are already queued; on ``FLUSH`` and
+``INTERRUPT`` the stage drops its queued audio, windows and frames and returns to idle. ``END`` is the one
 control message that is also ordered with data: a stage forwards it after the data it has accepted.
 
 Arrays are float32; indices are on the session clocks: audio samples at 16 kHz (``start_sample``,
@@ -122,7 +122,7 @@ class RenderedFrame:
 class ControlKind(enum.Enum):
     """What a :class:`Control` message asks for."""
 
-    FLUSH = "flush"  # finish the current utterance: pad the audio end, emit what is pending
+    FLUSH = "flush"  # drop queued audio, windows and frames; back to idle within one frame time
     INTERRUPT = "interrupt"  # barge-in: drop pending audio and windows now, go back to idle
     SWITCH_AVATAR = "switch_avatar"  # payload: the avatar to use from the next window on
     STATS = "stats"  # payload: optional callback or dict to fill with stage statistics

@@ -126,7 +126,7 @@ class Dubber:
             pending = None
             for s in range(0, len(plan), self.config.batch):
                 batch = plan[s : s + self.config.batch]
-                faces = self._faces(avatar, batch, chunks_t, lm_pose, lm_content)
+                faces = self.faces(avatar, batch, chunks_t, lm_pose, lm_content)
                 job = pool.submit(self._composite, avatar, batch, faces)
                 if pending is not None:
                     yield from pending.result()
@@ -134,7 +134,7 @@ class Dubber:
             if pending is not None:
                 yield from pending.result()
 
-    def _faces(self, avatar: Avatar, batch: list[Window], chunks_t, lm_pose, lm_content) -> np.ndarray:
+    def faces(self, avatar: Avatar, batch: list[Window], chunks_t, lm_pose, lm_content) -> np.ndarray:
         """Transformer, sketches and renderer for a batch of windows: (B, 128, 128, 3) uint8 faces."""
         B, dev, t0 = len(batch), self.device, time.perf_counter()
         templates = np.array([w.templates for w in batch])  # (B, T)
