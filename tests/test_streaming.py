@@ -1,0 +1,143 @@
+"""WebRTC transport: a client peer sends a WAV as its microphone, the server peer lip-syncs it.
+
+Two RTCPeerConnections in one process over loopback only (:func:`streaming.ice.loopback_ice`): the
+client's audio (a synthetic speech-like WAV through ``MediaPlayer``) feeds a :class:`LiveSession`
+via :class:`MicrophoneSink`; the session's frames come back through :class:`AvatarVideoTrack`.
+The real transformer runs with stand-in weights; the renderer is the cheap ``InvertBackend`` of
+tests/test_live.py. Every wait has a time limit; nothing sleeps to synchronise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import wave
+
+import aioice.ice
+import numpy as np
+import pytest
+from aiortc import RTCPeerConnection
+from aiortc.contrib.media import MediaPlayer
+from aiortc.mediastreams import MediaStreamError
+
+from engine.avatar import AvatarConfig, prepare_avatar
+from engine.live import LiveConfig, LiveSession
+from streaming.ice import LOOPBACK, local_candidate_hosts, loopback_ice, selected_pairs
+from streaming.tracks import AvatarVideoTrack, MicrophoneSink
+from tests.test_live import PORTRAIT, InvertBackend
+from tests.test_live_audio import speechlike
+
+LIMIT = 20.0  # seconds: a bound on every wait
+WANT = 30  # video frames the client collects (1.2 s at 25 fps)
+RTP_STEP = 90000 // 25  # one frame in the 90 kHz RTP video clock
+
+
+@pytest.fixture(scope="module")
+def avatar(tmp_path_factory):
+    return prepare_avatar(PORTRAIT, AvatarConfig(n_refs=1), tmp_path_factory.mktemp("stream-avatar"))
+
+
+def write_wav(path, seconds: float = 1.0, rate: int = 48000) -> None:
+    x16 = speechlike(seconds, seed=3)  # 16 kHz
+    x = np.interp(np.arange(3 * x16.size) / 3, np.arange(x16.size), x16)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((x * 32767).astype("<i2").tobytes())
+
+
+def test_webrtc_loopback_mic_in_avatar_video_out(avatar, landmark_model, tmp_path):
+    wav = tmp_path / "mic.wav"
+    write_wav(wav)
+
+    async def main():
+        before = asyncio.all_tasks()
+        real_hosts = aioice.ice.get_host_addresses
+        with loopback_ice() as config:
+            assert aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=True) == [LOOPBACK]
+            assert config.iceServers == []  # no STUN / TURN
+            client, server = RTCPeerConnection(config), RTCPeerConnection(config)
+            session = LiveSession(avatar, landmark_model, InvertBackend(), LiveConfig())
+            video = AvatarVideoTrack(session)
+            player = MediaPlayer(str(wav))
+            sinks: list[MicrophoneSink] = []
+            got_audio, got_frames = asyncio.Event(), asyncio.Event()
+            received: list = []
+
+            @server.on("track")
+            def on_server_track(track):
+                if track.kind == "audio":
+                    sinks.append(MicrophoneSink(session, track))
+                    sinks[-1].start()
+                    got_audio.set()
+
+            async def consume(track):
+                while True:
+                    try:
+                        frame = await track.recv()
+                    except MediaStreamError:
+                        return
+                    received.append((frame.pts, frame.height, frame.width))
+                    if len(received) >= WANT:
+                        got_frames.set()
+
+            consumers: list[asyncio.Task] = []
+
+            @client.on("track")
+            def on_client_track(track):
+                if track.kind == "video":
+                    consumers.append(asyncio.ensure_future(consume(track)))
+
+            try:
+                client.addTrack(player.audio)
+                client.addTransceiver("video", direction="recvonly")
+                await client.setLocalDescription(await client.createOffer())
+                await server.setRemoteDescription(client.localDescription)
+                server.addTrack(video)
+                await server.setLocalDescription(await server.createAnswer())
+                await client.setRemoteDescription(server.localDescription)
+
+                await asyncio.wait_for(got_audio.wait(), LIMIT)
+                await asyncio.wait_for(got_frames.wait(), LIMIT)
+
+                # only loopback candidates were gathered, and the selected pairs are loopback
+                for pc in (client, server):
+                    assert local_candidate_hosts(pc) == {LOOPBACK}
+                    pairs = selected_pairs(pc)
+                    assert pairs and all(la[0] == LOOPBACK and ra[0] == LOOPBACK for la, ra in pairs)
+
+                # the client hangs up: its sender says BYE, the server's audio track ends -> END
+                await client.close()
+                await asyncio.wait_for(sinks[0].wait(), LIMIT)
+            finally:
+                await client.close()
+                await server.close()
+                await video.aclose()
+                await session.aclose()
+                for sink in sinks:
+                    await sink.aclose()
+                for task in consumers:
+                    await asyncio.wait_for(task, LIMIT)
+            stats = session.stats
+        assert aioice.ice.get_host_addresses is real_hosts  # restored
+        leftover = asyncio.all_tasks() - before
+        return received, video, sinks[0], stats, client, server, leftover
+
+    received, video, sink, stats, client, server, leftover = asyncio.run(asyncio.wait_for(main(), 3 * LIMIT))
+
+    assert len(received) >= WANT
+    h, w = avatar.frame_size
+    assert video.frame_size == (h, w)
+    assert all((fh, fw) == (h, w) for _, fh, fw in received)
+    steps = [(b - a) % (1 << 32) for (a, _, _), (b, _, _) in itertools.pairwise(received)]
+    assert steps and all(s == RTP_STEP for s in steps), steps
+    # the server sent session frames (not only repeats), and the microphone reached the session
+    assert video.fresh > 0 and video.sent >= len(received)
+    assert sink.frames > 0 and sink.sample_rate == 48000 and stats.frames > 0
+    # everything closed
+    assert client.connectionState == "closed" and server.connectionState == "closed"
+    assert video.readyState == "ended"
+    assert not leftover, leftover
+    assert not [t for t in threading.enumerate() if t.name.startswith("mouthpiece-live")]
