@@ -95,7 +95,4 @@ def standin_renderer(device: str = "cpu"):
     """The renderer with the deterministic stand-in weights (timings do not depend on the values)."""
     import models
 
-    r = models.Renderer()
-    sd = models.standin_state_dict(models.RENDERER, prefix="")
-    r.load_state_dict({k: v for k, v in sd.items() if not k.startswith("perceptual.")})
-    return r.to(device).eval()
+    return models.standin_model(models.RENDERER).to(device)

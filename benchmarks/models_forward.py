@@ -31,13 +31,8 @@ def main() -> None:
     dev = args.device
     g = torch.Generator().manual_seed(0)
 
-    lm = models.LandmarkGenerator()
-    lm.load_state_dict(models.standin_state_dict("landmark_generator", prefix=""))
-    lm = lm.to(dev).eval()
-    r = models.Renderer()
-    sd = models.standin_state_dict("renderer", prefix="")
-    r.load_state_dict({k: v for k, v in sd.items() if not k.startswith("perceptual.")})
-    r = r.to(dev).eval()
+    lm = models.standin_model(models.LANDMARK).to(dev)
+    r = models.standin_model(models.RENDERER).to(dev)
 
     rows = []
     with torch.inference_mode():

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import models  # noqa: E402
-from benchmarks.common import RESULTS, run_meta, standin_renderer, sync, write_results  # noqa: E402
+from benchmarks.common import RESULTS, percentile, run_meta, standin_renderer, sync, write_results  # noqa: E402
 from models.fast_renderer import FastRenderer  # noqa: E402
 from models.renderer import WEIGHT_EPS, flow_to_deformation, warp  # noqa: E402
 
@@ -77,12 +77,6 @@ def authors_loop(model: models.Renderer, face, target_sketches, ref_imgs, ref_sk
     h2 = h2_sum / F.interpolate(denom, size=half, mode="nearest")
     ref = ref_sum / denom
     return model.translation(face[:, 0], driving, ref, h1, h2, mel.reshape(B, 1, *mel.shape[-2:]))
-
-
-def p95(xs: list[float]) -> float:
-    if len(xs) < 2:
-        return xs[0]
-    return statistics.quantiles(xs, n=20, method="inclusive")[18]
 
 
 def bench_refs(r, fasts, n: int, args, gen: torch.Generator) -> list[dict]:
@@ -138,7 +132,7 @@ def bench_refs(r, fasts, n: int, args, gen: torch.Generator) -> list[dict]:
             "label": LABELS[name],
             "times_s": times[name],
             "median_ms": round(1000 * statistics.median(per_frame), 1),
-            "p95_ms": round(1000 * p95(per_frame), 1),
+            "p95_ms": round(1000 * percentile(per_frame, 0.95), 1),
         }
         if name in bank_ms:
             row["bank_ms"] = round(bank_ms[name], 1)

@@ -140,14 +140,6 @@ def default_cache_dir() -> Path:
     return base / "avatars"
 
 
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def cache_key(content_hash: str, cfg: AvatarConfig) -> str:
     settings = json.dumps({"version": CACHE_VERSION, **asdict(cfg)}, sort_keys=True)
     return f"v{CACHE_VERSION}-{content_hash[:16]}-{hashlib.sha256(settings.encode()).hexdigest()[:10]}"
@@ -295,7 +287,9 @@ def prepare_avatar(
     if not path.is_file():
         raise AvatarError(f"{path}: not a file")
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    folder = root / f"{path.stem[:40]}-{cache_key(file_sha256(path), cfg)}"
+    from models import sha256
+
+    folder = root / f"{path.stem[:40]}-{cache_key(sha256(path), cfg)}"
     if all((folder / f).is_file() for f in FILES):
         try:
             return load_avatar(folder, reused=True)

@@ -49,7 +49,7 @@ def verify_checkpoint(path: str | Path, run_forward: bool = True) -> VerifyRepor
     import torch
 
     import models
-    from models.checkpoint import build, check_perceptual, check_state_dict
+    from models.checkpoint import checkpoint_problems
 
     report = VerifyReport(path=str(path))
     p = Path(path)
@@ -66,9 +66,9 @@ def verify_checkpoint(path: str | Path, run_forward: bool = True) -> VerifyRepor
     report.kind, report.file_format = ckpt.kind, ckpt.file_format
     report.dtype = str(ckpt.dtype).removeprefix("torch.")
     report.perceptual_tensors = len(ckpt.perceptual)
-    model = build(ckpt.kind)
+    model, problems = checkpoint_problems(ckpt)
     report.parameters = sum(t.numel() for t in model.parameters())
-    report.problems += check_state_dict(model, ckpt.state_dict) + check_perceptual(ckpt.perceptual)
+    report.problems += problems
     if report.problems:
         return report
     if run_forward:

@@ -542,13 +542,3 @@ class LiveSession:
             for j, w in enumerate(wins)
         ]
         return self._dubber.faces(self.avatar, plan, chunks, *self._lm_refs)
-
-
-def frame_due_s(pts: int) -> float:
-    """Nominal time of output frame ``pts`` on the session clock (seconds)."""
-    return pts / float(FPS)
-
-
-def covered_samples(pts: int) -> tuple[int, int]:
-    """The session-clock 16 kHz samples output frame ``pts`` covers."""
-    return pts * SAMPLES_PER_FRAME, (pts + 1) * SAMPLES_PER_FRAME

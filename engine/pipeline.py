@@ -27,7 +27,7 @@ import models
 from engine.avatar import Avatar
 from engine.composite import composite
 from engine.renderers import DTYPES, RendererBackend, make_renderer_backend
-from engine.schedule import T, Window, num_windows, windows
+from engine.schedule import T, Window, windows
 from engine.sketch import sketches_to_tensor
 
 CHECKPOINT_DIR = Path("checkpoints")
@@ -75,11 +75,6 @@ class StageTimes:
         with self._lock:
             self.seconds[stage] += now - t0
         return now
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class Dubber:
@@ -208,12 +203,9 @@ def load_models(
     """The two networks from checkpoints (found in ``checkpoints/`` unless given), or stand-in weights."""
     if random_weights:
         print(RANDOM_WEIGHTS_WARNING, file=sys.stderr)
-        lm = models.LandmarkGenerator()
-        lm.load_state_dict(models.standin_state_dict(models.LANDMARK, seed, prefix=""))
-        r = models.Renderer()
-        sd = models.standin_state_dict(models.RENDERER, seed, prefix="")
-        r.load_state_dict({k: v for k, v in sd.items() if not k.startswith("perceptual.")})
-        return lm.to(device).eval(), r.to(device).eval()
+        return models.standin_model(models.LANDMARK, seed).to(device), models.standin_model(
+            models.RENDERER, seed
+        ).to(device)
     lm_path = Path(landmark_checkpoint) if landmark_checkpoint else find_checkpoint(models.LANDMARK)
     r_path = Path(renderer_checkpoint) if renderer_checkpoint else find_checkpoint(models.RENDERER)
     return models.load_landmark_generator(lm_path, device), models.load_renderer(r_path, device)
@@ -230,8 +222,3 @@ def make_dubber(lm: models.LandmarkGenerator, renderer: models.Renderer, config:
 
         lm = OnnxLandmarkGenerator.from_torch(lm, device=config.device)
     return Dubber(lm, backend, config)
-
-
-def expected_frames(n_chunks: int) -> int:
-    """Frames a dub of ``n_chunks`` mel chunks produces (the first face written 3 times)."""
-    return n_chunks if num_windows(n_chunks) else 0

@@ -19,7 +19,7 @@ from .checkpoint import (
 from .landmark_generator import LandmarkGenerator, LandmarkGeneratorConfig
 from .perceptual import PerceptualLoss
 from .renderer import Renderer
-from .standin import OFFICIAL_NAMES, standin_state_dict, write_standin
+from .standin import OFFICIAL_NAMES, standin_model, standin_state_dict, write_standin
 
 __all__ = [
     "KINDS",
@@ -41,6 +41,7 @@ __all__ = [
     "read_checkpoint",
     "schema",
     "sha256",
+    "standin_model",
     "standin_state_dict",
     "write_standin",
 ]

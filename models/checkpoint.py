@@ -163,14 +163,19 @@ def check_perceptual(tensors: dict[str, torch.Tensor]) -> list[str]:
     return [f"perceptual VGG19: {p}" for p in check_state_dict(PerceptualLoss().network, _unprefix(tensors))]
 
 
+def checkpoint_problems(ckpt: Checkpoint) -> tuple[nn.Module, list[str]]:
+    """A fresh model of the checkpoint's kind and every problem of the file's tensors against it."""
+    model = build(ckpt.kind)
+    return model, check_state_dict(model, ckpt.state_dict) + check_perceptual(ckpt.perceptual)
+
+
 def _unprefix(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k.removeprefix(PERCEPTUAL_PREFIX): v for k, v in tensors.items()}
 
 
 def _load(path, kind: str, device, dtype) -> nn.Module:
     ckpt = read_checkpoint(path, kind)
-    model = build(kind)
-    problems = check_state_dict(model, ckpt.state_dict) + check_perceptual(ckpt.perceptual)
+    model, problems = checkpoint_problems(ckpt)
     if problems:
         raise CheckpointError(
             f"{ckpt.path}: not a usable {kind.replace('_', ' ')} checkpoint:\n  - " + "\n  - ".join(problems)
@@ -231,8 +236,7 @@ def convert(src, dst, half: bool = False, keep_perceptual: bool = True) -> Path:
     from safetensors.torch import save_file
 
     ckpt = read_checkpoint(src)
-    model = build(ckpt.kind)
-    problems = check_state_dict(model, ckpt.state_dict) + check_perceptual(ckpt.perceptual)
+    _, problems = checkpoint_problems(ckpt)
     if problems:
         raise CheckpointError(
             f"{ckpt.path}: refusing to convert an unusable checkpoint:\n  - " + "\n  - ".join(problems)

@@ -26,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
-from .checkpoint import LANDMARK, RENDERER, schema
+from .checkpoint import LANDMARK, RENDERER, build, schema
 
 #: File names of the official checkpoints, also used for the stand-ins we write.
 OFFICIAL_NAMES = {LANDMARK: "landmarkgenerator_checkpoint.pth", RENDERER: "renderer_checkpoint.pth"}
@@ -71,6 +72,19 @@ def standin_state_dict(kind: str, seed: int = 1, prefix: str | None = None) -> d
         prefix + name: standin_tensor(name, spec["shape"], spec["dtype"], seed)
         for name, spec in schema(kind)["tensors"].items()
     }
+
+
+def standin_model(kind: str, seed: int = 1) -> nn.Module:
+    """The network of ``kind`` (without the renderer's VGG19 tensors) with stand-in weights, in eval
+    mode. The recipe seeds every tensor by its name, so these are the values of
+    :func:`standin_state_dict`, and only the tensors the network holds are drawn."""
+    model = build(kind)
+    sd = {
+        k: standin_tensor(k, list(v.shape), str(v.dtype).removeprefix("torch."), seed)
+        for k, v in model.state_dict().items()
+    }
+    model.load_state_dict(sd)
+    return model.eval()
 
 
 def write_standin(kind: str, path: str | os.PathLike, seed: int = 1, prefix: str | None = None) -> Path:

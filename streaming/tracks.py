@@ -122,12 +122,18 @@ class AvatarVideoTrack(MediaStreamTrack):
         """Stop the track and wait for its pump task to finish."""
         self.stop()
         if self._pump is not None:
-            try:
-                await self._pump
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    raise
+            await _wait_cancelled(self._pump)
+
+
+async def _wait_cancelled(task: asyncio.Task) -> None:
+    """Wait for ``task`` (which may have been cancelled); a CancelledError is swallowed unless the
+    caller itself is being cancelled."""
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
 
 
 def audio_frame_samples(frame: av.AudioFrame) -> np.ndarray:
@@ -188,9 +194,4 @@ class MicrophoneSink:
     async def aclose(self) -> None:
         if self._task is not None and not self._task.done():
             self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    raise
+            await _wait_cancelled(self._task)

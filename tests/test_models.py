@@ -137,3 +137,13 @@ def test_perceptual_loss_is_zero_for_identical_images_and_ignores_train_mode(per
     with torch.inference_mode():
         assert float(perceptual(x, x, style_weight=250.0)) == 0.0
         assert float(perceptual(x, x.flip(-1))) > 0.0
+
+
+@pytest.mark.parametrize("kind", ["landmark_generator", "renderer"])
+def test_standin_model_holds_exactly_the_recipe_values(kind):
+    model = models.standin_model(kind, seed=2)
+    ref = models.standin_state_dict(kind, seed=2, prefix="")
+    sd = model.state_dict()
+    assert not model.training
+    assert set(sd) == {k for k in ref if not k.startswith("perceptual.")}
+    assert all(torch.equal(sd[k], ref[k]) for k in sd)
