@@ -274,7 +274,19 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--random-weights", action="store_true", help="run without trained weights (noise faces)")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.set_defaults(func=cmd_dub)
+
+    from streaming.server import add_arguments
+
+    sv = sub.add_parser("serve", help="the live server: browser page, WebRTC, WHIP/WHEP, websocket PCM")
+    add_arguments(sv)
+    sv.set_defaults(func=cmd_serve)
     return parser
+
+
+def cmd_serve(args) -> int:
+    from streaming.server import serve
+
+    return serve(args)
 
 
 def main(argv: list[str] | None = None) -> int:

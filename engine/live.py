@@ -36,10 +36,12 @@ fade over ``crossfade`` frames: entering speech, the rendered frame is blended o
 with weights ``1/(K+1) .. K/(K+1)``; leaving it, the last generated face is pasted into the rest
 frames with falling weights (a paste, no model call).
 
-**Latency bound.** A speech window whose frame would be ready later than ``ready + budget`` (an
+**Latency bound.** A speech window whose frame would be ready later than its deadline (an
 estimate of the model time made before the call, the real end time after it) is skipped: its frames
 are rest frames, counted in :attr:`LiveStats.dropped`. Late windows are thus shed instead of
-queued, and the delay cannot grow.
+queued, and the delay cannot grow. The deadline is ``ready + latency_budget_ms``, or, when the
+transport sets :attr:`LiveSession.deadline` (a function of the output frame index returning a
+``perf_counter()`` time or None), the time the transport must have the frame by to show it.
 
 The renderer backend holds the avatar's references (set in the constructor), so each session needs
 a backend instance of its own. :meth:`frames` has one consumer at a time.
@@ -50,7 +52,25 @@ audio, windows and not yet consumed frames, discard an in-flight model result, a
 worker; the next audio starts a new segment on the next frame boundary of the session clock.
 ``END`` flushes the resampler, pads the mel end (:meth:`IncrementalMel.finish`), schedules the last
 windows, and closes :meth:`frames` after their frames. ``STATS`` fills a dict payload (or calls a
-callable payload) with :meth:`LiveStats.snapshot`. ``SWITCH_AVATAR`` is not supported yet.
+callable payload) with :meth:`LiveStats.snapshot`. ``SWITCH_AVATAR`` (payload: a prepared
+:class:`engine.avatar.Avatar`) drops the queued work like ``FLUSH`` but keeps the audio, swaps the
+avatar (its references are loaded into the renderer on the worker thread, after any running call)
+and goes on with the new one from the next frame.
+
+**Playout audio.** The input audio is also resampled to 48 kHz mono (a second stateful
+resampler) and kept on the same session clock (48 kHz sample ``3 s`` is 16 kHz sample ``s``), so
+a transport can send it back, delayed like the video: :meth:`read_audio`. It is dropped with the
+queued frames on ``FLUSH`` / ``INTERRUPT`` (the avatar stops talking at once).
+
+**Gaps.** A live source that pauses (a TTS engine between sentences, a muted microphone) leaves
+the session clock behind the wall clock. :meth:`close_segment` ends the current segment (the
+audio so far is finished like ``END`` would, so its last windows are made) and moves the session
+clock forward to a given sample, filling the gap with rest frames; the transport calls it when its
+watchdog sees the input stall.
+
+**No models.** With ``landmark_model`` or ``renderer_backend`` ``None`` the session never calls a
+model: every frame is a rest frame and the audio passes through (what a server with no weights
+streams).
 """
 
 from __future__ import annotations
@@ -75,6 +95,10 @@ from engine.schedule import CENTER, T, Window, pingpong
 __all__ = ["LiveConfig", "LiveSession", "LiveStats"]
 
 SAMPLES_PER_FRAME = TARGET_RATE // FPS  # 640 session samples per output frame
+PLAYOUT_RATE = 48000  # the playout audio (read_audio) rate
+PLAYOUT_SCALE = PLAYOUT_RATE // TARGET_RATE  # 48 kHz samples per session (16 kHz) sample
+_NO_MEL = np.zeros((0, 80, 16), np.float32)
+PROBE_AFTER_S = 1.0  # with no model call for this long, the next speech window is computed anyway
 
 # Frame kinds (stats and tests): a rendered frame (full or fading in), a rest frame (possibly
 # fading out), a frame whose window was skipped by the latency bound.
@@ -90,6 +114,7 @@ class LiveConfig:
     backend: str = "fast"  # renderer backend used when a bare models.Renderer is passed
     speech_gate: bool = True  # False: every window is speech (no gate)
     stats_history: int = 10_000  # entries kept per latency list
+    playout_keep_s: float = 30.0  # playout audio kept ahead of the reader (older is dropped)
 
     def __post_init__(self) -> None:
         if self.fps != FPS:
@@ -116,6 +141,9 @@ class LiveStats:
     model_calls: int = 0
     windows: int = 0
     flushes: int = 0
+    gaps: int = 0
+    avatar_switches: int = 0
+    audio_seconds: float = 0.0
     latency: dict[str, collections.deque] = field(default_factory=dict)
     history: int = 10_000
 
@@ -127,6 +155,7 @@ class LiveStats:
     def snapshot(self) -> dict:
         out = {k: getattr(self, k) for k in ("frames", "speech_frames", "rest_frames", "dropped")}
         out.update(model_calls=self.model_calls, windows=self.windows, flushes=self.flushes)
+        out.update(gaps=self.gaps, avatar_switches=self.avatar_switches, audio_seconds=self.audio_seconds)
         for stage, values in self.latency.items():
             v = np.asarray(values, dtype=np.float64)
             if v.size:
@@ -168,21 +197,25 @@ class LiveSession:
     def __init__(
         self,
         avatar: Avatar,
-        landmark_model,
-        renderer_backend: RendererBackend | torch.nn.Module,
+        landmark_model=None,
+        renderer_backend: RendererBackend | torch.nn.Module | None = None,
         config: LiveConfig | None = None,
     ) -> None:
         self.config = config or LiveConfig()
         if isinstance(renderer_backend, torch.nn.Module):
             renderer_backend = make_renderer_backend(self.config.backend, renderer_backend)
+        self.can_render = landmark_model is not None and renderer_backend is not None
+        self._backend = renderer_backend if self.can_render else None
+        self._dubber = None
+        if self.can_render:
+            self._dubber = Dubber(landmark_model, renderer_backend, DubConfig(batch=self.config.batch))
         self.avatar = avatar
-        self._dubber = Dubber(landmark_model, renderer_backend, DubConfig(batch=self.config.batch))
-        ref_imgs, ref_sketches = avatar.reference_tensors()
-        renderer_backend.set_references(ref_imgs, ref_sketches)
-        dev = self._dubber.device
-        refs = avatar.landmark_refs()
-        self._lm_refs = tuple(torch.from_numpy(np.ascontiguousarray(a)).to(dev) for a in refs)
+        self._lm_refs: tuple[torch.Tensor, ...] | None = None  # written on the worker thread only
+        self._load_references(avatar)
         self.stats = LiveStats(history=self.config.stats_history)
+        self.first_audio_time: float | None = None  # perf_counter() of the first push_audio
+        #: finished segments: (first output frame, end frame (exclusive), 16 kHz samples received)
+        self.segments: list[tuple[int, int, int]] = []
 
         # audio front end (loop thread)
         self._resampler: StreamingResampler | None = None
@@ -190,6 +223,13 @@ class LiveSession:
         self._mel = IncrementalMel()
         self._sched = LiveWindowScheduler(avatar.n_frames, fps=self.config.fps, speech_gate=self._gate)
         self._samples = 0  # session-clock samples (16 kHz) received, plus the frame-boundary skips
+
+        # playout audio: 48 kHz mono on the session clock (loop thread)
+        self._resampler48: StreamingResampler | None = None
+        self._pos48 = 0  # playout position of the next 48 kHz sample written
+        self._playout: collections.deque[tuple[int, np.ndarray]] = collections.deque()
+        self._read48 = 0  # read_audio() has consumed everything before this position
+        self.audio_late = 0  # 48 kHz samples written behind the reader (never played)
 
         # work and output (loop thread)
         self._windows: collections.deque[_Item] = collections.deque()
@@ -202,6 +242,9 @@ class LiveSession:
         self._out_closed = False
         self._error: BaseException | None = None
         self._est_per_window = 0.0  # model seconds per window (moving average)
+        self._last_model_end = 0.0
+        #: optional ``f(frame index) -> perf_counter() time or None``: when a frame must be ready
+        self.deadline = None
 
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mouthpiece-live")
         self._inflight: Future | None = None
@@ -209,6 +252,18 @@ class LiveSession:
         self._work_event: asyncio.Event | None = None
         self._out_event: asyncio.Event | None = None
         self._closed = False
+
+    def _load_references(self, avatar: Avatar) -> None:
+        """Give the renderer the avatar's references and keep its landmark references on the device
+        (in the constructor, then only on the worker thread, between model calls)."""
+        if not self.can_render:
+            return
+        ref_imgs, ref_sketches = avatar.reference_tensors()
+        self._backend.set_references(ref_imgs, ref_sketches)
+        dev = self._dubber.device
+        self._lm_refs = tuple(
+            torch.from_numpy(np.ascontiguousarray(a)).to(dev) for a in avatar.landmark_refs()
+        )
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -257,15 +312,72 @@ class LiveSession:
             raise RuntimeError("push_audio() after END")
         self._ensure_started()
         t = time.perf_counter()
+        if self.first_audio_time is None:
+            self.first_audio_time = t
         x = np.asarray(samples)
+        if x.ndim not in (1, 2) or x.shape[0] == 0:
+            if x.ndim in (1, 2):
+                return 0
+            raise ValueError(f"audio must be (n,) or (n, channels), got shape {x.shape}")
         channels = 1 if x.ndim == 1 else int(x.shape[1])
+        self.stats.audio_seconds += x.shape[0] / float(sample_rate)
         r = self._resampler
         made = 0
         if r is None or r.sample_rate_in != int(sample_rate) or r.channels_in != channels:
-            if r is not None:  # the format changed mid-stream: drain the old filter first
+            if r is not None:  # the format changed mid-stream: drain the old filters first
                 made += self._feed(r.flush(), t)
+                self._write_playout(self._resampler48.flush())
             r = self._resampler = StreamingResampler(int(sample_rate), channels)
+            self._resampler48 = StreamingResampler(int(sample_rate), channels, target_rate=PLAYOUT_RATE)
+            self._pos48 = PLAYOUT_SCALE * self._samples
+        self._write_playout(self._resampler48.push(x))
         return made + self._feed(r.push(x), t)
+
+    # ---- playout audio -------------------------------------------------------------------------
+
+    def _write_playout(self, y: np.ndarray) -> None:
+        if not y.size:
+            return
+        start = self._pos48
+        self._pos48 += int(y.size)
+        if self._pos48 <= self._read48:
+            self.audio_late += int(y.size)
+            return
+        if start < self._read48:
+            self.audio_late += self._read48 - start
+            y, start = y[self._read48 - start :], self._read48
+        self._playout.append((start, y))
+        keep = int(self.config.playout_keep_s * PLAYOUT_RATE)
+        while self._playout and self._playout[-1][0] - self._playout[0][0] > keep:
+            self._playout.popleft()
+
+    def read_audio(self, start: int, n: int) -> np.ndarray:
+        """Playout audio ``[start, start + n)`` (48 kHz samples of the session clock) as float32 (n,),
+        zeros where there is none (before the first sample, in gaps, dropped by a flush, not yet
+        arrived). Reading consumes: what lies before ``start + n`` is discarded, and audio that
+        arrives later for those positions is counted in :attr:`audio_late`."""
+        out = np.zeros(int(n), np.float32)
+        end = int(start) + int(n)
+        for s0, y in self._playout:
+            if s0 >= end:
+                break
+            lo, hi = max(s0, start), min(s0 + y.size, end)
+            if hi > lo:
+                out[lo - start : hi - start] = y[lo - s0 : hi - s0]
+        while self._playout and self._playout[0][0] + self._playout[0][1].size <= end:
+            self._playout.popleft()
+        self._read48 = max(self._read48, end)
+        return out
+
+    @property
+    def samples_received(self) -> int:
+        """The session clock: 16 kHz samples received, plus the skips of flushes and gaps."""
+        return self._samples
+
+    @property
+    def playout_end(self) -> int:
+        """One past the last 48 kHz playout sample written (on the session clock)."""
+        return self._pos48
 
     def _feed(self, x: np.ndarray, t: float, finish: bool = False) -> int:
         """16 kHz samples -> gate -> mel -> scheduler -> ready windows."""
@@ -293,9 +405,8 @@ class LiveSession:
         elif msg.kind is ControlKind.END:
             if self._ending:
                 return
-            t = time.perf_counter()
-            tail = self._resampler.flush() if self._resampler is not None else np.zeros(0, np.float32)
-            self._feed(tail, t, finish=self._mel.samples_total + tail.size > 0)
+            self._finish_segment(time.perf_counter())
+            self._record_segment()
             self._ending = True
             self._work_event.set()
         elif msg.kind is ControlKind.STATS:
@@ -305,31 +416,107 @@ class LiveSession:
             elif isinstance(msg.payload, dict):
                 msg.payload.update(snap)
         elif msg.kind is ControlKind.SWITCH_AVATAR:
-            raise NotImplementedError("SWITCH_AVATAR is not supported by LiveSession yet")
+            self._switch_avatar(msg.payload)
         else:  # pragma: no cover - exhaustive
             raise ValueError(f"unknown control {msg.kind}")
 
-    def _reset_to_idle(self) -> None:
+    def _finish_segment(self, t: float) -> None:
+        """Drain the resamplers and pad the mel end, so the segment's last windows are made."""
+        tail = self._resampler.flush() if self._resampler is not None else np.zeros(0, np.float32)
+        if self._resampler48 is not None:
+            self._write_playout(self._resampler48.flush())
+        self._resampler = self._resampler48 = None
+        self._feed(tail, t, finish=self._mel.samples_total + tail.size > 0)
+
+    def _record_segment(self) -> None:
+        start = self._sched.segment_start
+        n = self._samples - start * SAMPLES_PER_FRAME
+        if n > 0:
+            self.segments.append((start, self._sched.next_index, n))
+
+    def _start_segment(self, p0: int) -> None:
+        """The next audio starts a new segment at output frame ``p0`` (its sample ``640 p0``)."""
+        self._samples = p0 * SAMPLES_PER_FRAME
+        self._pos48 = PLAYOUT_SCALE * self._samples
+        self._resampler = self._resampler48 = None
+        self._mel.reset()
+        if self._gate is not None:
+            self._gate.reset(self._samples)
+        self._sched.reset(p0, self._samples)
+
+    def close_segment(self, to_sample: int | None = None) -> int:
+        """End the current segment (its audio is finished as by END, so its last windows are made)
+        and move the session clock to the first frame boundary at or after ``to_sample`` (default:
+        the clock as it is), the frames in between being rest frames. Returns the first frame of
+        the next segment. For a source that paused; a no-op after END."""
+        self._ensure_started()
+        if self._ending:
+            return self._sched.next_index
+        t = time.perf_counter()
+        if self._resampler is not None or self._mel.samples_total > 0:
+            self._finish_segment(t)
+            self._record_segment()
+        q0 = self._sched.next_index
+        target = self._samples if to_sample is None else max(self._samples, int(to_sample))
+        p0 = max(-(-target // SAMPLES_PER_FRAME), q0)
+        if p0 > q0:  # the gap: rest frames, in order after the segment's last windows
+            s0 = q0 * SAMPLES_PER_FRAME
+            gap = MelWindow(
+                index=q0,
+                output_indices=tuple(range(q0, p0)),
+                mel=_NO_MEL,
+                render_mel=_NO_MEL[:, 0],
+                templates=(),
+                render_template=-1,
+                span=(s0, p0 * SAMPLES_PER_FRAME),
+                render_span=(s0, p0 * SAMPLES_PER_FRAME),
+                is_speech=False,
+            )
+            self._windows.append(_Item(gap, t))
+            self._work_event.set()
+            self.stats.gaps += 1
+        self._start_segment(p0)
+        return p0
+
+    def _reset_to_idle(self, drop_audio: bool = True) -> None:
         """FLUSH / INTERRUPT: drop audio, windows and queued frames; rest frames up to the audio clock."""
         self._gen += 1
-        self.stats.flushes += 1
         self._windows.clear()
         self._out.clear()
         self._fade = _Fade()
+        if drop_audio:
+            self.stats.flushes += 1
+            self._playout.clear()
         p0 = max(-(-self._samples // SAMPLES_PER_FRAME), self._next_out, self._consumed)
         for q in range(self._consumed, p0):
-            self._out.append((self._rest(q, time.perf_counter()), REST))
+            self._out.append((self._rest(self.avatar, q, time.perf_counter()), REST))
         self._next_out = p0
         if not self._ending:  # a new segment starts on the next frame boundary of the session clock
-            self._samples = p0 * SAMPLES_PER_FRAME
-            self._resampler = None
-            self._mel.reset()
-            if self._gate is not None:
-                self._gate.reset(self._samples)
-            self._sched.reset(p0, self._samples)
+            if not drop_audio and self._resampler48 is not None:
+                self._write_playout(self._resampler48.flush())
+            self._start_segment(p0)
         if self._out:
             self._out_event.set()
         self._work_event.set()
+
+    def _switch_avatar(self, avatar: Avatar) -> None:
+        """SWITCH_AVATAR: queued work is dropped (hard cut), the audio kept; new avatar from now on."""
+        if not isinstance(avatar, Avatar):
+            raise TypeError(f"SWITCH_AVATAR needs a prepared Avatar, got {type(avatar).__name__}")
+        self.avatar = avatar
+        self._sched.n_template_frames = avatar.n_frames
+        self._reset_to_idle(drop_audio=False)
+        self.stats.avatar_switches += 1
+        if self.can_render:  # after any running model call, before the next (one worker thread)
+            job = self._pool.submit(self._load_references, avatar)
+            job.add_done_callback(self._job_failed)
+
+    def _job_failed(self, job: Future) -> None:
+        if not job.cancelled() and job.exception() is not None and self._error is None:
+            self._error = job.exception()
+            loop = self._task.get_loop() if self._task is not None else None
+            if loop is not None and not loop.is_closed():
+                loop.call_soon_threadsafe(self._close_output)
 
     # ---- output --------------------------------------------------------------------------------
 
@@ -387,7 +574,7 @@ class LiveSession:
                     return
                 gen = self._gen
                 group = self._take_group()
-                self._inflight = self._pool.submit(self._process, group, self._fade)
+                self._inflight = self._pool.submit(self._process, group, self._fade, self.avatar)
                 frames, fade, info = await asyncio.wrap_future(self._inflight)
                 self._inflight = None
                 if gen != self._gen:
@@ -407,15 +594,17 @@ class LiveSession:
 
     def _take_group(self) -> list[_Item]:
         """The next windows in order: up to ``batch`` to compute, with the silent / late ones around."""
-        budget = self.config.latency_budget_ms
         now, group, n_speech = time.perf_counter(), [], 0
+        est = self._est_per_window
+        if now - self._last_model_end > PROBE_AFTER_S:
+            # no model call for a while (everything shed, or a slow first call): try one, so that
+            # an estimate that was too high (a warm-up call) cannot lock the session out for good
+            est = 0.0
         while self._windows:
             item = self._windows[0]
-            if item.window.is_speech:
-                late = (
-                    budget is not None
-                    and now + self._est_per_window * (n_speech + 1) > item.ready + budget / 1e3
-                )
+            if item.window.is_speech and self.can_render:
+                limit = self._deadline_of(item)
+                late = limit is not None and now + est * (n_speech + 1) > limit
                 if not late and n_speech == self.config.batch:
                     break
                 item.action = DROPPED if late else SPEECH
@@ -424,6 +613,15 @@ class LiveSession:
                 item.action = REST
             group.append(self._windows.popleft())
         return group
+
+    def _deadline_of(self, item: _Item) -> float | None:
+        """When the window's (first) frame must be ready; None: no bound."""
+        if self.deadline is not None:
+            t = self.deadline(item.window.index)
+            if t is not None:
+                return t
+        budget = self.config.latency_budget_ms
+        return None if budget is None else item.ready + budget / 1e3
 
     def _account(self, group: list[_Item], info: dict) -> None:
         if "model_start" not in info:
@@ -438,19 +636,21 @@ class LiveSession:
         for item in group:
             if item.action == SPEECH:  # computed and shown
                 s.add("wait", max(0.0, info["model_start"] - item.ready))
+        self._last_model_end = info["model_end"]
         a = 0.5 if self._est_per_window else 1.0
         self._est_per_window += a * (dt / n - self._est_per_window)
 
     # ---- the executor job (worker thread: reads only its arguments, the avatar and the models) ----
 
-    def _rest(self, q: int, ready: float, template: int | None = None) -> RenderedFrame:
-        ti = int(pingpong(q, self.avatar.n_frames)) if template is None else template
+    @staticmethod
+    def _rest(av: Avatar, q: int, ready: float) -> RenderedFrame:
+        ti = int(pingpong(q, av.n_frames))
         return RenderedFrame(
-            index=q, pts=q, image=_readonly(self.avatar.frames[ti]), is_speech=False, timing={"audio": ready}
+            index=q, pts=q, image=_readonly(av.frames[ti]), is_speech=False, timing={"audio": ready}
         )
 
-    def _process(self, group: list[_Item], fade: _Fade) -> tuple[list, _Fade, dict]:
-        av, K = self.avatar, self.config.crossfade
+    def _process(self, group: list[_Item], fade: _Fade, av: Avatar) -> tuple[list, _Fade, dict]:
+        K = self.config.crossfade
         fade = _Fade(fade.level, fade.face)
         info: dict = {}
         speech = [it for it in group if it.action == SPEECH]
@@ -459,12 +659,12 @@ class LiveSession:
         if speech:
             info["model_start"] = time.perf_counter()
             with torch.inference_mode():
-                batch_faces = self._faces([it.window for it in speech])
+                batch_faces = self._faces([it.window for it in speech], av)
             info["model_end"] = end = time.perf_counter()
             info["n_model"] = len(speech)
-            budget = self.config.latency_budget_ms
             for it, face in zip(speech, batch_faces, strict=True):
-                if budget is not None and end > it.ready + budget / 1e3:
+                limit = self._deadline_of(it)
+                if limit is not None and end > limit:
                     it.action = DROPPED  # computed, but too late to show
                 else:
                     faces[id(it)] = face
@@ -499,7 +699,7 @@ class LiveSession:
             for q in w.output_indices:
                 fade.level = max(fade.level - 1, 0)
                 if fade.level == 0 or fade.face is None:
-                    frame = self._rest(q, it.ready)
+                    frame = self._rest(av, q, it.ready)
                     frame.timing.update(timing)
                 else:  # fading out: the last face pasted into the rest frame, falling weight
                     ti = int(pingpong(q, av.n_frames))
@@ -522,7 +722,7 @@ class LiveSession:
         img.flags.writeable = False
         return img
 
-    def _faces(self, wins: list[MelWindow]) -> np.ndarray:
+    def _faces(self, wins: list[MelWindow], avatar: Avatar) -> np.ndarray:
         """The offline Dubber's transformer + sketches + renderer on live windows: (B, 128, 128, 3) uint8.
 
         Each window carries its own 5 mel chunks; they are stacked into one (5B, 80, 16) tensor and
@@ -541,4 +741,4 @@ class LiveSession:
             )
             for j, w in enumerate(wins)
         ]
-        return self._dubber.faces(self.avatar, plan, chunks, *self._lm_refs)
+        return self._dubber.faces(avatar, plan, chunks, *self._lm_refs)

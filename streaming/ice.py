@@ -8,17 +8,31 @@ server), so no server-reflexive or relay candidates are gathered either. Togethe
 candidates a peer connection created and negotiated inside the block can offer are
 ``127.0.0.1`` host candidates. :func:`selected_pairs` reports the addresses ICE actually chose, so
 callers can verify it.
+
+A remote peer may still offer (or send checks from) other addresses: a browser offers its
+interface addresses and aioice would learn them as peer-reflexive candidates. Inside the block,
+remote candidates and STUN datagrams that are not loopback are therefore ignored, and nothing is
+sent to a non-loopback address (such attempts are recorded: :func:`stray_sends`). A browser then
+connects only if it offers 127.0.0.1 itself (Chromium: ``--allow-loopback-in-peer-connection``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 from collections.abc import Iterator
 
 import aioice.ice
 from aiortc import RTCConfiguration, RTCPeerConnection
 
-__all__ = ["LOOPBACK", "local_candidate_hosts", "loopback_configuration", "loopback_ice", "selected_pairs"]
+__all__ = [
+    "LOOPBACK",
+    "local_candidate_hosts",
+    "loopback_configuration",
+    "loopback_ice",
+    "selected_pairs",
+    "stray_sends",
+]
 
 LOOPBACK = "127.0.0.1"
 
@@ -27,17 +41,76 @@ def _loopback_addresses(use_ipv4: bool = True, use_ipv6: bool = False) -> list[s
     return [LOOPBACK] if use_ipv4 else []
 
 
+_strays: list[tuple] = []
+_depth = 0
+
+
+def stray_sends() -> list[tuple]:
+    """Addresses that were not loopback and that aioice tried to send to inside a block."""
+    return list(_strays)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _guards() -> dict:
+    conn, proto = aioice.ice.Connection, aioice.ice.StunProtocol
+    add_remote, received = conn.add_remote_candidate, proto.datagram_received
+    send_stun, send_data = proto.send_stun, proto.send_data
+
+    async def add_remote_candidate(self, candidate):
+        if candidate is not None and not _is_loopback(candidate.host):
+            return None
+        return await add_remote(self, candidate)
+
+    def datagram_received(self, data, addr):
+        if _is_loopback(addr[0]):
+            received(self, data, addr)
+
+    def guarded_send_stun(self, message, addr):
+        if not _is_loopback(addr[0]):
+            _strays.append(addr)
+            return None
+        return send_stun(self, message, addr)
+
+    async def guarded_send_data(self, data, addr):
+        if not _is_loopback(addr[0]):
+            _strays.append(addr)
+            return None
+        return await send_data(self, data, addr)
+
+    return {
+        (conn, "add_remote_candidate"): (add_remote, add_remote_candidate),
+        (proto, "datagram_received"): (received, datagram_received),
+        (proto, "send_stun"): (send_stun, guarded_send_stun),
+        (proto, "send_data"): (send_data, guarded_send_data),
+        (aioice.ice, "get_host_addresses"): (aioice.ice.get_host_addresses, _loopback_addresses),
+    }
+
+
 @contextlib.contextmanager
 def loopback_ice() -> Iterator[RTCConfiguration]:
-    """Restrict ICE host candidates to 127.0.0.1 while the block runs; yields the configuration
+    """Keep ICE on 127.0.0.1 while the block runs (module docstring); yields the configuration
     (no STUN / TURN servers) to create the peer connections with. Gathering happens in
-    ``setLocalDescription``, so negotiate inside the block."""
-    original = aioice.ice.get_host_addresses
-    aioice.ice.get_host_addresses = _loopback_addresses
+    ``setLocalDescription``, so negotiate inside the block. Blocks may nest (a server and a
+    client in one process); the patches are undone when the outermost one ends."""
+    global _depth
+    patches = _guards() if _depth == 0 else {}
+    for (owner, name), (_, new) in patches.items():
+        setattr(owner, name, new)
+    if _depth == 0:
+        _strays.clear()
+    _depth += 1
     try:
         yield loopback_configuration()
     finally:
-        aioice.ice.get_host_addresses = original
+        _depth -= 1
+        for (owner, name), (old, _) in patches.items():
+            setattr(owner, name, old)
 
 
 def loopback_configuration() -> RTCConfiguration:

@@ -1,131 +1,212 @@
-"""aiortc media tracks over a :class:`engine.live.LiveSession`.
+"""aiortc media tracks of a :class:`streaming.session.StreamSession`, paced by one clock.
 
-- :class:`AvatarVideoTrack` sends the session's frames as a 25 fps video track: output frame ``i``
-  has ``pts = i`` (``time_base = 1/25``) and is due at ``start + i / 25`` on the track's clock (as
-  aiortc's ``VideoStreamTrack.next_timestamp``, but driven by the frame index, so there is no drift).
-  It shows session frame ``i - delay_frames`` (so ``pts = frame.index + delay_frames``; with
-  ``delay_frames=0``, ``pts = frame.index``). At each due time it sends that session frame when it
-  is ready; when it is not, it repeats the last image sent (the avatar's first template frame
-  before any), so the video never stalls. Session frames that arrive after their due time are
-  skipped (the newest ready one is shown), keeping video on the audio clock. The delay is a
-  playout delay: a session frame exists only ``lookahead`` (212.5 ms) plus model time after its
-  audio, and the model emits frames in batches, so with no delay most frames would be late and
-  half of them skipped.
-- :class:`MicrophoneSink` reads a remote audio track and pushes its samples into the session (any
-  rate and channel count), then sends ``END`` when the track ends.
+**One clock for both tracks.** A session's :class:`Playout` fixes ``start`` (a ``perf_counter()``
+time): video frame ``i`` (``pts = i``, time base 1/25) is due at ``start + i / 25`` and the audio
+frame of 48 kHz samples ``[960 m, 960 (m + 1))`` (``pts = 960 m``, time base 1/48000) at
+``start + m / 50``. A track that starts late (a viewer joining) starts at the current index, so it
+never sends a burst of stale frames; pts are wall-clock positions, so every viewer's audio and video
+agree. aiortc maps pts to RTP timestamps and its RTCP sender reports pair them with the send time,
+which is what a receiver synchronises the two streams with.
 
-Both run on the event loop that owns the session (the session is not thread-safe).
+**Anchor.** The session's audio is the master clock. When its first audio arrives (at
+``first_audio_time``), the playout fixes ``anchor``: the output frame that shows session frame 0,
+``ceil((first_audio_time - start + delay) * 25)``. From then on output frame ``i`` shows session
+frame ``p = i - anchor`` and the audio frame at 48 kHz position ``P`` carries session playout sample
+``P - 1920 anchor``: lips and sound leave together, ``delay`` after the sound came in.
+
+Packets that come out of a receiver's jitter buffer in a burst make the first audio arrive late
+relative to the steady flow; until session frame 0 is shown, each push refines the anchor to the
+earliest arrival the audio implies (``arrival - samples / 16000``, the least transit time), so the
+delay is ``delay`` for the audio that arrives soonest and never more for the rest.
+
+**What the video shows at frame i** (:class:`AvatarVideoTrack`): the session's frame ``p`` when it
+is ready (frames older than ``p`` that arrived too late are skipped, counted in ``skipped``); when
+it is not ready but its audio has arrived (the model is late), the last image again (``late``);
+when no audio covers ``p`` (before any audio, after the end, in a pause not yet filled), the avatar
+at rest, template ``pingpong(p)`` (``idle``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import fractions
+import math
 import time
 
 import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from engine.live import LiveSession
-from engine.messages import FPS, Control, ControlKind, RenderedFrame
+from engine.live import PLAYOUT_RATE, PLAYOUT_SCALE, SAMPLES_PER_FRAME
+from engine.messages import FPS, Control, ControlKind
+from engine.schedule import pingpong
 
-__all__ = ["AvatarVideoTrack", "MicrophoneSink", "audio_frame_samples"]
+__all__ = [
+    "AUDIO_FRAME",
+    "AvatarVideoTrack",
+    "MicrophoneSink",
+    "Playout",
+    "PlayoutAudioTrack",
+    "audio_frame_samples",
+    "wait_cancelled",
+]
 
-TIME_BASE = fractions.Fraction(1, FPS)
+VIDEO_TIME_BASE = fractions.Fraction(1, FPS)
+AUDIO_TIME_BASE = fractions.Fraction(1, PLAYOUT_RATE)
+AUDIO_FRAME = PLAYOUT_RATE // 50  # 960 samples: 20 ms, one Opus frame
+PLAYOUT_PER_FRAME = SAMPLES_PER_FRAME * PLAYOUT_SCALE  # 1920 48 kHz samples per video frame
+MAX_BEHIND_S = 0.5  # a track this far behind its clock (a stalled loop) jumps to the present
 
 
-class AvatarVideoTrack(MediaStreamTrack):
-    """A video track of the frames of ``session`` (see the module docstring).
+class Playout:
+    """The shared clock of a session's outgoing tracks (see the module docstring)."""
 
-    ``delay_frames``: the playout delay in frames (10: 400 ms).
-    Counters: ``sent`` (frames returned by :meth:`recv`), ``fresh`` (of those, new session frames),
-    ``repeated`` (a previous image again), ``skipped`` (session frames that came too late to show).
+    def __init__(self, delay_s: float, clock=time.perf_counter) -> None:
+        if delay_s < 0:
+            raise ValueError("the playout delay must be >= 0")
+        self.delay_s = float(delay_s)
+        self.clock = clock
+        self.start = clock()
+        self.anchor: int | None = None
+
+    def set_anchor(self, first_audio_time: float) -> int:
+        """Fix the anchor from the arrival time of the session's first audio (once)."""
+        if self.anchor is None:
+            self.anchor = self._anchor_for(first_audio_time)
+        return self.anchor
+
+    def _anchor_for(self, t0: float) -> int:
+        return math.ceil((t0 - self.start + self.delay_s) * FPS - 1e-9)
+
+    def refine_anchor(self, t0: float) -> bool:
+        """Move the anchor earlier when audio shows that sample 0 would have arrived at ``t0``
+        (before the first audio's arrival: the first packets came late, as out of a jitter buffer),
+        while nothing of the session has been shown yet. Returns whether it moved."""
+        if self.anchor is None:
+            return False
+        new = self._anchor_for(t0)
+        if new < self.anchor and self.frame_now() < new - 1:
+            self.anchor = new
+            return True
+        return False
+
+    def frame_now(self) -> int:
+        """The output frame index due now."""
+        return int((self.clock() - self.start) * FPS)
+
+    def due(self, index: int, rate: float) -> float:
+        """Clock time at which item ``index`` of a stream of ``rate`` items per second is due."""
+        return self.start + index / rate
+
+    def session_frame(self, index: int) -> int | None:
+        """The session frame output frame ``index`` shows (None before the anchor exists)."""
+        return None if self.anchor is None else index - self.anchor
+
+    def time_of_session_frame(self, p: int) -> float | None:
+        """Clock time at which session frame ``p`` is shown (None before the anchor exists)."""
+        return None if self.anchor is None else self.start + (p + self.anchor) / FPS
+
+
+class _PacedTrack(MediaStreamTrack):
+    """A track whose item ``i`` is due at ``playout.start + i / rate``; starts at the present."""
+
+    rate: float = FPS
+
+    def __init__(self, session) -> None:
+        super().__init__()
+        self._session = session
+        self._playout: Playout = session.playout
+        self._next: int | None = None
+        self.sent = 0
+
+    async def _tick(self) -> int:
+        """Wait until the next item is due and return its index."""
+        if self.readyState != "live":
+            raise MediaStreamError
+        pl = self._playout
+        now_index = int((pl.clock() - pl.start) * self.rate)
+        if self._next is None or now_index - self._next > MAX_BEHIND_S * self.rate:
+            self._next = now_index
+        i = self._next
+        wait = pl.due(i, self.rate) - pl.clock()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        if self.readyState != "live":
+            raise MediaStreamError
+        self._next = i + 1
+        self.sent += 1
+        return i
+
+
+class AvatarVideoTrack(_PacedTrack):
+    """The session's frames as a 25 fps video track (see the module docstring).
+
+    Counters: ``sent``, ``fresh`` (session frames shown), ``late`` (last image repeated because the
+    due frame was not ready), ``idle`` (rest frames made here: no audio covered the frame),
+    ``skipped`` (session frames that came after their time and were never shown).
     """
 
     kind = "video"
+    rate = FPS
 
-    def __init__(self, session: LiveSession, delay_frames: int = 10, clock=time.monotonic) -> None:
-        super().__init__()
-        if delay_frames < 0:
-            raise ValueError("delay_frames must be >= 0")
-        self.delay_frames = int(delay_frames)
-        self._session = session
-        self._clock = clock
-        self._ready: collections.deque[RenderedFrame] = collections.deque()
-        self._pump: asyncio.Task | None = None
-        self._ended = False  # the session's frames() has ended
-        self._error: BaseException | None = None
-        self._image = np.asarray(session.avatar.frames[0])
-        self._start: float | None = None
-        self._next = 0
-        self.sent = self.fresh = self.repeated = self.skipped = 0
-
-    @property
-    def frame_size(self) -> tuple[int, int]:
-        """(height, width) of the frames sent."""
-        return int(self._image.shape[0]), int(self._image.shape[1])
-
-    async def _pull(self) -> None:
-        try:
-            async for frame in self._session.frames():
-                self._ready.append(frame)
-        except Exception as exc:  # noqa: BLE001 - reported by recv()
-            self._error = exc
-        finally:
-            self._ended = True
+    def __init__(self, session) -> None:
+        super().__init__(session)
+        self._image: np.ndarray | None = None
+        self.fresh = self.late = self.idle = self.skipped = 0
+        self.last_shown: int | None = None  # session frame index of the last fresh frame
 
     async def recv(self) -> av.VideoFrame:
-        if self.readyState != "live":
-            raise MediaStreamError
-        if self._pump is None:
-            self._pump = asyncio.get_running_loop().create_task(self._pull(), name="mouthpiece-video-pump")
-        i = self._next
-        if self._start is None:
-            self._start = self._clock()
-        else:
-            wait = self._start + i / FPS - self._clock()
-            if wait > 0:
-                await asyncio.sleep(wait)  # pacing: frame i is due at start + i / 25
-        if self.readyState != "live":
-            raise MediaStreamError
-        if self._error is not None:
+        i = await self._tick()
+        session = self._session
+        if session.error is not None:
             self.stop()
-            raise MediaStreamError("the live session failed") from self._error
-        shown = None
-        target = i - self.delay_frames
-        while self._ready and self._ready[0].index <= target:
-            if shown is not None:
-                self.skipped += 1
-            shown = self._ready.popleft()
-        if shown is not None and shown.image is not None:
-            self._image = shown.image
-            self.fresh += 1
-        else:
-            self.repeated += 1
-            if shown is not None:
-                self.skipped += 1
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(self._image), format="bgr24")
+            raise MediaStreamError("the live session failed") from session.error
+        p = self._playout.session_frame(i)
+        image = None
+        if p is not None:
+            frame, skipped = session.take_frame(p)
+            self.skipped += skipped
+            if frame is not None and frame.image is not None:
+                image = frame.image
+                self.fresh += 1
+                self.last_shown = p
+                session.frame_sent(frame, self._playout.clock())
+            elif self._image is not None and session.covers(p):
+                image = self._image  # the model is late: hold the last image
+                self.late += 1
+        if image is None:
+            avatar = session.avatar
+            image = avatar.frames[int(pingpong(max(0, i if p is None else p), avatar.n_frames))]
+            self.idle += 1
+        self._image = image
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
         frame.pts = i
-        frame.time_base = TIME_BASE
-        self._next = i + 1
-        self.sent += 1
+        frame.time_base = VIDEO_TIME_BASE
         return frame
 
-    def stop(self) -> None:
-        super().stop()
-        if self._pump is not None and not self._pump.done():
-            self._pump.cancel()
 
-    async def aclose(self) -> None:
-        """Stop the track and wait for its pump task to finish."""
-        self.stop()
-        if self._pump is not None:
-            await _wait_cancelled(self._pump)
+class PlayoutAudioTrack(_PacedTrack):
+    """The session's input audio, delayed to match the video: 48 kHz mono s16 in 20 ms frames."""
+
+    kind = "audio"
+    rate = PLAYOUT_RATE / AUDIO_FRAME  # 50 frames per second
+
+    async def recv(self) -> av.AudioFrame:
+        m = await self._tick()
+        anchor = self._playout.anchor
+        if anchor is None:
+            x = np.zeros(AUDIO_FRAME, np.float32)
+        else:
+            x = self._session.read_audio(m * AUDIO_FRAME - anchor * PLAYOUT_PER_FRAME, AUDIO_FRAME)
+        pcm = np.clip(np.rint(x * 32767.0), -32768, 32767).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = PLAYOUT_RATE
+        frame.pts = m * AUDIO_FRAME
+        frame.time_base = AUDIO_TIME_BASE
+        return frame
 
 
-async def _wait_cancelled(task: asyncio.Task) -> None:
+async def wait_cancelled(task: asyncio.Task) -> None:
     """Wait for ``task`` (which may have been cancelled); a CancelledError is swallowed unless the
     caller itself is being cancelled."""
     try:
@@ -148,11 +229,13 @@ def audio_frame_samples(frame: av.AudioFrame) -> np.ndarray:
 class MicrophoneSink:
     """Push the audio of a remote track into a session until the track ends, then send END.
 
+    ``session``: anything with ``push_audio(samples, rate)`` and ``control(Control)`` (a
+    :class:`streaming.session.StreamSession` or an :class:`engine.live.LiveSession`).
     :meth:`start` runs it as a task; :meth:`wait` waits for the end of the track; :meth:`aclose`
     stops it early (no END is sent then unless the track had ended).
     """
 
-    def __init__(self, session: LiveSession, track: MediaStreamTrack) -> None:
+    def __init__(self, session, track: MediaStreamTrack) -> None:
         if track.kind != "audio":
             raise ValueError(f"MicrophoneSink needs an audio track, got {track.kind}")
         self._session = session
@@ -194,4 +277,4 @@ class MicrophoneSink:
     async def aclose(self) -> None:
         if self._task is not None and not self._task.done():
             self._task.cancel()
-            await _wait_cancelled(self._task)
+            await wait_cancelled(self._task)

@@ -1,8 +1,9 @@
 """WebRTC transport: a client peer sends a WAV as its microphone, the server peer lip-syncs it.
 
 Two RTCPeerConnections in one process over loopback only (:func:`streaming.ice.loopback_ice`): the
-client's audio (a synthetic speech-like WAV through ``MediaPlayer``) feeds a :class:`LiveSession`
-via :class:`MicrophoneSink`; the session's frames come back through :class:`AvatarVideoTrack`.
+client's audio (a synthetic speech-like WAV through ``MediaPlayer``) feeds a
+:class:`streaming.session.StreamSession` via :class:`MicrophoneSink`; the session's video and its
+delayed audio come back through its tracks (:meth:`StreamSession.subscribe`).
 The real transformer runs with stand-in weights; the renderer is the cheap ``InvertBackend`` of
 tests/test_live.py. Every wait has a time limit; nothing sleeps to synchronise.
 """
@@ -22,9 +23,9 @@ from aiortc.contrib.media import MediaPlayer
 from aiortc.mediastreams import MediaStreamError
 
 from engine.avatar import AvatarConfig, prepare_avatar
-from engine.live import LiveConfig, LiveSession
 from streaming.ice import LOOPBACK, local_candidate_hosts, loopback_ice, selected_pairs
-from streaming.tracks import AvatarVideoTrack, MicrophoneSink
+from streaming.session import StreamConfig, StreamSession
+from streaming.tracks import MicrophoneSink
 from tests.test_live import PORTRAIT, InvertBackend
 from tests.test_live_audio import speechlike
 
@@ -59,12 +60,13 @@ def test_webrtc_loopback_mic_in_avatar_video_out(avatar, landmark_model, tmp_pat
             assert aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=True) == [LOOPBACK]
             assert config.iceServers == []  # no STUN / TURN
             client, server = RTCPeerConnection(config), RTCPeerConnection(config)
-            session = LiveSession(avatar, landmark_model, InvertBackend(), LiveConfig())
-            video = AvatarVideoTrack(session)
+            session = await StreamSession(avatar, landmark_model, InvertBackend(), StreamConfig()).start()
+            video, audio = session.subscribe()
             player = MediaPlayer(str(wav))
             sinks: list[MicrophoneSink] = []
             got_audio, got_frames = asyncio.Event(), asyncio.Event()
             received: list = []
+            audio_frames: list = []
 
             @server.on("track")
             def on_server_track(track):
@@ -79,6 +81,9 @@ def test_webrtc_loopback_mic_in_avatar_video_out(avatar, landmark_model, tmp_pat
                         frame = await track.recv()
                     except MediaStreamError:
                         return
+                    if track.kind == "audio":
+                        audio_frames.append(frame.pts)
+                        continue
                     received.append((frame.pts, frame.height, frame.width))
                     if len(received) >= WANT:
                         got_frames.set()
@@ -87,8 +92,7 @@ def test_webrtc_loopback_mic_in_avatar_video_out(avatar, landmark_model, tmp_pat
 
             @client.on("track")
             def on_client_track(track):
-                if track.kind == "video":
-                    consumers.append(asyncio.ensure_future(consume(track)))
+                consumers.append(asyncio.ensure_future(consume(track)))
 
             try:
                 client.addTrack(player.audio)
@@ -96,6 +100,7 @@ def test_webrtc_loopback_mic_in_avatar_video_out(avatar, landmark_model, tmp_pat
                 await client.setLocalDescription(await client.createOffer())
                 await server.setRemoteDescription(client.localDescription)
                 server.addTrack(video)
+                server.addTrack(audio)
                 await server.setLocalDescription(await server.createAnswer())
                 await client.setRemoteDescription(server.localDescription)
 
@@ -114,22 +119,23 @@ def test_webrtc_loopback_mic_in_avatar_video_out(avatar, landmark_model, tmp_pat
             finally:
                 await client.close()
                 await server.close()
-                await video.aclose()
                 await session.aclose()
                 for sink in sinks:
                     await sink.aclose()
                 for task in consumers:
                     await asyncio.wait_for(task, LIMIT)
-            stats = session.stats
+            stats = session.live.stats
         assert aioice.ice.get_host_addresses is real_hosts  # restored
-        leftover = asyncio.all_tasks() - before
-        return received, video, sinks[0], stats, client, server, leftover
+        leftover = {t for t in asyncio.all_tasks() - before if not t.done()}
+        return received, audio_frames, session.video, sinks[0], stats, client, server, leftover
 
-    received, video, sink, stats, client, server, leftover = asyncio.run(asyncio.wait_for(main(), 3 * LIMIT))
+    received, audio_frames, video, sink, stats, client, server, leftover = asyncio.run(
+        asyncio.wait_for(main(), 3 * LIMIT)
+    )
 
     assert len(received) >= WANT
     h, w = avatar.frame_size
-    assert video.frame_size == (h, w)
+    assert len(audio_frames) > 10  # the delayed audio came back on the same connection
     assert all((fh, fw) == (h, w) for _, fh, fw in received)
     steps = [(b - a) % (1 << 32) for (a, _, _), (b, _, _) in itertools.pairwise(received)]
     assert steps and all(s == RTP_STEP for s in steps), steps

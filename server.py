@@ -1,0 +1,8 @@
+"""Run the mouthpiece live server: ``python server.py`` (same as ``mouthpiece serve``; --help)."""
+
+import sys
+
+from streaming.server import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,246 @@
+"""A real WebRTC client of the server (aiortc): sends an audio file or track as its microphone and
+records what comes back, with sender timestamps. Used by the tests and the latency benchmark.
+
+Timing. Everything is on the Unix clock (``time.time()``), the clock aiortc puts in its RTCP
+sender reports (NTP). Each received frame's RTP timestamp is mapped to the time the *server sent
+it* through the sender reports of its stream (:class:`SenderClock`), so audio and video can be
+compared on one clock whatever the receive jitter buffers did. The client also records when it
+sent each of its own audio frames (:attr:`RtcClient.sent_audio`), so latency from a sample going in
+to its frame coming out can be measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+import numpy as np
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.contrib.media import MediaPlayer
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.rtp import RtcpSrPacket
+
+from streaming.ice import loopback_configuration
+from streaming.tracks import audio_frame_samples, wait_cancelled
+
+__all__ = ["RtcClient", "SenderClock", "ntp_to_unix"]
+
+NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900-01-01 to 1970-01-01
+CLOCK_RATE = {"audio": 48000, "video": 90000}
+
+
+def ntp_to_unix(ntp: int) -> float:
+    return (ntp >> 32) - NTP_EPOCH_OFFSET + (ntp & 0xFFFFFFFF) / 2**32
+
+
+class SenderClock:
+    """RTP timestamp -> the sender's send time, from the RTCP sender reports of one stream."""
+
+    def __init__(self, clock_rate: int) -> None:
+        self.clock_rate = clock_rate
+        self.reports: list[tuple[float, int]] = []  # (unix time, rtp timestamp)
+
+    def add(self, ntp: int, rtp: int) -> None:
+        self.reports.append((ntp_to_unix(ntp), int(rtp)))
+
+    def __bool__(self) -> bool:
+        return bool(self.reports)
+
+    def time_of(self, rtp: int) -> float:
+        """Send time of RTP timestamp ``rtp`` (from the latest report; 32-bit wrap handled)."""
+        if not self.reports:
+            raise ValueError("no RTCP sender report received yet")
+        t0, r0 = self.reports[-1]
+        d = (int(rtp) - r0) % (1 << 32)
+        if d >= 1 << 31:
+            d -= 1 << 32
+        return t0 + d / self.clock_rate
+
+
+@dataclass
+class Received:
+    pts: int  # RTP timestamp
+    arrival: float  # time.time() when the decoded frame came out of aiortc
+    data: np.ndarray | None  # video: BGR image; audio: float32 mono 48 kHz
+
+
+class _TimedTrack(MediaStreamTrack):
+    """Passes the frames of ``source`` on and records (pts, sample_rate, time.time()) of each."""
+
+    def __init__(self, source: MediaStreamTrack, log: list) -> None:
+        super().__init__()
+        self.kind = source.kind
+        self._source = source
+        self._log = log
+
+    async def recv(self):
+        frame = await self._source.recv()
+        self._log.append((int(frame.pts), int(frame.sample_rate), time.time()))
+        return frame
+
+    def stop(self) -> None:
+        super().stop()
+        self._source.stop()
+
+
+@dataclass
+class RtcClient:
+    """One browser-like session: POST /offer, microphone up, avatar video and audio down."""
+
+    base_url: str
+    audio_path: str | None = None  # a file played as the microphone (real time)
+    audio_track: MediaStreamTrack | None = None  # or any audio track
+    avatar: str | None = None
+    keep_video: bool = True  # keep decoded images (BGR)
+    session: str | None = None
+    video: list[Received] = field(default_factory=list)
+    audio: list[Received] = field(default_factory=list)
+    messages: list[dict] = field(default_factory=list)
+    sent_audio: list[tuple[int, int, float]] = field(default_factory=list)  # (pts, rate, time)
+    clocks: dict[str, SenderClock] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.pc = RTCPeerConnection(loopback_configuration())
+        self._tasks: list[asyncio.Task] = []
+        self._player: MediaPlayer | None = None
+        self._new_video = asyncio.Event()
+        self._new_message = asyncio.Event()
+        self.channel = None
+        self.clocks = {k: SenderClock(r) for k, r in CLOCK_RATE.items()}
+
+    async def start(self) -> RtcClient:
+        pc = self.pc
+        source = self.audio_track
+        if source is None and self.audio_path is not None:
+            self._player = MediaPlayer(self.audio_path)
+            source = self._player.audio
+        if source is not None:
+            pc.addTransceiver(_TimedTrack(source, self.sent_audio), direction="sendrecv")
+        else:
+            pc.addTransceiver("audio", direction="sendrecv")
+        pc.addTransceiver("video", direction="recvonly")
+        self.channel = pc.createDataChannel("control")
+
+        @self.channel.on("message")
+        def _message(message) -> None:
+            self.messages.append(json.loads(message))
+            self._new_message.set()
+
+        @pc.on("track")
+        def _track(track) -> None:
+            self._tasks.append(asyncio.ensure_future(self._consume(track)))
+
+        await pc.setLocalDescription(await pc.createOffer())
+        body = {"sdp": pc.localDescription.sdp, "type": "offer"}
+        if self.avatar:
+            body["avatar"] = self.avatar
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{self.base_url}/offer", json=body) as r:
+                answer = await r.json()
+                if r.status != 200:
+                    raise RuntimeError(f"offer refused ({r.status}): {answer.get('message')}")
+        self.session = answer["session"]
+        self._receivers = {}
+        for t in pc.getTransceivers():
+            self._instrument(t.receiver, t.kind)
+            self._receivers[t.kind] = t.receiver
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+        return self
+
+    def _instrument(self, receiver, kind: str) -> None:
+        """Record the RTCP sender reports the receiver gets (the stream's RTP -> wall clock map)."""
+        original = receiver._handle_rtcp_packet
+        clock = self.clocks[kind]
+
+        async def handle(packet) -> None:
+            if isinstance(packet, RtcpSrPacket):
+                clock.add(packet.sender_info.ntp_timestamp, packet.sender_info.rtp_timestamp)
+            await original(packet)
+
+        receiver._handle_rtcp_packet = handle
+
+    async def _consume(self, track) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            now = time.time()
+            if track.kind == "video":
+                img = frame.to_ndarray(format="bgr24") if self.keep_video else None
+                self.video.append(Received(int(frame.pts), now, img))
+                self._new_video.set()
+            else:
+                x = audio_frame_samples(frame).astype(np.float32)
+                if frame.format.name == "s16" or x.dtype.kind == "i":
+                    x = x / 32768.0
+                mono = x.mean(axis=1) if x.ndim == 2 else x
+                if frame.sample_rate != 48000:  # pragma: no cover - aiortc decodes Opus at 48 kHz
+                    raise RuntimeError(f"unexpected audio rate {frame.sample_rate}")
+                self.audio.append(Received(int(frame.pts), now, mono.astype(np.float32)))
+
+    async def send(self, msg: dict) -> None:
+        while self.channel.readyState != "open":
+            await asyncio.sleep(0.01)
+        self.channel.send(json.dumps(msg))
+
+    async def wait_video(self, n: int, timeout: float) -> None:
+        """Wait until ``n`` video frames have arrived."""
+
+        async def until() -> None:
+            while len(self.video) < n:
+                self._new_video.clear()
+                await self._new_video.wait()
+
+        await asyncio.wait_for(until(), timeout)
+
+    async def wait_message(self, predicate, timeout: float) -> dict:
+        async def until() -> dict:
+            seen = 0
+            while True:
+                for m in self.messages[seen:]:
+                    if predicate(m):
+                        return m
+                seen = len(self.messages)
+                self._new_message.clear()
+                await self._new_message.wait()
+
+        return await asyncio.wait_for(until(), timeout)
+
+    def send_time(self, kind: str, pts: int) -> float:
+        """When the server sent the received frame with ``pts`` (aiortc's pts is the RTP timestamp
+        minus the stream's first one; that origin is read from the receiver)."""
+        mapper = self._receivers[kind]._RTCRtpReceiver__timestamp_mapper
+        if mapper._origin is None:
+            raise ValueError(f"no {kind} frame received yet")
+        return self.clocks[kind].time_of((int(pts) + mapper._origin) % (1 << 32))
+
+    def input_time(self, sample: int, rate: int = 48000) -> float | None:
+        """When the client sent its input sample ``sample`` (at ``rate``), from the sent frames."""
+        for pts, r, t in self.sent_audio:
+            if pts * rate // r > sample:
+                return t
+        return None
+
+    def received_audio(self) -> tuple[np.ndarray, float]:
+        """The received audio as one float32 48 kHz array and the send time of its first sample
+        (frames placed by their RTP timestamps; gaps are zeros)."""
+        if not self.audio:
+            return np.zeros(0, np.float32), float("nan")
+        base = self.audio[0].pts
+        n_total = max(((a.pts - base) % (1 << 32)) + a.data.size for a in self.audio)
+        out = np.zeros(n_total, np.float32)
+        for a in self.audio:
+            s = (a.pts - base) % (1 << 32)
+            out[s : s + a.data.size] = a.data
+        return out, self.send_time("audio", base)
+
+    async def close(self) -> None:
+        await self.pc.close()
+        for t in self._tasks:
+            if not t.done():
+                t.cancel()
+            await wait_cancelled(t)

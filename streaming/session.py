@@ -1,0 +1,338 @@
+"""A streaming session: a :class:`engine.live.LiveSession` with its clock, tracks and watchdog.
+
+:class:`StreamSession` is what a transport holds. Audio goes in by :meth:`StreamSession.push_audio`
+(a WebRTC microphone through :class:`streaming.tracks.MicrophoneSink`, websocket PCM, anything);
+the lip-synced video and the delayed audio come out of two aiortc tracks, shared between any number
+of viewers through an aiortc ``MediaRelay`` (:meth:`StreamSession.subscribe`).
+
+Timing (:mod:`streaming.tracks`): the first audio fixes the anchor; session frame ``p`` and its
+audio leave ``delay_ms`` after the audio of frame ``p`` came in (rounded up to a frame). The
+model worker's deadline for frame ``p`` is one frame before it is shown (``LiveSession.deadline``);
+windows that cannot make it are shed (rest frames) and the delay never grows. (Before the anchor
+exists the fallback budget is ``delay_ms - 212.5 - 40``: a window is ready at the earliest
+``lookahead_ms`` after its frame's audio.)
+
+A housekeeping task runs every ``tick_s``: the **gap watchdog** (when the input is more than
+``gap_ms`` behind real time, the segment is closed and the clock moved to the present, so a source
+that pauses, such as a TTS engine between sentences, resumes lip-synced), frame-rate measurement,
+trimming of frames nobody took, and the periodic ``on_stats`` callback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+import uuid
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+from aiortc.contrib.media import MediaRelay
+
+from engine.avatar import Avatar
+from engine.live import SAMPLES_PER_FRAME, LiveConfig, LiveSession
+from engine.live_audio import TARGET_RATE
+from engine.messages import FPS, Control, ControlKind, RenderedFrame
+from streaming.tracks import AvatarVideoTrack, Playout, PlayoutAudioTrack, wait_cancelled
+
+__all__ = ["LOOKAHEAD_MS", "STAGES", "StreamConfig", "StreamSession"]
+
+LOOKAHEAD_MS = 212.5  # engine.live_audio.LiveWindowScheduler.lookahead_ms at 25 fps
+STAGES = ("lookahead", "queue", "model", "emit", "playout", "total")
+DEADLINE_MARGIN_S = 1.0 / FPS  # a frame must be ready this long before it is shown
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """Settings of a streaming session.
+
+    ``delay_ms``: audio in -> its frame (and its audio) out; at least the model's look-ahead
+    (212.5 ms) plus model time. ``gap_ms``: an input stall longer than this ends the segment.
+    ``max_lead_s``: how far ahead of real time a source may push audio (a TTS engine sending
+    faster than real time) before :meth:`StreamSession.room` says to wait. ``latency_budget_ms``:
+    None derives it from ``delay_ms`` (module docstring).
+    """
+
+    delay_ms: float = 400.0
+    gap_ms: float = 200.0
+    max_lead_s: float = 20.0
+    tick_s: float = 0.1
+    stats_interval_s: float = 0.5
+    latency_budget_ms: float | None = None
+    history: int = 2000
+    live: LiveConfig = field(default_factory=LiveConfig)
+
+    def __post_init__(self) -> None:
+        if self.delay_ms < 0 or self.gap_ms <= 0 or self.max_lead_s <= 0 or self.tick_s <= 0:
+            raise ValueError("delay_ms >= 0, gap_ms > 0, max_lead_s > 0 and tick_s > 0 are required")
+
+    @property
+    def budget_ms(self) -> float:
+        if self.latency_budget_ms is not None:
+            return self.latency_budget_ms
+        return max(1000.0 / FPS, self.delay_ms - LOOKAHEAD_MS - 1000.0 / FPS)
+
+
+def _percentiles(values) -> dict[str, float]:
+    v = np.asarray(values, dtype=np.float64) * 1e3
+    return {
+        "p50": float(np.percentile(v, 50)),
+        "p95": float(np.percentile(v, 95)),
+        "p99": float(np.percentile(v, 99)),
+        "max": float(v.max()),
+        "n": int(v.size),
+    }
+
+
+class StreamSession:
+    """A live session with its playout clock, tracks and watchdog (see the module docstring)."""
+
+    def __init__(
+        self,
+        avatar: Avatar,
+        landmark_model=None,
+        renderer_backend=None,
+        config: StreamConfig | None = None,
+        session_id: str | None = None,
+        avatar_name: str | None = None,
+        clock=time.perf_counter,
+    ) -> None:
+        self.config = config or StreamConfig()
+        self.id = session_id or uuid.uuid4().hex[:12]
+        self.avatar_name = avatar_name
+        live_cfg = replace(self.config.live, latency_budget_ms=self.config.budget_ms)
+        self.live = LiveSession(avatar, landmark_model, renderer_backend, live_cfg)
+        self.clock = clock
+        self.playout = Playout(self.config.delay_ms / 1e3, clock)
+        self.live.deadline = self._deadline
+        self.video = AvatarVideoTrack(self)
+        self.audio = PlayoutAudioTrack(self)
+        self._relay = MediaRelay()
+        self._ready: collections.deque[RenderedFrame] = collections.deque()
+        self._arrivals: collections.deque[tuple[int, float]] = collections.deque(maxlen=8192)
+        self.latency: dict[str, collections.deque] = {
+            s: collections.deque(maxlen=self.config.history) for s in STAGES
+        }
+        self._fps_marks: collections.deque[tuple[float, int]] = collections.deque(maxlen=64)
+        self.fps = 0.0
+        self.on_stats = None  # callable(dict), called every stats_interval_s
+        self.on_close = None  # callable(StreamSession), called once by aclose()
+        self.ended = False  # END received (no more audio)
+        self.closed = False
+        self.created = clock()
+        self._tasks: list[asyncio.Task] = []
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> StreamSession:
+        """Start the session's tasks (on the running loop)."""
+        if not self._tasks:
+            await self.live.__aenter__()
+            loop = asyncio.get_running_loop()
+            self._tasks = [
+                loop.create_task(self._pump(), name=f"mouthpiece-pump-{self.id}"),
+                loop.create_task(self._housekeeping(), name=f"mouthpiece-housekeeping-{self.id}"),
+            ]
+        return self
+
+    async def __aenter__(self) -> StreamSession:
+        return await self.start()
+
+    async def __aexit__(self, *exc) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop the tracks (every viewer's tracks end), the tasks and the live session."""
+        if self.closed:
+            return
+        self.closed = True
+        self.video.stop()
+        self.audio.stop()
+        # the relay's readers end at their next recv() (at most one frame time): wait for them
+        readers = list(getattr(self._relay, "_MediaRelay__tasks", {}).values())
+        if readers:
+            await asyncio.wait(readers, timeout=1.0)
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            await wait_cancelled(t)
+        await self.live.aclose()
+        self._ready.clear()
+        if self.on_close is not None:
+            self.on_close(self)
+
+    # ---- input ---------------------------------------------------------------------------------
+
+    def push_audio(self, samples: np.ndarray, sample_rate: int) -> int:
+        """Feed audio (any rate, (n,) or (n, channels)); returns the windows it made ready."""
+        if self.closed:
+            raise RuntimeError("the session is closed")
+        made = self.live.push_audio(samples, sample_rate)
+        now = self.clock()
+        n = self.live.samples_received
+        if self.playout.anchor is None and self.live.first_audio_time is not None:
+            self.playout.set_anchor(self.live.first_audio_time)
+        elif not self.live.segments and not self.live.stats.flushes and n:
+            self.playout.refine_anchor(now - n / TARGET_RATE)  # first segment, nothing skipped yet
+        self._arrivals.append((n, now))
+        return made
+
+    def control(self, msg: Control) -> None:
+        if self.closed:
+            raise RuntimeError("the session is closed")
+        if msg.kind is ControlKind.END:
+            self.ended = True
+        self.live.control(msg)
+        if msg.kind in (ControlKind.FLUSH, ControlKind.INTERRUPT, ControlKind.SWITCH_AVATAR):
+            self._ready.clear()
+
+    def flush(self) -> None:
+        self.control(Control(ControlKind.FLUSH))
+
+    def end(self) -> None:
+        self.control(Control(ControlKind.END))
+
+    def switch_avatar(self, avatar: Avatar, name: str | None = None) -> None:
+        self.control(Control(ControlKind.SWITCH_AVATAR, avatar))
+        self.avatar_name = name
+
+    def _deadline(self, p: int) -> float | None:
+        """Session frame ``p`` must be ready one frame before it is shown (LiveSession's deadline)."""
+        t = self.playout.time_of_session_frame(p)
+        return None if t is None else t - DEADLINE_MARGIN_S
+
+    def wall_sample(self, now: float | None = None) -> int | None:
+        """The session sample whose audio would arrive now in a real-time stream (None before audio)."""
+        pl = self.playout
+        if pl.anchor is None:
+            return None
+        now = self.clock() if now is None else now
+        return int(((now + pl.delay_s - pl.start) * FPS - pl.anchor) * SAMPLES_PER_FRAME)
+
+    def lead_s(self) -> float:
+        """Seconds of audio received ahead of real time (negative: behind)."""
+        w = self.wall_sample()
+        return 0.0 if w is None else (self.live.samples_received - w) / TARGET_RATE
+
+    def room(self) -> bool:
+        """False while the source is more than ``max_lead_s`` ahead of real time (it should wait)."""
+        return self.lead_s() <= self.config.max_lead_s
+
+    # ---- output (used by the tracks) ----------------------------------------------------------
+
+    @property
+    def drained(self) -> bool:
+        """After END: every frame of the session has been made (the live session's output ended)."""
+        return bool(self._tasks) and self._tasks[0].done()
+
+    @property
+    def avatar(self) -> Avatar:
+        return self.live.avatar
+
+    @property
+    def error(self) -> BaseException | None:
+        return self.live._error
+
+    def subscribe(self) -> tuple:
+        """(video, audio) tracks for one more viewer (aiortc MediaRelay proxies)."""
+        return self._relay.subscribe(self.video), self._relay.subscribe(self.audio)
+
+    def take_frame(self, p: int) -> tuple[RenderedFrame | None, int]:
+        """Session frame ``p`` if it is ready (and the number of older frames skipped)."""
+        skipped = 0
+        while self._ready and self._ready[0].index < p:
+            self._ready.popleft()
+            skipped += 1
+        if self._ready and self._ready[0].index == p:
+            return self._ready.popleft(), skipped
+        return None, skipped
+
+    def covers(self, p: int) -> bool:
+        """Whether audio for session frame ``p`` has arrived (its frame is due from the model)."""
+        return not self.ended and self.live.samples_received > p * SAMPLES_PER_FRAME
+
+    def read_audio(self, start: int, n: int) -> np.ndarray:
+        return self.live.read_audio(start, n)
+
+    def arrival_time(self, sample: int) -> float | None:
+        """When session sample ``sample`` arrived (the push that brought it), if still known."""
+        for end, t in self._arrivals:
+            if end > sample:
+                return t
+        return None
+
+    def frame_sent(self, frame: RenderedFrame, now: float) -> None:
+        """Latency accounting of a session frame the video track is sending now."""
+        arrived = self.arrival_time(frame.index * SAMPLES_PER_FRAME)
+        tm = frame.timing
+        lat = self.latency
+        if arrived is not None:
+            lat["total"].append(now - arrived)
+            if "audio" in tm:
+                lat["lookahead"].append(max(0.0, tm["audio"] - arrived))
+        if "model_start" in tm:
+            lat["queue"].append(max(0.0, tm["model_start"] - tm["audio"]))
+            lat["model"].append(tm["model_end"] - tm["model_start"])
+        base = tm.get("model_end", tm.get("audio"))
+        if "emitted" in tm and base is not None:
+            lat["emit"].append(max(0.0, tm["emitted"] - base))
+        if "emitted" in tm:
+            lat["playout"].append(max(0.0, now - tm["emitted"]))
+
+    # ---- tasks -------------------------------------------------------------------------------
+
+    async def _pump(self) -> None:
+        try:
+            async for frame in self.live.frames():
+                self._ready.append(frame)
+        except RuntimeError:  # the worker failed: self.error is set, the tracks report it
+            pass
+
+    async def _housekeeping(self) -> None:
+        cfg = self.config
+        next_stats = self.clock() + cfg.stats_interval_s
+        gap = cfg.gap_ms / 1e3 * TARGET_RATE
+        while True:
+            await asyncio.sleep(cfg.tick_s)
+            now = self.clock()
+            w = self.wall_sample(now)
+            if w is not None and not self.ended and w - self.live.samples_received > gap:
+                self.live.close_segment(to_sample=w)
+            # frames nobody took (no viewer): keep only those not yet due
+            due = self.playout.session_frame(self.playout.frame_now())
+            if due is not None:
+                while self._ready and self._ready[0].index < due - 1:
+                    self._ready.popleft()
+            self._fps_marks.append((now, self.video.sent))
+            t0, n0 = next(((t, n) for t, n in self._fps_marks if now - t <= 2.0), (now, self.video.sent))
+            self.fps = (self.video.sent - n0) / (now - t0) if now > t0 else 0.0
+            if self.on_stats is not None and now >= next_stats:
+                next_stats = now + cfg.stats_interval_s
+                try:
+                    self.on_stats(self.stats())
+                except Exception:  # noqa: BLE001 - a failing stats consumer must not stop the session
+                    pass
+
+    # ---- stats -------------------------------------------------------------------------------
+
+    def stats(self) -> dict:
+        """A JSON-ready snapshot: counters, measured fps and per-stage latency percentiles (ms)."""
+        v = self.video
+        out = {
+            "type": "stats",
+            "session": self.id,
+            "avatar": self.avatar_name,
+            "mode": "neural" if self.live.can_render else "passthrough",
+            "delay_ms": self.config.delay_ms,
+            "budget_ms": self.config.budget_ms,
+            "uptime_s": self.clock() - self.created,
+            "fps": self.fps,
+            "speaking": bool(self.live._gate.speaking) if self.live._gate is not None else None,
+            "lead_s": self.lead_s(),
+            "video": {"sent": v.sent, "fresh": v.fresh, "late": v.late, "idle": v.idle, "skipped": v.skipped},
+            "audio": {"sent": self.audio.sent, "late_samples": self.live.audio_late},
+            "session_frames": self.live.stats.snapshot(),
+            "latency_ms": {s: _percentiles(d) for s, d in self.latency.items() if d},
+        }
+        out["dropped"] = out["session_frames"]["dropped"]
+        return out

@@ -1,0 +1,406 @@
+"""The live server end to end: a real aiortc client peer (streaming.client.RtcClient) in the same
+process talks to the aiohttp server over loopback: POST /offer, its microphone a speech file, the
+avatar's video and the delayed audio back.
+
+The avatar is the bundled portrait as a 40-frame video with a binary code of the frame number in
+its top-left corner (outside the face), so every received image says which template frame, and
+hence which session frame, it shows. Received frames are placed on the server's send clock through
+the RTCP sender reports of each stream, so audio and video are compared on one clock.
+
+Models: the real landmark transformer with stand-in weights; the renderer is tests/test_live.py's
+InvertBackend (the input face inverted: speech frames are unmistakable) except in the test that
+runs the real renderer with stand-in weights. Every wait has a time limit; nothing sleeps to
+synchronise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import threading
+import time
+import wave
+
+import aiohttp
+import numpy as np
+import pytest
+from aiohttp import web
+
+from engine.audio import mel_chunks, melspectrogram
+from engine.avatar import AvatarConfig
+from engine.live import LiveConfig
+from engine.schedule import pingpong
+from engine.video import write_mp4
+from streaming.client import RtcClient
+from streaming.server import SERVER, AvatarLibrary, ModelEngine, ServerConfig, create_app
+from streaming.session import StreamConfig
+from tests.test_live import PORTRAIT, InvertBackend
+from tests.test_live_audio import speechlike
+
+LIMIT = 30.0
+N_TEMPLATE = 40
+BITS, CELL = 6, 24
+DELAY_MS = 600.0  # CPU-sized: the real transformer costs ~30-50 ms per window on 2 shared cores
+BATCH = 4
+SPEECH, REST = 30.0, 12.0  # mean abs difference from the template in the face box: inverted / codec noise
+
+
+def code_frames(n: int = N_TEMPLATE) -> list[np.ndarray]:
+    import cv2
+
+    img = cv2.imread(str(PORTRAIT))
+    frames = []
+    for i in range(n):
+        f = img.copy()
+        for b in range(BITS):
+            f[:CELL, b * CELL : (b + 1) * CELL] = 255 if (i >> b) & 1 else 0
+        frames.append(f)
+    return frames
+
+
+def read_code(img: np.ndarray) -> int:
+    m = 6  # inset: ignore the codec's ringing at the cell edges
+    return sum(
+        (1 << b) for b in range(BITS) if img[m : CELL - m, b * CELL + m : (b + 1) * CELL - m].mean() > 128
+    )
+
+
+@pytest.fixture(scope="module")
+def coded_video(tmp_path_factory):
+    path = tmp_path_factory.mktemp("coded") / "coded.mp4"
+    write_mp4(path, code_frames(), fps=25, crf=12)
+    return path
+
+
+@pytest.fixture(scope="module")
+def avatar_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("avatar-cache")
+
+
+def make_library(coded_video, cache) -> AvatarLibrary:
+    cfg = ServerConfig(avatars=(str(coded_video),), refs=1, cache_dir=str(cache))
+    lib = AvatarLibrary.from_config(cfg)
+    assert lib.default == "coded" and lib.config == AvatarConfig(n_refs=1)
+    return lib
+
+
+def write_wav(path, x16: np.ndarray, rate: int = 48000) -> None:
+    up = rate // 16000
+    x = np.interp(np.arange(up * x16.size) / up, np.arange(x16.size), x16)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((np.clip(x, -1, 1) * 32767).astype("<i2").tobytes())
+
+
+@contextlib.asynccontextmanager
+async def running(app: web.Application):
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+def invert_engine(landmark_model) -> ModelEngine:
+    return ModelEngine(landmark_model, renderer=object(), backend_factory=InvertBackend)
+
+
+def server_config(**kw) -> ServerConfig:
+    stream = kw.pop("stream", StreamConfig(delay_ms=DELAY_MS, live=LiveConfig(batch=BATCH)))
+    return ServerConfig(loopback=True, refs=1, stream=stream, **kw)
+
+
+async def until(predicate, timeout: float = LIMIT, step: float = 0.02) -> None:
+    """Poll ``predicate`` (server state that has no event to wait on) with a time limit."""
+
+    async def loop() -> None:
+        while not predicate():
+            await asyncio.sleep(step)
+
+    await asyncio.wait_for(loop(), timeout)
+
+
+def session_frames_of(client: RtcClient, lib: AvatarLibrary):
+    """(send time, output index i, session frame p, image) of each received video frame; the
+    anchor (p = i - anchor) is found from the images' codes, not taken from the server."""
+    v = client.video
+    base = v[0].pts
+    idx = [((f.pts - base) % (1 << 32)) // 3600 for f in v]
+    codes = [read_code(f.data) for f in v]
+    votes: dict[int, int] = {}
+    for i, c in zip(idx, codes, strict=True):
+        for p in range(0, max(idx) + 1):
+            if pingpong(p, N_TEMPLATE) == c:
+                votes[i - p] = votes.get(i - p, 0) + 1
+    anchor = max(votes, key=votes.get)
+    out = []
+    for f, i, c in zip(v, idx, codes, strict=True):
+        p = i - anchor
+        out.append((client.send_time("video", f.pts), i, p, f.data, c == pingpong(max(p, 0), N_TEMPLATE)))
+    return out, anchor
+
+
+def face_delta(img: np.ndarray, avatar, p: int) -> float:
+    """Mean abs difference from the template inside the face box (rest ~ codec noise, speech large)."""
+    t = int(pingpong(max(p, 0), avatar.n_frames))
+    y1, y2, x1, x2 = (int(v) for v in avatar.boxes[t])
+    return float(np.abs(img[y1:y2, x1:x2].astype(np.float32) - avatar.frames[t][y1:y2, x1:x2]).mean())
+
+
+def delta_to_coded(img: np.ndarray, avatar) -> float:
+    """:func:`face_delta` against the template the image's own code names."""
+    t = read_code(img)
+    y1, y2, x1, x2 = (int(v) for v in avatar.boxes[t])
+    return float(np.abs(img[y1:y2, x1:x2].astype(np.float32) - avatar.frames[t][y1:y2, x1:x2]).mean())
+
+
+def test_webrtc_session_round_trip(coded_video, avatar_cache, landmark_model, tmp_path):
+    """25 fps, frame count = audio length, A/V offset, latency bound, speech frames, disconnect."""
+    speech = speechlike(3.0, seed=5)
+    x16 = np.concatenate([np.zeros(8000, np.float32), speech])  # 0.5 s silence, then speech
+    wav = tmp_path / "mic.wav"
+    write_wav(wav, x16)
+    lib = make_library(coded_video, avatar_cache)
+    app = create_app(server_config(), engine=invert_engine(landmark_model), library=lib)
+    server = app[SERVER]
+
+    async def main():
+        before = asyncio.all_tasks()
+        async with running(app) as url:
+            client = await RtcClient(url, audio_path=str(wav)).start()
+            hosted = server.sessions[client.session]
+            s = hosted.stream
+            # the file ends (x16 = 3.5 s), the watchdog closes the segment; then gap frames follow
+            await until(lambda: s.live.segments, timeout=LIMIT)
+            want = int((3.5 + DELAY_MS / 1e3 + 0.5) * 25)
+            await client.wait_video(want, LIMIT)
+            await client.wait_message(lambda m: m.get("type") == "stats", LIMIT)
+            stats = s.stats()
+            segments = list(s.live.segments)
+            assert client.clocks["video"] and client.clocks["audio"], "no RTCP sender reports"
+            await client.close()
+            await until(lambda: not server.sessions)  # the peer hung up: the session is gone
+
+            def pending() -> set:
+                return {
+                    t
+                    for t in asyncio.all_tasks() - before
+                    if not t.done() and t is not asyncio.current_task()
+                }
+
+            with contextlib.suppress(TimeoutError):
+                await until(lambda: not pending(), timeout=5.0)
+            after = pending()
+        return client, stats, segments, after
+
+    client, stats, segments, leftover = asyncio.run(asyncio.wait_for(main(), 4 * LIMIT))
+    avatar = lib.get("coded")
+
+    # ---- 25 fps: RTP steps of exactly one frame, and arrival rate within 1 fps
+    steps = [(b.pts - a.pts) % (1 << 32) for a, b in itertools.pairwise(client.video)]
+    assert all(st == 3600 for st in steps), set(steps)
+    arr = [f.arrival for f in client.video]
+    fps = (len(arr) - 1) / (arr[-1] - arr[0])
+    assert 24.0 <= fps <= 26.0, fps
+
+    # ---- frame count matches the audio length: the first segment is the offline schedule
+    (p_start, p_end, n16), *_ = segments
+    assert p_start == 0
+    # the whole file arrived, but for the last packets aiortc's audio jitter buffer (prefetch 4) keeps
+    # when a stream stops: at most 5 Opus frames (100 ms)
+    assert 0 <= x16.size / 16000 - n16 / 16000 <= 0.1
+    assert p_end == len(mel_chunks(melspectrogram(np.zeros(n16, np.float32))))
+
+    # ---- the images: every frame's code is the template its session frame should show
+    frames, anchor = session_frames_of(client, lib)
+    shown = [f for f in frames if f[2] >= 0]
+    # each frame shows its own session frame, or (the model was late) repeats the previous image
+    # (how many are late depends on the load of the machine: the real transformer is on the CPU)
+    assert sum(ok for *_, ok in shown) >= 0.5 * len(shown), stats["video"]
+    codes = [read_code(img) for _, _, _, img, _ in frames]
+    assert all(ok or codes[k] == codes[k - 1] for k, (*_, ok) in enumerate(frames) if frames[k][2] >= 0)
+    speech_p = [p for _, _, p, img, ok in shown if ok and face_delta(img, avatar, p) > SPEECH]
+    rest_p = [p for _, _, p, img, ok in shown if ok and face_delta(img, avatar, p) < REST]
+    assert speech_p and rest_p
+    # the speech gate: the leading 0.5 s of silence (frames < 12) shows rest frames only
+    assert min(speech_p) >= 12
+    assert all(p < p_end + 3 for p in speech_p)  # no speech frames after the audio
+
+    # ---- A/V offset from timestamps: video frame p vs the returned audio of session sample 640 p
+    audio, t_audio0 = client.received_audio()
+    a16 = audio[::3]
+    # where input sample 0 plays in the returned audio: cross-correlate with the input speech
+    lo = 8000  # the speech part
+    ref = x16[lo : lo + 16000]
+    corr = np.correlate(a16[: lo + 16000 + 16000], ref, mode="valid")
+    lag = int(np.argmax(corr)) - lo  # returned-audio index of input sample 0 (16 kHz)
+    peak = corr.max() / (np.linalg.norm(ref) * np.linalg.norm(a16[lag + lo : lag + lo + ref.size]) + 1e-9)
+    assert peak > 0.8, peak
+    t_input0 = t_audio0 + lag / 16000  # send time of input sample 0 in the returned audio
+    offsets = [t - (t_input0 + p / 25) for t, _, p, _, ok in shown if ok and p < p_end]
+    assert len(offsets) > 50
+    offset_ms = 1e3 * float(np.median(offsets))
+    assert abs(offset_ms) <= 40.0, offset_ms
+
+    # ---- latency: audio of frame p in (client send time) -> frame p out (server send time)
+    lat = [t - client.input_time(p * 640 * 3) for t, _, p, _, ok in shown if ok and 0 <= p < p_end]
+    lat_ms = 1e3 * np.asarray(lat)
+    assert np.percentile(lat_ms, 95) <= DELAY_MS + 120.0, np.percentile(lat_ms, 95)
+    server_total = stats["latency_ms"]["total"]
+    assert server_total["max"] <= DELAY_MS + 40.0 + 20.0, server_total  # delay, rounded up to a frame
+    assert stats["session_frames"]["model_calls"] > 0
+
+    # ---- clean teardown: no tasks, threads or sessions left
+    assert not leftover, leftover
+    assert not [t for t in threading.enumerate() if t.name.startswith("mouthpiece-live")]
+
+
+def test_webrtc_silence_makes_no_model_call(coded_video, avatar_cache, landmark_model, tmp_path):
+    rng = np.random.default_rng(0)
+    x16 = (rng.standard_normal(32000) * 1e-4).astype(np.float32)  # 2 s of near silence (-80 dBFS)
+    wav = tmp_path / "quiet.wav"
+    write_wav(wav, x16)
+    lib = make_library(coded_video, avatar_cache)
+    engine = invert_engine(landmark_model)
+    app = create_app(server_config(), engine=engine, library=lib)
+    server = app[SERVER]
+
+    async def main():
+        async with running(app) as url:
+            client = await RtcClient(url, audio_path=str(wav)).start()
+            s = server.sessions[client.session].stream
+            await until(lambda: s.live.segments)
+            await client.wait_video(int((2.0 + DELAY_MS / 1e3) * 25), LIMIT)
+            stats = s.stats()
+            await client.close()
+            await until(lambda: not server.sessions)
+        return client, stats
+
+    client, stats = asyncio.run(asyncio.wait_for(main(), 3 * LIMIT))
+    sf = stats["session_frames"]
+    assert sf["model_calls"] == 0 and sf["speech_frames"] == 0
+    assert sf["rest_frames"] >= 45
+    avatar = lib.get("coded")
+    frames, _ = session_frames_of(client, lib)
+    deltas = [face_delta(img, avatar, p) for _, _, p, img, ok in frames if ok]
+    assert len(deltas) >= 45 and max(deltas) < REST, max(deltas)  # the template at rest, codec noise only
+
+
+def test_webrtc_flush_returns_to_idle_within_two_frames(coded_video, avatar_cache, landmark_model, tmp_path):
+    x16 = speechlike(4.0, seed=7)
+    wav = tmp_path / "talk.wav"
+    write_wav(wav, x16)
+    lib = make_library(coded_video, avatar_cache)
+    app = create_app(server_config(), engine=invert_engine(landmark_model), library=lib)
+    server = app[SERVER]
+    avatar = lib.get("coded")
+
+    async def main():
+        async with running(app) as url:
+            client = await RtcClient(url, audio_path=str(wav)).start()
+            s = server.sessions[client.session].stream
+
+            # speaking frames on the wire first (1.6 s of session frames sent)
+            await until(lambda: s.live.stats.speech_frames > 15 and s.video.fresh >= 40)
+            t_flush = time.time()
+            await client.send({"type": "flush"})
+            await client.wait_message(lambda m: m.get("type") == "flush", LIMIT)
+            await client.wait_video(len(client.video) + 12, LIMIT)
+            flushes = s.live.stats.flushes
+            await client.close()
+            await until(lambda: not server.sessions)
+        return client, t_flush, flushes
+
+    client, t_flush, flushes = asyncio.run(asyncio.wait_for(main(), 3 * LIMIT))
+    assert flushes == 1
+    # each received image against the template its code names (a repeated image included)
+    shown = [(client.send_time("video", f.pts), delta_to_coded(f.data, avatar)) for f in client.video]
+    before = [d for t, d in shown if t < t_flush]
+    assert before and max(before) > SPEECH  # it was speaking
+    idle_from = t_flush + 2 / 25  # within two frames of the flush ...
+    after = [d for t, d in shown if idle_from <= t < t_flush + 0.3]
+    assert len(after) >= 4 and max(after) < REST, after  # ... every frame is the template at rest
+
+
+def test_session_limit_answers_busy(coded_video, avatar_cache, landmark_model, tmp_path):
+    write_wav(tmp_path / "a.wav", speechlike(1.0, seed=1))
+    lib = make_library(coded_video, avatar_cache)
+    app = create_app(server_config(max_sessions=1), engine=invert_engine(landmark_model), library=lib)
+    server = app[SERVER]
+
+    async def main():
+        async with running(app) as url:
+            first = await RtcClient(url, audio_path=str(tmp_path / "a.wav")).start()
+            await until(lambda: first.pc.connectionState == "connected")
+            second = RtcClient(url, audio_path=str(tmp_path / "a.wav"))
+            with pytest.raises(RuntimeError, match="busy"):
+                await second.start()
+            async with aiohttp.ClientSession() as http:
+                async with http.post(f"{url}/offer", json={"type": "offer", "sdp": "v=0"}) as r:
+                    body, status, retry = await r.json(), r.status, r.headers.get("Retry-After")
+                async with http.get(f"{url}/metrics") as r:
+                    metrics = await r.text()
+            await second.close()
+            await first.close()
+            await until(lambda: not server.sessions)
+        return body, status, retry, metrics
+
+    body, status, retry, metrics = asyncio.run(asyncio.wait_for(main(), 3 * LIMIT))
+    assert status == 503 and body["error"] == "busy" and "1 session slots" in body["message"] and retry == "5"
+    assert "mouthpiece_sessions_rejected_total 2" in metrics
+    assert "mouthpiece_sessions_active 1" in metrics
+
+
+def test_webrtc_with_the_real_renderer_and_standin_weights(
+    coded_video, avatar_cache, landmark_model, renderer_model, tmp_path
+):
+    """The neural renderer (stand-in weights) on this CPU cannot keep up with 25 fps: the latency
+    budget sheds the windows it cannot make in time, the video stays at 25 fps and the delay bounded."""
+    wav = tmp_path / "mic.wav"
+    write_wav(wav, speechlike(2.5, seed=2))
+    lib = make_library(coded_video, avatar_cache)
+    engine = ModelEngine(landmark_model, renderer_model, backend="fast")
+    app = create_app(server_config(), engine=engine, library=lib)
+    server = app[SERVER]
+
+    async def main():
+        async with running(app) as url:
+            client = await RtcClient(url, audio_path=str(wav)).start()
+            s = server.sessions[client.session].stream
+            await until(lambda: s.live.segments and s.live.stats.model_calls >= 1, timeout=2 * LIMIT)
+            await client.wait_video(75, LIMIT)
+            stats = s.stats()
+            await client.close()
+            await until(lambda: not server.sessions)
+        return client, stats
+
+    client, stats = asyncio.run(asyncio.wait_for(main(), 4 * LIMIT))
+    sf = stats["session_frames"]
+    assert sf["model_calls"] >= 1 and sf["dropped"] > 0  # real model calls; the rest shed, not queued
+    arr = [f.arrival for f in client.video]
+    fps = (len(arr) - 1) / (arr[-1] - arr[0])
+    assert 24.0 <= fps <= 26.0, fps
+    assert stats["latency_ms"]["total"]["max"] <= DELAY_MS + 60.0
+
+
+def test_peer_that_leaves_before_connecting_is_dropped(coded_video, avatar_cache, landmark_model):
+    lib = make_library(coded_video, avatar_cache)
+    app = create_app(server_config(connect_timeout_s=1.0), engine=invert_engine(landmark_model), library=lib)
+    server = app[SERVER]
+
+    async def main():
+        async with running(app) as url:
+            client = await RtcClient(url).start()  # no microphone: only the offer/answer
+            assert client.session in server.sessions
+            await client.close()  # before ICE completes: no BYE ever reaches the server
+            await until(lambda: not server.sessions)
+            return server.ended_total
+
+    assert asyncio.run(asyncio.wait_for(main(), 2 * LIMIT)) == 1

@@ -1,0 +1,778 @@
+// mouthpiece web client: one page, vanilla JS, no build step, no outside URLs.
+//
+// A session is one RTCPeerConnection to the server (POST /offer): an audio transceiver (sendrecv:
+// the microphone or an audio file goes up, the avatar's delayed audio comes back), a video
+// transceiver (recvonly: the avatar) and a data channel "control" (JSON: flush, switch_avatar,
+// stats; the server pushes stats every 0.5 s). aiortc does not trickle ICE, so the offer is sent
+// once candidate gathering is complete (or after ICE_GATHER_LIMIT_MS).
+
+const ICE_GATHER_LIMIT_MS = 3000;
+const FILE_LOAD_LIMIT_MS = 15000;
+const CONNECT_LIMIT_MS = 20000;
+const FPS_WINDOW_MS = 2000;
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  mode: $("mode"),
+  banner: $("banner"),
+  bannerTitle: $("banner-title"),
+  bannerText: $("banner-text"),
+  video: $("video"),
+  screen: document.querySelector(".screen"),
+  placeholder: $("placeholder"),
+  overlay: $("overlay"),
+  statFps: $("stat-fps"),
+  statShown: $("stat-shown"),
+  statLatency: $("stat-latency"),
+  statDropped: $("stat-dropped"),
+  statLate: $("stat-late"),
+  statSpeaking: $("stat-speaking"),
+  status: $("status"),
+  error: $("error"),
+  avatar: $("avatar"),
+  poster: $("poster"),
+  start: $("start"),
+  stop: $("stop"),
+  hear: $("hear"),
+  file: $("file"),
+  playFile: $("play-file"),
+  useMic: $("use-mic"),
+  flush: $("flush"),
+  sessionInfo: $("session-info"),
+};
+
+/** An error whose message is meant for the person using the page. */
+class UserError extends Error {}
+
+const state = {
+  info: null, // GET /api/info
+  phase: "idle", // "idle" | "starting" | "live"
+  gen: 0, // incremented by every start and stop: stale async work checks it and gives up
+  pc: null,
+  dc: null,
+  sender: null, // the RTCRtpSender of the audio transceiver
+  session: null,
+  avatar: null, // the avatar the session was asked for (or switched to)
+  source: null, // "microphone" | "file"
+  mic: null, // MediaStream from getUserMedia
+  file: null, // { name, url, audio, ctx, track }
+  remote: null, // MediaStream shown by the video element
+  statsTimer: null,
+  frameMarks: [], // requestVideoFrameCallback times (ms) of the last FPS_WINDOW_MS
+  framesShown: 0,
+  rvfc: null,
+  browserFps: null,
+};
+
+// ---------------------------------------------------------------------------------------------
+// status, errors, controls
+// ---------------------------------------------------------------------------------------------
+
+function setStatus(text) {
+  ui.status.textContent = text;
+}
+
+function showError(text) {
+  ui.error.textContent = text || "";
+  ui.error.hidden = !text;
+}
+
+function describe(err) {
+  if (err instanceof UserError) return err.message;
+  return `Something went wrong: ${err && err.message ? err.message : err}`;
+}
+
+function refreshControls() {
+  const idle = state.phase === "idle";
+  const live = state.phase === "live";
+  const channelOpen = !!state.dc && state.dc.readyState === "open";
+  ui.start.disabled = !idle || ui.avatar.options.length === 0;
+  ui.stop.disabled = idle;
+  ui.playFile.disabled = state.phase === "starting" || !ui.file.files || ui.file.files.length === 0;
+  ui.useMic.disabled = !live || state.source !== "file";
+  ui.flush.disabled = !live || !channelOpen;
+  ui.overlay.hidden = idle;
+}
+
+// ---------------------------------------------------------------------------------------------
+// server info and avatars
+// ---------------------------------------------------------------------------------------------
+
+async function getJSON(url) {
+  const res = await fetch(url, { headers: { Accept: "application/json" } });
+  if (!res.ok) throw new UserError(`${url} answered ${res.status} ${res.statusText}`);
+  return res.json();
+}
+
+async function loadInfo() {
+  const info = await getJSON("/api/info");
+  ui.mode.textContent = info.mode === "neural" ? "neural" : "passthrough (no weights)";
+  ui.mode.dataset.mode = info.mode;
+  if (info.message) {
+    ui.bannerTitle.textContent =
+      info.mode === "passthrough" ? "Running without model weights" : "Note";
+    ui.bannerText.textContent = info.message;
+    ui.banner.dataset.mode = info.mode;
+    ui.banner.hidden = false;
+  } else {
+    ui.banner.hidden = true;
+  }
+  return info;
+}
+
+async function loadAvatars() {
+  const data = await getJSON("/api/avatars");
+  const chosen = ui.avatar.value;
+  ui.avatar.replaceChildren();
+  for (const a of data.avatars) {
+    const opt = document.createElement("option");
+    opt.value = a.name;
+    let text = a.name;
+    if (a.default) text += " (default)";
+    if (a.error) text += " (could not be prepared)";
+    opt.textContent = text;
+    opt.title = a.error ? `${a.source}: ${a.error}` : a.source;
+    opt.disabled = !!a.error;
+    ui.avatar.append(opt);
+  }
+  const names = data.avatars.map((a) => a.name);
+  ui.avatar.value = names.includes(chosen) ? chosen : data.default;
+  ui.avatar.disabled = names.length === 0;
+  showPoster(ui.avatar.value);
+}
+
+function showPoster(name) {
+  if (!name) {
+    ui.poster.hidden = true;
+    return;
+  }
+  ui.poster.alt = `Poster of the avatar ${name}`;
+  ui.poster.onload = () => (ui.poster.hidden = false);
+  ui.poster.onerror = () => (ui.poster.hidden = true);
+  ui.poster.src = `/api/avatars/${encodeURIComponent(name)}/poster.jpg`;
+}
+
+function onAvatarChange() {
+  const name = ui.avatar.value;
+  showPoster(name);
+  if (state.phase === "live" && state.dc && state.dc.readyState === "open") {
+    setStatus(`Switching to the avatar ${name}…`);
+    sendControl({ type: "switch_avatar", avatar: name });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// audio sources: microphone and file
+// ---------------------------------------------------------------------------------------------
+
+/** The microphone stream (state.mic, or a new one the caller keeps or stops). */
+async function getMicrophone() {
+  if (state.mic) return state.mic;
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    throw new UserError(
+      "This browser gives no microphone access here: open the page over https or as http://localhost."
+    );
+  }
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({
+      audio: {
+        echoCancellation: true,
+        noiseSuppression: true,
+        autoGainControl: true,
+        channelCount: 1,
+      },
+      video: false,
+    });
+  } catch (err) {
+    const name = err && err.name;
+    if (name === "NotAllowedError" || name === "SecurityError") {
+      throw new UserError(
+        "Microphone permission was denied. Allow the microphone for this page (the icon in the " +
+          "address bar) and press Start again, or stream an audio file instead."
+      );
+    }
+    if (name === "NotFoundError" || name === "OverconstrainedError") {
+      throw new UserError("No microphone was found. Connect one, or stream an audio file instead.");
+    }
+    if (name === "NotReadableError" || name === "AbortError") {
+      throw new UserError(
+        "The microphone could not be opened: another application may be using it."
+      );
+    }
+    throw new UserError(`The microphone could not be opened: ${err && err.message ? err.message : err}`);
+  }
+  const track = stream.getAudioTracks()[0];
+  track.addEventListener("ended", () => {
+    if (state.mic === stream && state.phase !== "idle" && state.source === "microphone") {
+      showError("The microphone stopped (unplugged or taken by another application).");
+    }
+  });
+  return stream;
+}
+
+/** Keep a stream from getMicrophone() when the work that asked for it is still current. */
+function keepMicrophone(stream, current) {
+  if (stream === state.mic) return current;
+  if (!current) {
+    for (const t of stream.getTracks()) t.stop();
+    return false;
+  }
+  state.mic = stream;
+  return true;
+}
+
+function releaseMicrophone() {
+  if (state.mic) {
+    for (const t of state.mic.getTracks()) t.stop();
+    state.mic = null;
+  }
+}
+
+/** Load an audio (or video) file into an <audio> element routed through WebAudio into a
+ * MediaStream track; playback starts with playFile(). Nothing is played locally: the avatar's
+ * audio comes back from the server, in time with the lips. */
+async function openFile(file) {
+  const url = URL.createObjectURL(file);
+  const audio = new Audio();
+  audio.preload = "auto";
+  try {
+    await new Promise((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new UserError(`Reading “${file.name}” took too long.`)),
+        FILE_LOAD_LIMIT_MS
+      );
+      audio.addEventListener(
+        "canplay",
+        () => {
+          clearTimeout(timer);
+          resolve();
+        },
+        { once: true }
+      );
+      audio.addEventListener(
+        "error",
+        () => {
+          clearTimeout(timer);
+          reject(new UserError(`“${file.name}” could not be decoded as audio by this browser.`));
+        },
+        { once: true }
+      );
+      audio.src = url;
+    });
+  } catch (err) {
+    URL.revokeObjectURL(url);
+    throw err;
+  }
+  const ctx = new AudioContext();
+  const source = ctx.createMediaElementSource(audio);
+  const dest = ctx.createMediaStreamDestination();
+  source.connect(dest);
+  const handle = { name: file.name, url, audio, ctx, track: dest.stream.getAudioTracks()[0] };
+  audio.addEventListener("ended", () => onFileEnded(handle));
+  return handle;
+}
+
+async function playFile(handle) {
+  await handle.ctx.resume();
+  try {
+    await handle.audio.play();
+  } catch (err) {
+    const why = err && err.message ? err.message : err;
+    throw new UserError(`“${handle.name}” could not be played: ${why}`);
+  }
+}
+
+function closeFile(handle) {
+  if (!handle) return;
+  handle.audio.pause();
+  handle.audio.removeAttribute("src");
+  handle.audio.load();
+  handle.track.stop();
+  handle.ctx.close().catch(() => {});
+  URL.revokeObjectURL(handle.url);
+}
+
+async function onFileEnded(handle) {
+  if (handle !== state.file || state.phase !== "live") return;
+  if (state.mic) {
+    await state.sender.replaceTrack(state.mic.getAudioTracks()[0]);
+    state.source = "microphone";
+    state.file = null;
+    closeFile(handle);
+    setStatus(`“${handle.name}” has finished: back to the microphone.`);
+  } else {
+    setStatus(`“${handle.name}” has finished. Stream another file, go back to the microphone, or Stop.`);
+  }
+  refreshControls();
+}
+
+// ---------------------------------------------------------------------------------------------
+// the session
+// ---------------------------------------------------------------------------------------------
+
+function iceGatheringComplete(pc, limitMs) {
+  if (pc.iceGatheringState === "complete") return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      pc.removeEventListener("icegatheringstatechange", check);
+      resolve();
+    };
+    const check = () => {
+      if (pc.iceGatheringState === "complete") done();
+    };
+    const timer = setTimeout(done, limitMs);
+    pc.addEventListener("icegatheringstatechange", check);
+  });
+}
+
+function connected(pc, gen, limitMs) {
+  if (pc.connectionState === "connected") return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const finish = (err) => {
+      clearTimeout(timer);
+      pc.removeEventListener("connectionstatechange", check);
+      if (err) reject(err);
+      else resolve();
+    };
+    const check = () => {
+      if (gen !== state.gen || pc.connectionState === "connected") finish(null);
+      else if (pc.connectionState === "failed" || pc.connectionState === "closed") {
+        finish(new UserError("Could not connect to the server: the network path failed (ICE / DTLS)."));
+      }
+    };
+    const timer = setTimeout(
+      () => finish(new UserError("Could not connect to the server: no network path was found in time.")),
+      limitMs
+    );
+    pc.addEventListener("connectionstatechange", check);
+  });
+}
+
+async function start(source, file) {
+  if (state.phase !== "idle") return;
+  const gen = ++state.gen;
+  state.phase = "starting";
+  state.source = source;
+  showError(null);
+  refreshControls();
+  const stale = () => gen !== state.gen;
+  try {
+    let track;
+    if (source === "microphone") {
+      setStatus("Asking for the microphone…");
+      const mic = await getMicrophone();
+      if (!keepMicrophone(mic, !stale())) return;
+      track = mic.getAudioTracks()[0];
+    } else {
+      setStatus(`Opening “${file.name}”…`);
+      const handle = await openFile(file);
+      if (stale()) {
+        closeFile(handle);
+        return;
+      }
+      state.file = handle;
+      track = handle.track;
+    }
+
+    setStatus("Connecting…");
+    // No STUN / TURN unless the server lists some (a local or LAN server needs none).
+    const urls = (state.info && state.info.ice_servers) || [];
+    const pc = new RTCPeerConnection({ iceServers: urls.map((u) => ({ urls: u })) });
+    state.pc = pc;
+    const audioTx = pc.addTransceiver(track, { direction: "sendrecv", streams: [new MediaStream([track])] });
+    state.sender = audioTx.sender;
+    pc.addTransceiver("video", { direction: "recvonly" });
+    const dc = pc.createDataChannel("control");
+    state.dc = dc;
+    wireChannel(dc, gen);
+    state.remote = new MediaStream();
+    pc.addEventListener("track", (e) => {
+      if (stale()) return;
+      state.remote.addTrack(e.track);
+      if (ui.video.srcObject !== state.remote) ui.video.srcObject = state.remote;
+      ui.video.muted = !ui.hear.checked;
+      ui.video.play().catch(() => {
+        // autoplay was refused: the page needs a click to start sound
+        setStatus("Click the video to start playback (the browser blocked autoplay).");
+      });
+    });
+    pc.addEventListener("connectionstatechange", () => onConnectionState(pc, gen));
+
+    await pc.setLocalDescription(await pc.createOffer());
+    await iceGatheringComplete(pc, ICE_GATHER_LIMIT_MS);
+    if (stale()) return;
+
+    state.avatar = ui.avatar.value || null;
+    const res = await fetch("/offer", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Accept: "application/json" },
+      body: JSON.stringify({
+        sdp: pc.localDescription.sdp,
+        type: pc.localDescription.type,
+        avatar: state.avatar || undefined,
+      }),
+    });
+    let body = null;
+    try {
+      body = await res.json();
+    } catch {
+      body = null;
+    }
+    if (!res.ok || !body || body.type !== "answer") {
+      if (body && body.error === "busy") throw new UserError(body.message || "The server is busy.");
+      const why = body && body.message ? body.message : `the server answered ${res.status} ${res.statusText}`;
+      throw new UserError(`The server refused the session: ${why}`);
+    }
+    if (stale()) {
+      deleteSession(body.session);
+      return;
+    }
+    state.session = body.session;
+    await pc.setRemoteDescription({ type: "answer", sdp: body.sdp });
+    await connected(pc, gen, CONNECT_LIMIT_MS);
+    if (stale()) return;
+
+    state.phase = "live";
+    if (source === "file") await playFile(state.file);
+    if (stale()) return;
+    startTimers();
+    setStatus(liveStatus());
+  } catch (err) {
+    if (stale()) return;
+    await stop();
+    showError(describe(err));
+    setStatus("Stopped.");
+  } finally {
+    if (!stale()) refreshControls();
+  }
+}
+
+function liveStatus() {
+  const what =
+    state.source === "file" && state.file ? `the file “${state.file.name}”` : "your microphone";
+  return `Live: the avatar ${ui.avatar.value} follows ${what}.`;
+}
+
+function onConnectionState(pc, gen) {
+  if (gen !== state.gen || pc !== state.pc) return;
+  switch (pc.connectionState) {
+    case "connected":
+      if (state.phase === "live") setStatus(liveStatus());
+      break;
+    case "disconnected":
+      setStatus("The connection was interrupted; waiting for it to recover…");
+      break;
+    case "failed":
+      if (state.phase === "live") {
+        stop().then(() => {
+          showError("The connection to the server was lost.");
+          setStatus("Stopped.");
+        });
+      }
+      break;
+    default:
+      break;
+  }
+}
+
+function wireChannel(dc, gen) {
+  dc.addEventListener("open", () => {
+    if (gen !== state.gen) return;
+    // the avatar was changed while the session was being set up: switch to it now
+    if (state.avatar && ui.avatar.value && ui.avatar.value !== state.avatar) {
+      sendControl({ type: "switch_avatar", avatar: ui.avatar.value });
+    }
+    refreshControls();
+  });
+  dc.addEventListener("close", () => {
+    if (gen !== state.gen) return;
+    if (state.phase === "live") {
+      stop().then(() => setStatus("The server ended the session."));
+    } else {
+      refreshControls();
+    }
+  });
+  dc.addEventListener("message", (e) => {
+    if (gen !== state.gen) return;
+    let msg;
+    try {
+      msg = JSON.parse(e.data);
+    } catch {
+      return;
+    }
+    onControlMessage(msg);
+  });
+}
+
+function sendControl(msg) {
+  if (state.dc && state.dc.readyState === "open") {
+    state.dc.send(JSON.stringify(msg));
+    return true;
+  }
+  return false;
+}
+
+function onControlMessage(msg) {
+  switch (msg.type) {
+    case "stats":
+      renderStats(msg);
+      break;
+    case "avatar":
+      state.avatar = msg.avatar;
+      if (ui.avatar.value !== msg.avatar) ui.avatar.value = msg.avatar;
+      showPoster(msg.avatar);
+      setStatus(`Live: switched to the avatar ${msg.avatar}.`);
+      break;
+    case "flush":
+      setStatus("Flushed: the queued audio and frames were dropped.");
+      break;
+    case "ended":
+      setStatus("The server ended the input of this session.");
+      break;
+    case "error":
+      showError(msg.message || msg.error || "The server reported an error.");
+      break;
+    default:
+      break;
+  }
+}
+
+function ms(v) {
+  return `${Math.round(v)} ms`;
+}
+
+function renderStats(s) {
+  ui.statFps.textContent = typeof s.fps === "number" ? s.fps.toFixed(1) : "–";
+  const total = s.latency_ms && s.latency_ms.total;
+  ui.statLatency.textContent = total ? `${ms(total.p50)} / ${ms(total.p95)}` : "–";
+  ui.statLatency.title = total
+    ? `audio in -> frame sent, over ${total.n} frames (max ${ms(total.max)})`
+    : "no lip-synced frames yet (the avatar is at rest)";
+  ui.statDropped.textContent = String(s.dropped ?? "–");
+  ui.statLate.textContent = s.video ? String(s.video.late) : "–";
+  const unknown = s.speaking === null || s.speaking === undefined;
+  ui.statSpeaking.textContent = unknown ? "–" : s.speaking ? "speaking" : "silent";
+  ui.statSpeaking.dataset.speaking = s.speaking ? "yes" : "no";
+  const heard = s.session_frames && typeof s.session_frames.audio_seconds === "number"
+    ? `, ${s.session_frames.audio_seconds.toFixed(1)} s of audio received`
+    : "";
+  ui.sessionInfo.textContent =
+    `Session ${s.session}: avatar ${s.avatar}, ${s.mode}, delay ${ms(s.delay_ms)}` +
+    `, ${s.video ? s.video.sent : 0} frames sent${heard}.`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// the browser's own frame rate
+// ---------------------------------------------------------------------------------------------
+
+function onVideoFrame(now) {
+  state.framesShown += 1;
+  state.frameMarks.push(now);
+  while (state.frameMarks.length && now - state.frameMarks[0] > FPS_WINDOW_MS) state.frameMarks.shift();
+  state.rvfc = ui.video.requestVideoFrameCallback(onVideoFrame);
+}
+
+async function measureBrowserFps() {
+  const marks = state.frameMarks;
+  if ("requestVideoFrameCallback" in HTMLVideoElement.prototype) {
+    const now = performance.now();
+    while (marks.length && now - marks[0] > FPS_WINDOW_MS) marks.shift();
+    const span = marks.length > 1 ? marks[marks.length - 1] - marks[0] : 0;
+    state.browserFps = span > 0 ? ((marks.length - 1) * 1000) / span : 0;
+  } else if (state.pc) {
+    // fallback: the decoder's frame rate from getStats
+    const report = await state.pc.getStats();
+    report.forEach((r) => {
+      if (r.type === "inbound-rtp" && r.kind === "video" && typeof r.framesPerSecond === "number") {
+        state.browserFps = r.framesPerSecond;
+      }
+    });
+  }
+  ui.statShown.textContent = state.browserFps === null ? "–" : state.browserFps.toFixed(1);
+}
+
+function startTimers() {
+  stopTimers();
+  state.frameMarks = [];
+  if ("requestVideoFrameCallback" in HTMLVideoElement.prototype) {
+    state.rvfc = ui.video.requestVideoFrameCallback(onVideoFrame);
+  }
+  state.statsTimer = setInterval(() => measureBrowserFps().catch(() => {}), 1000);
+}
+
+function stopTimers() {
+  if (state.statsTimer !== null) clearInterval(state.statsTimer);
+  state.statsTimer = null;
+  if (state.rvfc !== null && "cancelVideoFrameCallback" in HTMLVideoElement.prototype) {
+    ui.video.cancelVideoFrameCallback(state.rvfc);
+  }
+  state.rvfc = null;
+  state.browserFps = null;
+}
+
+// ---------------------------------------------------------------------------------------------
+// stop
+// ---------------------------------------------------------------------------------------------
+
+function deleteSession(id) {
+  // The server also ends a session when the peer connection closes; this makes it immediate.
+  if (!id) return Promise.resolve();
+  return fetch(`/api/sessions/${encodeURIComponent(id)}`, { method: "DELETE", keepalive: true })
+    .then(() => {})
+    .catch(() => {});
+}
+
+/** End the session (if any) and release the microphone, the file and the timers. */
+async function stop() {
+  state.gen += 1;
+  const { pc, dc, session } = state;
+  state.pc = state.dc = state.sender = state.session = null;
+  state.phase = "idle";
+  stopTimers();
+  if (dc) {
+    try {
+      dc.close();
+    } catch {
+      // already closed
+    }
+  }
+  if (pc) {
+    for (const t of pc.getTransceivers()) {
+      try {
+        t.stop();
+      } catch {
+        // already stopped
+      }
+    }
+    pc.close();
+  }
+  const deleted = deleteSession(session);
+  releaseMicrophone();
+  closeFile(state.file);
+  state.file = null;
+  state.source = null;
+  if (state.remote) for (const t of state.remote.getTracks()) t.stop();
+  state.remote = null;
+  ui.video.srcObject = null;
+  ui.placeholder.hidden = false;
+  for (const el of [ui.statFps, ui.statShown, ui.statLatency, ui.statDropped, ui.statLate, ui.statSpeaking]) {
+    el.textContent = "–";
+  }
+  ui.sessionInfo.textContent = session ? `Session ${session} ended.` : "No session.";
+  refreshControls();
+  await deleted;
+}
+
+// ---------------------------------------------------------------------------------------------
+// wiring
+// ---------------------------------------------------------------------------------------------
+
+async function onStreamFile() {
+  const file = ui.file.files && ui.file.files[0];
+  if (!file) return;
+  showError(null);
+  if (state.phase === "idle") {
+    await start("file", file);
+    return;
+  }
+  if (state.phase !== "live") return;
+  const gen = state.gen;
+  let handle = null;
+  try {
+    setStatus(`Opening “${file.name}”…`);
+    handle = await openFile(file);
+    if (gen !== state.gen) {
+      closeFile(handle);
+      return;
+    }
+    await state.sender.replaceTrack(handle.track);
+    await playFile(handle);
+    const old = state.file;
+    state.file = handle;
+    state.source = "file";
+    closeFile(old);
+    setStatus(liveStatus());
+  } catch (err) {
+    if (handle && handle !== state.file) closeFile(handle);
+    showError(describe(err));
+  }
+  refreshControls();
+}
+
+async function onUseMicrophone() {
+  if (state.phase !== "live") return;
+  const gen = state.gen;
+  showError(null);
+  try {
+    const mic = await getMicrophone();
+    if (!keepMicrophone(mic, gen === state.gen)) return;
+    await state.sender.replaceTrack(mic.getAudioTracks()[0]);
+    closeFile(state.file);
+    state.file = null;
+    state.source = "microphone";
+    setStatus(liveStatus());
+  } catch (err) {
+    showError(describe(err));
+  }
+  refreshControls();
+}
+
+function onVideoResize() {
+  const { videoWidth: w, videoHeight: h } = ui.video;
+  if (w && h) ui.screen.style.setProperty("--aspect", `${w} / ${h}`);
+}
+
+function wire() {
+  ui.start.addEventListener("click", () => start("microphone"));
+  ui.stop.addEventListener("click", async () => {
+    showError(null);
+    await stop();
+    setStatus("Stopped. Press Start microphone to go again.");
+  });
+  ui.avatar.addEventListener("change", onAvatarChange);
+  ui.file.addEventListener("change", refreshControls);
+  ui.playFile.addEventListener("click", onStreamFile);
+  ui.useMic.addEventListener("click", onUseMicrophone);
+  ui.flush.addEventListener("click", () => {
+    if (sendControl({ type: "flush" })) setStatus("Flushing…");
+  });
+  ui.hear.addEventListener("change", () => (ui.video.muted = !ui.hear.checked));
+  ui.video.addEventListener("resize", onVideoResize);
+  ui.video.addEventListener("playing", () => (ui.placeholder.hidden = true));
+  ui.video.addEventListener("click", () => ui.video.play().catch(() => {}));
+  window.addEventListener("pagehide", () => {
+    if (state.phase !== "idle") stop();
+  });
+}
+
+async function init() {
+  wire();
+  refreshControls();
+  try {
+    const [info] = await Promise.all([loadInfo(), loadAvatars()]);
+    state.info = info;
+    refreshControls();
+    const full = info.sessions >= info.max_sessions;
+    const busy = full ? ` (all ${info.max_sessions} sessions are in use right now)` : "";
+    setStatus(`Ready${busy}. Press Start microphone, or choose an audio file.`);
+  } catch (err) {
+    ui.mode.textContent = "offline";
+    showError(`The server could not be reached: ${describe(err)}`);
+    setStatus("Not connected to the server. Reload the page to try again.");
+  }
+}
+
+// A small handle for debugging in the console (and for the page's tests).
+window.mouthpiece = {
+  get state() {
+    return state;
+  },
+  get framesShown() {
+    return state.framesShown;
+  },
+  stop,
+};
+
+init();
