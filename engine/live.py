@@ -24,10 +24,12 @@ inline in :meth:`push_audio`. One worker task (an ``asyncio.Task``) takes the re
 order and hands each *group* (up to ``batch`` speech windows, plus the silence or dropped windows
 before and between them) to a private single-thread executor, which runs transformer + sketches +
 renderer (the offline :class:`engine.pipeline.Dubber`'s ``faces``, so the faces are the offline
-ones), pastes the faces (:func:`engine.composite.composite`) and blends the cross-fades. The
-executor thread touches only its arguments and the read-only avatar and models; all session state
-(queues, counters, fade state) is changed on the loop thread only, after the job returns. A
-generation counter makes the result of a job that was running during a FLUSH / INTERRUPT be
+ones; with a :class:`engine.batcher.SharedModelWorker` the model call is a request to the worker
+that several sessions share, batched with theirs), pastes the faces
+(:func:`engine.composite.composite`) and blends the cross-fades. The executor thread touches only
+its arguments and the read-only avatar and models; all session state (queues, counters, fade
+state) is changed on the loop thread only, after the job returns. A generation counter makes the
+result of a job that was running during a FLUSH / INTERRUPT be
 discarded. The loop therefore never blocks on a model call.
 
 **Silence.** A window the speech gate calls silence makes no model call: its frames are the
@@ -85,12 +87,13 @@ import numpy as np
 import torch
 
 from engine.avatar import Avatar
+from engine.batcher import SharedModelWorker, window_faces
 from engine.composite import composite
 from engine.live_audio import TARGET_RATE, IncrementalMel, LiveWindowScheduler, SpeechGate, StreamingResampler
 from engine.messages import FPS, Control, ControlKind, MelWindow, RenderedFrame
 from engine.pipeline import Dubber, DubConfig
 from engine.renderers import RendererBackend, make_renderer_backend
-from engine.schedule import CENTER, T, Window, pingpong
+from engine.schedule import pingpong
 
 __all__ = ["LiveConfig", "LiveSession", "LiveStats"]
 
@@ -98,7 +101,7 @@ SAMPLES_PER_FRAME = TARGET_RATE // FPS  # 640 session samples per output frame
 PLAYOUT_RATE = 48000  # the playout audio (read_audio) rate
 PLAYOUT_SCALE = PLAYOUT_RATE // TARGET_RATE  # 48 kHz samples per session (16 kHz) sample
 _NO_MEL = np.zeros((0, 80, 16), np.float32)
-PROBE_AFTER_S = 1.0  # with no model call for this long, the next speech window is computed anyway
+ESTIMATE_HALF_LIFE_S = 2.0  # without model calls, the model-time estimate halves this often
 
 # Frame kinds (stats and tests): a rendered frame (full or fading in), a rest frame (possibly
 # fading out), a frame whose window was skipped by the latency bound.
@@ -200,14 +203,16 @@ class LiveSession:
         landmark_model=None,
         renderer_backend: RendererBackend | torch.nn.Module | None = None,
         config: LiveConfig | None = None,
+        worker: SharedModelWorker | None = None,
     ) -> None:
         self.config = config or LiveConfig()
         if isinstance(renderer_backend, torch.nn.Module):
             renderer_backend = make_renderer_backend(self.config.backend, renderer_backend)
-        self.can_render = landmark_model is not None and renderer_backend is not None
-        self._backend = renderer_backend if self.can_render else None
+        self._shared = worker
+        self.can_render = worker is not None or (landmark_model is not None and renderer_backend is not None)
+        self._backend = renderer_backend if self.can_render and worker is None else None
         self._dubber = None
-        if self.can_render:
+        if self._backend is not None:
             self._dubber = Dubber(landmark_model, renderer_backend, DubConfig(batch=self.config.batch))
         self.avatar = avatar
         self._lm_refs: tuple[torch.Tensor, ...] | None = None  # written on the worker thread only
@@ -241,7 +246,7 @@ class LiveSession:
         self._ending = False  # END received: no more audio
         self._out_closed = False
         self._error: BaseException | None = None
-        self._est_per_window = 0.0  # model seconds per window (moving average)
+        self._est_call = 0.0  # seconds per model call (moving average over recent calls)
         self._last_model_end = 0.0
         #: optional ``f(frame index) -> perf_counter() time or None``: when a frame must be ready
         self.deadline = None
@@ -255,8 +260,9 @@ class LiveSession:
 
     def _load_references(self, avatar: Avatar) -> None:
         """Give the renderer the avatar's references and keep its landmark references on the device
-        (in the constructor, then only on the worker thread, between model calls)."""
-        if not self.can_render:
+        (in the constructor, then only on the worker thread, between model calls). A shared model
+        worker keeps its own per-avatar state: nothing to do then."""
+        if self._backend is None:
             return
         ref_imgs, ref_sketches = avatar.reference_tensors()
         self._backend.set_references(ref_imgs, ref_sketches)
@@ -595,16 +601,17 @@ class LiveSession:
     def _take_group(self) -> list[_Item]:
         """The next windows in order: up to ``batch`` to compute, with the silent / late ones around."""
         now, group, n_speech = time.perf_counter(), [], 0
-        est = self._est_per_window
-        if now - self._last_model_end > PROBE_AFTER_S:
-            # no model call for a while (everything shed, or a slow first call): try one, so that
-            # an estimate that was too high (a warm-up call) cannot lock the session out for good
-            est = 0.0
+        # An estimate from a slow call (a warm-up, a load spike) would shed every window and never be
+        # measured again: while no call is made it decays, so the session tries again after a while.
+        idle = max(0.0, now - self._last_model_end) if self._last_model_end else 0.0
+        est = self._est_call * 0.5 ** (idle / ESTIMATE_HALF_LIFE_S)
         while self._windows:
             item = self._windows[0]
             if item.window.is_speech and self.can_render:
                 limit = self._deadline_of(item)
-                late = limit is not None and now + est * (n_speech + 1) > limit
+                # one call carries the whole group: a window is late if that call would end after its
+                # deadline (a call that turns out slower is checked again when it returns)
+                late = limit is not None and now + est > limit
                 if not late and n_speech == self.config.batch:
                     break
                 item.action = DROPPED if late else SPEECH
@@ -637,8 +644,8 @@ class LiveSession:
             if item.action == SPEECH:  # computed and shown
                 s.add("wait", max(0.0, info["model_start"] - item.ready))
         self._last_model_end = info["model_end"]
-        a = 0.5 if self._est_per_window else 1.0
-        self._est_per_window += a * (dt / n - self._est_per_window)
+        a = 0.5 if self._est_call else 1.0
+        self._est_call += a * (dt - self._est_call)
 
     # ---- the executor job (worker thread: reads only its arguments, the avatar and the models) ----
 
@@ -723,22 +730,8 @@ class LiveSession:
         return img
 
     def _faces(self, wins: list[MelWindow], avatar: Avatar) -> np.ndarray:
-        """The offline Dubber's transformer + sketches + renderer on live windows: (B, 128, 128, 3) uint8.
-
-        Each window carries its own 5 mel chunks; they are stacked into one (5B, 80, 16) tensor and
-        the windows are re-indexed into it (chunk ``5 j + i`` is window j's i-th chunk, its renderer
-        chunk is ``5 j + CENTER``), so that Dubber.faces runs unchanged."""
-        mel = np.stack([w.mel for w in wins])  # (B, 5, 80, 16), the one copy the batch needs
-        chunks = torch.from_numpy(mel.reshape(-1, *mel.shape[2:])).to(self._dubber.device)
-        plan = [
-            Window(
-                start=w.start,
-                templates=w.templates,
-                mel_indices=tuple(range(T * j, T * j + T)),
-                render_template=w.render_template,
-                render_mel=T * j + CENTER,
-                output_indices=w.output_indices,
-            )
-            for j, w in enumerate(wins)
-        ]
-        return self._dubber.faces(avatar, plan, chunks, *self._lm_refs)
+        """Faces for ``wins``: through the shared model worker (batched with other sessions' windows)
+        or this session's own backend."""
+        if self._shared is not None:
+            return self._shared.faces(avatar, wins, owner=self)
+        return window_faces(self._dubber, avatar, wins, self._lm_refs)

@@ -98,6 +98,7 @@ class ServerConfig:
     backend: str = "fast"
     precision: str = "fp32"
     max_sessions: int = 4
+    max_batch: int = 16  # windows per model call, across sessions
     max_viewers: int = 16
     ice_servers: tuple[str, ...] = ()  # stun: / turn: URLs; none by default (no outside traffic)
     loopback: bool = False  # ICE on 127.0.0.1 only (local demos, tests)
@@ -122,7 +123,9 @@ class ModelEngine:
         device: str = "cpu",
         weights: dict | None = None,
         backend_factory: Callable[[], object] | None = None,
+        max_batch: int = 16,
     ) -> None:
+        self.max_batch = max_batch
         self.landmark_model = landmark_model
         self.renderer = renderer
         self.backend = backend
@@ -130,6 +133,7 @@ class ModelEngine:
         self.device = device
         self.weights = weights or {"landmark": None, "renderer": None, "standin": False}
         self._backend_factory = backend_factory
+        self._worker = None
 
     @property
     def mode(self) -> str:
@@ -154,6 +158,22 @@ class ModelEngine:
 
         return make_renderer_backend(self.backend, self.renderer, DTYPES[self.precision])
 
+    @property
+    def worker(self):
+        """The model worker every session shares (batches windows across sessions); None without models."""
+        if self.mode == "passthrough":
+            return None
+        if self._worker is None:
+            from engine.batcher import SharedModelWorker
+
+            self._worker = SharedModelWorker(self.landmark_model, self.make_backend, max_batch=self.max_batch)
+        return self._worker
+
+    def close(self) -> None:
+        if self._worker is not None:
+            self._worker.close()
+            self._worker = None
+
     @classmethod
     def from_config(cls, cfg: ServerConfig) -> ModelEngine:
         """Load the configured weights: explicit paths must load; found ones are used; none -> passthrough."""
@@ -167,7 +187,7 @@ class ModelEngine:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device == "cpu":  # leave a core to the event loop that paces the streams
             torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
-        kw = dict(backend=cfg.backend, precision=cfg.precision, device=device)
+        kw = dict(backend=cfg.backend, precision=cfg.precision, device=device, max_batch=cfg.max_batch)
         if cfg.random_weights:
             print(RANDOM_WEIGHTS_WARNING, file=sys.stderr)
             lm = models.standin_model(models.LANDMARK, 1).to(device).eval()
@@ -328,15 +348,21 @@ class Server:
         if self.cfg.loopback:
             self._ice.enter_context(loopback_ice())
         try:
-            await self.library.load(self.library.default)
+            avatar = await self.library.load(self.library.default)
         except (AvatarError, OSError, ValueError) as e:
             log.error("the default avatar could not be prepared: %s", e)
+            return
+        worker = self.engine.worker
+        if worker is not None:  # the first model call is slow (allocations, kernels): not in a session
+            seconds = await asyncio.get_running_loop().run_in_executor(None, worker.warm_up, avatar)
+            log.info("models warmed up on avatar %s in %.2f s", self.library.default, seconds)
 
     async def shutdown(self, app=None) -> None:
         for sid in list(self.sessions):
             await self.close_session(sid)
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
+        await asyncio.get_running_loop().run_in_executor(None, self.engine.close)
         self._ice.close()
 
     def spawn(self, coro) -> asyncio.Task:
@@ -359,11 +385,7 @@ class Server:
             name = avatar_name or self.library.default
             avatar = await self.library.load(name)
             stream = StreamSession(
-                avatar,
-                self.engine.landmark_model,
-                self.engine.make_backend(),
-                self.cfg.stream,
-                avatar_name=name,
+                avatar, config=self.cfg.stream, avatar_name=name, worker=self.engine.worker
             )
             await stream.start()
         finally:
@@ -400,15 +422,11 @@ class Server:
             await wait_cancelled(t)
         await s.aclose()
         self.ended_total += 1
-        self._free_gpu()
+        worker = self.engine.worker
+        if worker is not None and all(h.stream.avatar is not s.avatar for h in self.sessions.values()):
+            worker.release(s.avatar)  # its reference bank (GPU memory) goes with its last session
         log.info("session %s closed", sid)
         return True
-
-    def _free_gpu(self) -> None:
-        if self.engine.device.startswith("cuda"):
-            import torch
-
-            torch.cuda.empty_cache()
 
     def _watch_pc(self, pc: RTCPeerConnection, on_gone) -> None:
         """Call ``on_gone`` when ``pc`` fails or closes, or has not connected ``connect_timeout_s``
@@ -928,7 +946,25 @@ def prometheus_text(srv: Server) -> str:
         "Session frames made, by kind (dropped: windows shed by the latency budget).",
         [({"kind": k}, totals[k]) for k in ("speech", "rest", "dropped")],
     )
-    metric("mouthpiece_model_calls_total", "counter", "Model calls.", [({}, totals["model_calls"])])
+    metric(
+        "mouthpiece_model_calls_total", "counter", "Session model requests.", [({}, totals["model_calls"])]
+    )
+    w = srv.engine._worker
+    if w is not None:
+        ws = w.stats.snapshot()
+        metric("mouthpiece_model_batches_total", "counter", "Batched model calls.", [({}, ws["calls"])])
+        metric(
+            "mouthpiece_model_shared_batches_total",
+            "counter",
+            "Model calls that served several sessions at once.",
+            [({}, ws["shared_calls"])],
+        )
+        metric(
+            "mouthpiece_model_batch_windows",
+            "gauge",
+            "Mean windows per model call (recent calls).",
+            [({}, ws["mean_windows_per_call"])],
+        )
     metric(
         "mouthpiece_video_frames_sent_total", "counter", "Video frames sent.", [({}, totals["video_sent"])]
     )
@@ -1005,7 +1041,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
     p.add_argument("--backend", default="fast", choices=("fast", "plain", "cuda-graph", "onnx"))
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
-    p.add_argument("--batch", type=int, default=2, help="max windows per model call (default 2)")
+    p.add_argument("--batch", type=int, default=2, help="max windows a session sends per request (default 2)")
+    p.add_argument(
+        "--max-batch", type=int, default=16, help="max windows per model call, across sessions (default 16)"
+    )
     p.add_argument(
         "--delay-ms", type=float, default=400.0, help="audio in -> lips and audio out (default 400)"
     )
@@ -1034,6 +1073,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         backend=args.backend,
         precision=args.precision,
         max_sessions=args.max_sessions,
+        max_batch=args.max_batch,
         ice_servers=tuple(args.ice_server),
         loopback=args.loopback,
         stream=StreamConfig(delay_ms=args.delay_ms, live=live),

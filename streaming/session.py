@@ -54,7 +54,7 @@ class StreamConfig:
     """
 
     delay_ms: float = 400.0
-    gap_ms: float = 200.0
+    gap_ms: float = 400.0
     max_lead_s: float = 20.0
     tick_s: float = 0.1
     stats_interval_s: float = 0.5
@@ -96,12 +96,13 @@ class StreamSession:
         session_id: str | None = None,
         avatar_name: str | None = None,
         clock=time.perf_counter,
+        worker=None,
     ) -> None:
         self.config = config or StreamConfig()
         self.id = session_id or uuid.uuid4().hex[:12]
         self.avatar_name = avatar_name
         live_cfg = replace(self.config.live, latency_budget_ms=self.config.budget_ms)
-        self.live = LiveSession(avatar, landmark_model, renderer_backend, live_cfg)
+        self.live = LiveSession(avatar, landmark_model, renderer_backend, live_cfg, worker=worker)
         self.clock = clock
         self.playout = Playout(self.config.delay_ms / 1e3, clock)
         self.live.deadline = self._deadline

@@ -206,7 +206,7 @@ def test_webrtc_session_round_trip(coded_video, avatar_cache, landmark_model, tm
     # ---- 25 fps: RTP steps of exactly one frame, and arrival rate within 1 fps
     steps = [(b.pts - a.pts) % (1 << 32) for a, b in itertools.pairwise(client.video)]
     assert all(st == 3600 for st in steps), set(steps)
-    arr = [f.arrival for f in client.video]
+    arr = [f.arrival for f in client.video][10:]  # steady state, after the connection's start-up
     fps = (len(arr) - 1) / (arr[-1] - arr[0])
     assert 24.0 <= fps <= 26.0, fps
 
@@ -381,10 +381,17 @@ def test_webrtc_with_the_real_renderer_and_standin_weights(
             await until(lambda: not server.sessions)
         return client, stats
 
-    client, stats = asyncio.run(asyncio.wait_for(main(), 4 * LIMIT))
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the server does on a CPU: a core stays with the event loop
+    try:
+        client, stats = asyncio.run(asyncio.wait_for(main(), 4 * LIMIT))
+    finally:
+        torch.set_num_threads(threads)
     sf = stats["session_frames"]
     assert sf["model_calls"] >= 1 and sf["dropped"] > 0  # real model calls; the rest shed, not queued
-    arr = [f.arrival for f in client.video]
+    arr = [f.arrival for f in client.video][10:]  # steady state, after the connection's start-up
     fps = (len(arr) - 1) / (arr[-1] - arr[0])
     assert 24.0 <= fps <= 26.0, fps
     assert stats["latency_ms"]["total"]["max"] <= DELAY_MS + 60.0
@@ -400,7 +407,46 @@ def test_peer_that_leaves_before_connecting_is_dropped(coded_video, avatar_cache
             client = await RtcClient(url).start()  # no microphone: only the offer/answer
             assert client.session in server.sessions
             await client.close()  # before ICE completes: no BYE ever reaches the server
-            await until(lambda: not server.sessions)
-            return server.ended_total
+            await until(lambda: server.ended_total == 1)  # closed by the connect deadline
+            return server.sessions
 
-    assert asyncio.run(asyncio.wait_for(main(), 2 * LIMIT)) == 1
+    assert asyncio.run(asyncio.wait_for(main(), 2 * LIMIT)) == {}
+
+
+def test_two_sessions_share_model_calls(coded_video, avatar_cache, landmark_model, tmp_path):
+    """Two concurrent sessions on one avatar: both stream at 25 fps, and the shared model worker
+    batches windows of both sessions into single calls."""
+    for k in range(2):
+        write_wav(tmp_path / f"mic{k}.wav", speechlike(3.0, seed=10 + k))
+    lib = make_library(coded_video, avatar_cache)
+
+    class SlowInvert(InvertBackend):  # a renderer that costs 100 ms per call, as a real one on a GPU
+        def render(self, faces, sketches, mels):
+            time.sleep(0.1)
+            return super().render(faces, sketches, mels)
+
+    engine = ModelEngine(landmark_model, renderer=object(), backend_factory=SlowInvert)
+    app = create_app(server_config(), engine=engine, library=lib)
+    server = app[SERVER]
+
+    async def main():
+        async with running(app) as url:
+            clients = [
+                await RtcClient(url, audio_path=str(tmp_path / f"mic{k}.wav")).start() for k in range(2)
+            ]
+            sessions = [server.sessions[c.session].stream for c in clients]
+            await until(lambda: all(s.live.segments for s in sessions))
+            await asyncio.gather(*(c.wait_video(75, LIMIT) for c in clients))
+            worker_stats = engine.worker.stats.snapshot()
+            worker_stats["sessions"] = [s.stats()["session_frames"] for s in sessions]
+            for c in clients:
+                await c.close()
+            await until(lambda: server.ended_total == 2)
+            await until(lambda: engine.worker.avatars_loaded == 0)  # the bank went with the last session
+        return clients, worker_stats
+
+    clients, ws = asyncio.run(asyncio.wait_for(main(), 4 * LIMIT))
+    for c in clients:
+        arr = [f.arrival for f in c.video][10:]  # steady state, after the connection's start-up
+        assert 24.0 <= (len(arr) - 1) / (arr[-1] - arr[0]) <= 26.0
+    assert ws["shared_calls"] >= 1 and ws["max_sessions_per_call"] == 2, ws
