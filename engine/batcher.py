@@ -32,15 +32,10 @@ from engine.messages import MelWindow
 from engine.pipeline import Dubber, DubConfig
 from engine.schedule import CENTER, T, Window
 
-__all__ = ["SharedModelWorker", "WorkerStats", "window_faces"]
+__all__ = ["SharedModelWorker", "WorkerStats", "window_content", "window_faces"]
 
 
-def window_faces(dubber: Dubber, avatar: Avatar, wins: list[MelWindow], lm_refs) -> np.ndarray:
-    """The offline Dubber's transformer + sketches + renderer on live windows: (B, 128, 128, 3) uint8.
-
-    Each window carries its own 5 mel chunks; they are stacked into one (5B, 80, 16) tensor and the
-    windows are re-indexed into it (chunk ``5 j + i`` is window j's i-th chunk, its renderer chunk
-    is ``5 j + CENTER``), so that :meth:`Dubber.faces` runs unchanged."""
+def _stacked(dubber: Dubber, wins: list[MelWindow]):
     mel = np.stack([w.mel for w in wins])  # (B, 5, 80, 16), the one copy the batch needs
     chunks = torch.from_numpy(mel.reshape(-1, *mel.shape[2:])).to(dubber.device)
     plan = [
@@ -54,8 +49,27 @@ def window_faces(dubber: Dubber, avatar: Avatar, wins: list[MelWindow], lm_refs)
         )
         for j, w in enumerate(wins)
     ]
+    return chunks, plan
+
+
+def window_faces(dubber: Dubber, avatar: Avatar, wins: list[MelWindow], lm_refs) -> np.ndarray:
+    """The offline Dubber's transformer + sketches + renderer on live windows: (B, 128, 128, 3) uint8.
+
+    Each window carries its own 5 mel chunks; they are stacked into one (5B, 80, 16) tensor and the
+    windows are re-indexed into it (chunk ``5 j + i`` is window j's i-th chunk, its renderer chunk
+    is ``5 j + CENTER``), so that :meth:`Dubber.faces` runs unchanged."""
+    chunks, plan = _stacked(dubber, wins)
     with torch.inference_mode():
         return dubber.faces(avatar, plan, chunks, *lm_refs)
+
+
+def window_content(dubber: Dubber, avatar: Avatar, wins: list[MelWindow], lm_refs) -> np.ndarray:
+    """The transformer's predicted content landmarks (B, 2, 57) of each live window's frame (the
+    window's centre position, the frame the renderer draws)."""
+    chunks, plan = _stacked(dubber, wins)
+    with torch.inference_mode():
+        full = dubber.landmarks(avatar, plan, chunks, *lm_refs)  # (B*T, 2, 131)
+    return full.reshape(len(wins), T, 2, -1)[:, CENTER, :, -57:]
 
 
 @dataclass

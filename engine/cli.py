@@ -170,6 +170,7 @@ def cmd_dub(args) -> int:
         save_faces=args.save_faces,
         cache_dir=args.cache,
         progress=not args.quiet,
+        renderer=args.renderer,
     )
     print(summary.text())
     if summary.faces_path:
@@ -272,6 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--renderer-checkpoint", metavar="P", help="default: checkpoints/renderer_checkpoint.pth")
     d.add_argument("--save-faces", metavar="FACES.npz", help="also save the raw 128x128 generated faces")
     d.add_argument("--random-weights", action="store_true", help="run without trained weights (noise faces)")
+    d.add_argument(
+        "--renderer",
+        default="neural",
+        choices=("neural", "retrieval"),
+        help="neural (IP_LAP, default) or retrieval (the CPU preview: mouths from the avatar, no weights)",
+    )
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.set_defaults(func=cmd_dub)
 

@@ -54,9 +54,16 @@ def dub_file(
     save_faces: str | Path | None = None,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    renderer: str = "neural",
 ) -> DubSummary:
+    """``renderer``: ``neural`` (IP_LAP) or ``retrieval`` (the CPU preview renderer, driven by the
+    audio's openness curve; no weights needed)."""
     from engine.video import Mp4Writer
 
+    if renderer not in ("neural", "retrieval"):
+        raise ValueError(f"unknown renderer {renderer!r}; choose neural or retrieval")
+    if renderer == "retrieval" and save_faces is not None:
+        raise ValueError("--save-faces needs the neural renderer (the retrieval renderer makes no faces)")
     config = config or DubConfig()
     avatar_config = avatar_config or AvatarConfig()
     out_path = Path(out_path)
@@ -66,9 +73,10 @@ def dub_file(
         raise FileNotFoundError(f"audio file not found: {audio_path}")
     seconds: dict[str, float] = {}
 
-    t0 = time.perf_counter()
-    lm, renderer = load_models(landmark_checkpoint, renderer_checkpoint, config.device, random_weights)
-    seconds["load models"] = time.perf_counter() - t0
+    if renderer == "neural":
+        t0 = time.perf_counter()
+        lm, net = load_models(landmark_checkpoint, renderer_checkpoint, config.device, random_weights)
+        seconds["load models"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     avatar = prepare_avatar(avatar_path, avatar_config, cache_dir)
@@ -80,7 +88,10 @@ def dub_file(
     out_audio = load_audio(audio_path, OUTPUT_AUDIO_RATE)
     seconds["audio"] = time.perf_counter() - t0
 
-    dubber = make_dubber(lm, renderer, config)
+    if renderer == "neural":
+        dubber = make_dubber(lm, net, config)
+    else:
+        dubber = RetrievalDubber(wav, avatar_config.fps)
     h, w = avatar.frame_size
     faces: list[np.ndarray] = []
     n_written = 0
@@ -127,6 +138,35 @@ def dub_file(
         random_weights=random_weights,
         dubbing_seconds=round(dubbing_seconds, 3),
     )
+
+
+class RetrievalDubber:
+    """The retrieval (preview) renderer as a dubber: the mouth follows the audio's openness curve
+    (:func:`engine.retrieval.openness_curve`), one frame per mel chunk on template ``pingpong(i)``."""
+
+    def __init__(self, wav16k: np.ndarray, fps: float = 25.0):
+        from engine.pipeline import StageTimes
+
+        self.wav, self.fps = wav16k, fps
+        self.times = StageTimes()
+
+    def run(self, avatar, chunks: np.ndarray):
+        from engine.pipeline import FrameResult
+        from engine.retrieval import RetrievalRenderer, openness_curve
+        from engine.schedule import pingpong
+
+        t0 = time.perf_counter()
+        curve = openness_curve(self.wav, fps=self.fps)
+        n = min(len(curve), len(chunks))
+        t0 = self.times.add("openness", t0)
+        r = RetrievalRenderer(avatar)
+        for i in range(n):
+            t = int(pingpong(i, avatar.n_frames))
+            t0 = time.perf_counter()
+            frame = r.render(t, float(curve[i]))
+            self.times.add("retrieval", t0)
+            y1, y2, x1, x2 = r.last.box
+            yield FrameResult(i, t, i, None, (y1, y2, x1, x2), frame)
 
 
 class BackgroundWriter:

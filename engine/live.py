@@ -87,12 +87,13 @@ import numpy as np
 import torch
 
 from engine.avatar import Avatar
-from engine.batcher import SharedModelWorker, window_faces
+from engine.batcher import SharedModelWorker, window_content, window_faces
 from engine.composite import composite
 from engine.live_audio import TARGET_RATE, IncrementalMel, LiveWindowScheduler, SpeechGate, StreamingResampler
 from engine.messages import FPS, Control, ControlKind, MelWindow, RenderedFrame
 from engine.pipeline import Dubber, DubConfig
 from engine.renderers import RendererBackend, make_renderer_backend
+from engine.retrieval import OpennessTracker, RetrievalConfig, RetrievalRenderer
 from engine.schedule import pingpong
 
 __all__ = ["LiveConfig", "LiveSession", "LiveStats"]
@@ -204,14 +205,29 @@ class LiveSession:
         renderer_backend: RendererBackend | torch.nn.Module | None = None,
         config: LiveConfig | None = None,
         worker: SharedModelWorker | None = None,
+        preview: RetrievalConfig | bool | None = None,
     ) -> None:
         self.config = config or LiveConfig()
+        self.preview: RetrievalConfig | None = (
+            (RetrievalConfig() if preview is True else preview) if preview not in (None, False) else None
+        )
         if isinstance(renderer_backend, torch.nn.Module):
             renderer_backend = make_renderer_backend(self.config.backend, renderer_backend)
         self._shared = worker
-        self.can_render = worker is not None or (landmark_model is not None and renderer_backend is not None)
-        self._backend = renderer_backend if self.can_render and worker is None else None
+        self.can_render = (
+            self.preview is not None
+            or worker is not None
+            or (landmark_model is not None and renderer_backend is not None)
+        )
+        self._backend = renderer_backend if self.can_render and worker is None and not self.preview else None
         self._dubber = None
+        # preview (the retrieval renderer): per avatar, made and used on the worker thread only
+        self._retrieval: dict[str, RetrievalRenderer] = {}
+        self._tracker = OpennessTracker() if self.preview is not None else None
+        self._preview_gen = 0
+        self._preview_lm = None
+        if self.preview is not None and landmark_model is not None:  # the transformer drives the mouth
+            self._preview_lm = Dubber(landmark_model, None, DubConfig(batch=self.config.batch))
         if self._backend is not None:
             self._dubber = Dubber(landmark_model, renderer_backend, DubConfig(batch=self.config.batch))
         self.avatar = avatar
@@ -262,6 +278,11 @@ class LiveSession:
         """Give the renderer the avatar's references and keep its landmark references on the device
         (in the constructor, then only on the worker thread, between model calls). A shared model
         worker keeps its own per-avatar state: nothing to do then."""
+        if self._preview_lm is not None:
+            dev = self._preview_lm.device
+            self._lm_refs = tuple(
+                torch.from_numpy(np.ascontiguousarray(a)).to(dev) for a in avatar.landmark_refs()
+            )
         if self._backend is None:
             return
         ref_imgs, ref_sketches = avatar.reference_tensors()
@@ -580,7 +601,8 @@ class LiveSession:
                     return
                 gen = self._gen
                 group = self._take_group()
-                self._inflight = self._pool.submit(self._process, group, self._fade, self.avatar)
+                job = self._process_preview if self.preview is not None else self._process
+                self._inflight = self._pool.submit(job, group, self._fade, self.avatar, gen)
                 frames, fade, info = await asyncio.wrap_future(self._inflight)
                 self._inflight = None
                 if gen != self._gen:
@@ -656,7 +678,55 @@ class LiveSession:
             index=q, pts=q, image=_readonly(av.frames[ti]), is_speech=False, timing={"audio": ready}
         )
 
-    def _process(self, group: list[_Item], fade: _Fade, av: Avatar) -> tuple[list, _Fade, dict]:
+    def _process_preview(
+        self, group: list[_Item], fade: _Fade, av: Avatar, gen: int
+    ) -> tuple[list, _Fade, dict]:
+        """The preview path: every audio window through the retrieval renderer (cheap: a few ms), its
+        mouth following the audio's openness (or the transformer's landmarks when it is loaded)."""
+        if gen != self._preview_gen:  # a FLUSH / INTERRUPT / avatar switch happened: no carry-over
+            self._preview_gen = gen
+            self._tracker.reset()
+            for r in self._retrieval.values():
+                r.reset()
+        key = str(av.folder)
+        renderer = self._retrieval.get(key)
+        if renderer is None:
+            renderer = self._retrieval[key] = RetrievalRenderer(av, self.preview)
+        info: dict = {}
+        todo = [it for it in group if it.action != DROPPED and it.window.mel.size]
+        todo_ids = {id(it) for it in todo}
+        contents: dict[int, np.ndarray] = {}
+        info["model_start"] = time.perf_counter()
+        speech = [it for it in todo if it.action == SPEECH]
+        if self._preview_lm is not None and speech:
+            with torch.inference_mode():
+                cont = window_content(self._preview_lm, av, [it.window for it in speech], self._lm_refs)
+            contents = {id(it): c for it, c in zip(speech, cont, strict=True)}
+        out: list[tuple[RenderedFrame, str]] = []
+        for it in group:
+            w = it.window
+            timing = {"audio": it.ready}
+            if id(it) in todo_ids:
+                o = self._tracker.push_window(w)
+                content = contents.get(id(it))
+                img = renderer.render(w.render_template, None if content is not None else o, content)
+                img.flags.writeable = False
+                y1, y2, x1, x2 = renderer.last.box
+                timing.update(model_start=info["model_start"], model_end=time.perf_counter())
+                kind = SPEECH if w.is_speech else REST
+                for q in w.output_indices:
+                    out.append((RenderedFrame(q, q, img, (x1, y1, x2, y2), w.is_speech, dict(timing)), kind))
+            else:
+                kind = DROPPED if it.action == DROPPED else REST
+                out += [(self._rest(av, q, it.ready), kind) for q in w.output_indices]
+        info["model_end"] = time.perf_counter()
+        info["n_model"] = max(1, len(todo))
+        info["composite"] = 0.0
+        if not speech:
+            del info["model_start"], info["model_end"]  # silence: no "model" work to account
+        return out, fade, info
+
+    def _process(self, group: list[_Item], fade: _Fade, av: Avatar, gen: int) -> tuple[list, _Fade, dict]:
         K = self.config.crossfade
         fade = _Fade(fade.level, fade.face)
         info: dict = {}

@@ -129,8 +129,8 @@ class Dubber:
             if pending is not None:
                 yield from pending.result()
 
-    def faces(self, avatar: Avatar, batch: list[Window], chunks_t, lm_pose, lm_content) -> np.ndarray:
-        """Transformer, sketches and renderer for a batch of windows: (B, 128, 128, 3) uint8 faces."""
+    def landmarks(self, avatar: Avatar, batch: list[Window], chunks_t, lm_pose, lm_content) -> np.ndarray:
+        """The transformer for a batch of windows: full landmarks (B*T, 2, 131), pose + predicted content."""
         B, dev, t0 = len(batch), self.device, time.perf_counter()
         templates = np.array([w.templates for w in batch])  # (B, T)
         mel_idx = torch.tensor([w.mel_indices for w in batch], device=dev)  # (B, T)
@@ -140,7 +140,15 @@ class Dubber:
             mels, pose, lm_pose.expand(B, *lm_pose.shape), lm_content.expand(B, *lm_content.shape)
         )  # (B*T, 2, 57)
         full = torch.cat([pose.reshape(B * T, 2, -1), content], dim=2).cpu().numpy()  # (B*T, 2, 131)
-        t0 = self.times.add("transformer", t0)
+        self.times.add("transformer", t0)
+        return full
+
+    def faces(self, avatar: Avatar, batch: list[Window], chunks_t, lm_pose, lm_content) -> np.ndarray:
+        """Transformer, sketches and renderer for a batch of windows: (B, 128, 128, 3) uint8 faces."""
+        B, dev = len(batch), self.device
+        templates = np.array([w.templates for w in batch])  # (B, T)
+        full = self.landmarks(avatar, batch, chunks_t, lm_pose, lm_content)  # (B*T, 2, 131)
+        t0 = time.perf_counter()
 
         sketches = sketches_to_tensor(full, avatar.crop_hw[templates.ravel()]).reshape(B, T, 3, 128, 128)
         render_t = np.array([w.render_template for w in batch])

@@ -73,8 +73,14 @@ DEFAULT_AVATAR = ROOT / "assets" / "portrait.png"
 MEDIA_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 PCM_FORMATS = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
 
+PREVIEW_HINT = (
+    "For the neural IP_LAP renderer put landmarkgenerator_checkpoint.pth and renderer_checkpoint.pth "
+    "into checkpoints/ (check them with 'mouthpiece checkpoints verify checkpoints/*.pth') and run on a "
+    "GPU, or pass --renderer neural."
+)
+
 NO_WEIGHTS_MESSAGE = (
-    "No IP_LAP weights are configured, so the avatar stays at rest and your audio passes through. "
+    "No renderer is used (--renderer none), so the avatar stays at rest and your audio passes through. "
     "To make it speak, put the official landmarkgenerator_checkpoint.pth and renderer_checkpoint.pth "
     "into checkpoints/ (or pass --landmark-checkpoint and --renderer-checkpoint), check them with "
     "'mouthpiece checkpoints verify checkpoints/*.pth', and restart the server."
@@ -94,6 +100,7 @@ class ServerConfig:
     renderer_checkpoint: str | None = None
     checkpoint_dir: str = "checkpoints"
     random_weights: bool = False
+    renderer: str = "auto"  # auto | neural | retrieval | none (module docstring of ModelEngine.from_config)
     device: str = "auto"
     backend: str = "fast"
     precision: str = "fp32"
@@ -124,8 +131,12 @@ class ModelEngine:
         weights: dict | None = None,
         backend_factory: Callable[[], object] | None = None,
         max_batch: int = 16,
+        preview: bool = False,
+        reason: str | None = None,
     ) -> None:
         self.max_batch = max_batch
+        self.preview = preview  # the retrieval renderer (landmark_model, when given, drives the mouth)
+        self.reason = reason  # why the preview renderer was chosen (shown on the page)
         self.landmark_model = landmark_model
         self.renderer = renderer
         self.backend = backend
@@ -137,12 +148,28 @@ class ModelEngine:
 
     @property
     def mode(self) -> str:
+        if self.preview:
+            return "preview"
         return "neural" if self.landmark_model is not None and self.renderer is not None else "passthrough"
+
+    @property
+    def renderer_name(self) -> str | None:
+        return {"preview": "retrieval", "neural": self.backend, "passthrough": None}[self.mode]
 
     @property
     def message(self) -> str | None:
         if self.mode == "passthrough":
             return NO_WEIGHTS_MESSAGE
+        if self.mode == "preview":
+            drive = (
+                "the IP_LAP transformer's predicted lips"
+                if self.landmark_model is not None
+                else "the loudness of the voice"
+            )
+            return (
+                f"Preview renderer ({self.reason or 'chosen with --renderer retrieval'}): the mouth is taken "
+                f"from the avatar's own frames (or drawn open on a photo), following {drive}. " + PREVIEW_HINT
+            )
         if self.weights.get("standin"):
             return (
                 "Stand-in (random) weights: the pipeline runs but the faces are noise. For tests and demos."
@@ -150,7 +177,7 @@ class ModelEngine:
         return None
 
     def make_backend(self):
-        if self.mode == "passthrough":
+        if self.mode != "neural":
             return None
         if self._backend_factory is not None:
             return self._backend_factory()
@@ -161,7 +188,7 @@ class ModelEngine:
     @property
     def worker(self):
         """The model worker every session shares (batches windows across sessions); None without models."""
-        if self.mode == "passthrough":
+        if self.mode != "neural":
             return None
         if self._worker is None:
             from engine.batcher import SharedModelWorker
@@ -176,7 +203,10 @@ class ModelEngine:
 
     @classmethod
     def from_config(cls, cfg: ServerConfig) -> ModelEngine:
-        """Load the configured weights: explicit paths must load; found ones are used; none -> passthrough."""
+        """Load the configured weights (explicit paths must load; ones found in checkpoints/ are used) and
+        choose the renderer: ``neural`` (both weights), ``retrieval`` (the CPU preview renderer; the
+        transformer drives its mouth when its weights are there), ``none`` (passthrough), or ``auto``:
+        neural on a GPU with both weights, else retrieval following the audio."""
         import torch
 
         import models
@@ -188,36 +218,52 @@ class ModelEngine:
         if device == "cpu":  # leave a core to the event loop that paces the streams
             torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))
         kw = dict(backend=cfg.backend, precision=cfg.precision, device=device, max_batch=cfg.max_batch)
+        lm = r = None
+        weights = {"landmark": None, "renderer": None, "standin": False}
         if cfg.random_weights:
             print(RANDOM_WEIGHTS_WARNING, file=sys.stderr)
             lm = models.standin_model(models.LANDMARK, 1).to(device).eval()
             r = models.standin_model(models.RENDERER, 1).to(device).eval()
-            return cls(lm, r, weights={"landmark": "stand-in", "renderer": "stand-in", "standin": True}, **kw)
-        paths = {}
-        for kind, given in (
-            (models.LANDMARK, cfg.landmark_checkpoint),
-            (models.RENDERER, cfg.renderer_checkpoint),
-        ):
-            if given:
-                if not Path(given).is_file():
-                    raise FileNotFoundError(f"checkpoint not found: {given}")
-                paths[kind] = Path(given)
-            else:
-                with contextlib.suppress(DubError):
-                    paths[kind] = find_checkpoint(kind, cfg.checkpoint_dir)
-        if len(paths) < 2:
-            if paths:
-                missing = "renderer" if models.LANDMARK in paths else "landmark transformer"
-                log.warning("only one checkpoint found (no %s checkpoint): running without weights", missing)
+            weights = {"landmark": "stand-in", "renderer": "stand-in", "standin": True}
+        elif cfg.renderer != "none":
+            paths = {}
+            for kind, given in (
+                (models.LANDMARK, cfg.landmark_checkpoint),
+                (models.RENDERER, cfg.renderer_checkpoint),
+            ):
+                if given:
+                    if not Path(given).is_file():
+                        raise FileNotFoundError(f"checkpoint not found: {given}")
+                    paths[kind] = Path(given)
+                else:
+                    with contextlib.suppress(DubError):
+                        paths[kind] = find_checkpoint(kind, cfg.checkpoint_dir)
+            if models.LANDMARK in paths:
+                lm = models.load_landmark_generator(paths[models.LANDMARK], device)
+                weights["landmark"] = str(paths[models.LANDMARK])
+            if models.RENDERER in paths:
+                r = models.load_renderer(paths[models.RENDERER], device)
+                weights["renderer"] = str(paths[models.RENDERER])
+        kw["weights"] = weights
+        choice = cfg.renderer
+        if choice == "none":
             return cls(**kw)
-        lm = models.load_landmark_generator(paths[models.LANDMARK], device)
-        r = models.load_renderer(paths[models.RENDERER], device)
-        weights = {
-            "landmark": str(paths[models.LANDMARK]),
-            "renderer": str(paths[models.RENDERER]),
-            "standin": False,
-        }
-        return cls(lm, r, weights=weights, **kw)
+        if choice == "neural":
+            if lm is None or r is None:
+                raise ValueError(
+                    "--renderer neural needs both IP_LAP checkpoints (landmark transformer and renderer); "
+                    "see README, 'Weights'"
+                )
+            return cls(lm, r, **kw)
+        if choice == "retrieval":
+            return cls(lm, None, preview=True, reason="chosen with --renderer retrieval", **kw)
+        # auto: the neural renderer on a GPU with both weights, else the real-time preview renderer
+        if lm is not None and r is not None and device.startswith("cuda"):
+            return cls(lm, r, **kw)
+        reason = "no GPU" if lm is not None and r is not None else "no IP_LAP renderer weights"
+        # on a CPU the preview follows the audio's loudness: the transformer (30-50 ms per frame on two
+        # cores) would not keep up; --renderer retrieval uses it when its weights are there
+        return cls(lm if device.startswith("cuda") else None, None, preview=True, reason=reason, **kw)
 
 
 class AvatarLibrary:
@@ -384,9 +430,13 @@ class Server:
         try:
             name = avatar_name or self.library.default
             avatar = await self.library.load(name)
-            stream = StreamSession(
-                avatar, config=self.cfg.stream, avatar_name=name, worker=self.engine.worker
-            )
+            eng = self.engine
+            if eng.mode == "preview":
+                stream = StreamSession(
+                    avatar, eng.landmark_model, None, self.cfg.stream, avatar_name=name, preview=True
+                )
+            else:
+                stream = StreamSession(avatar, config=self.cfg.stream, avatar_name=name, worker=eng.worker)
             await stream.start()
         finally:
             self._pending -= 1
@@ -569,7 +619,7 @@ async def info(request: web.Request) -> web.Response:
             "weights": eng.weights,
             "message": eng.message,
             "device": eng.device,
-            "backend": eng.backend if eng.mode == "neural" else None,
+            "renderer": eng.renderer_name,
             "avatars": srv.library.describe(),
             "default_avatar": srv.library.default,
             "sessions": len(srv.sessions),
@@ -1069,6 +1119,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         landmark_checkpoint=args.landmark_checkpoint,
         renderer_checkpoint=args.renderer_checkpoint,
         random_weights=args.random_weights,
+        renderer=args.renderer,
         device=args.device,
         backend=args.backend,
         precision=args.precision,

@@ -97,12 +97,15 @@ class StreamSession:
         avatar_name: str | None = None,
         clock=time.perf_counter,
         worker=None,
+        preview=None,
     ) -> None:
         self.config = config or StreamConfig()
         self.id = session_id or uuid.uuid4().hex[:12]
         self.avatar_name = avatar_name
         live_cfg = replace(self.config.live, latency_budget_ms=self.config.budget_ms)
-        self.live = LiveSession(avatar, landmark_model, renderer_backend, live_cfg, worker=worker)
+        self.live = LiveSession(
+            avatar, landmark_model, renderer_backend, live_cfg, worker=worker, preview=preview
+        )
         self.clock = clock
         self.playout = Playout(self.config.delay_ms / 1e3, clock)
         self.live.deadline = self._deadline
@@ -186,6 +189,7 @@ class StreamSession:
         self.live.control(msg)
         if msg.kind in (ControlKind.FLUSH, ControlKind.INTERRUPT, ControlKind.SWITCH_AVATAR):
             self._ready.clear()
+            self.video.forget_image()  # the next frames are rest frames, not the last image held
 
     def flush(self) -> None:
         self.control(Control(ControlKind.FLUSH))
@@ -323,7 +327,7 @@ class StreamSession:
             "type": "stats",
             "session": self.id,
             "avatar": self.avatar_name,
-            "mode": "neural" if self.live.can_render else "passthrough",
+            "mode": "preview" if self.live.preview else ("neural" if self.live.can_render else "passthrough"),
             "delay_ms": self.config.delay_ms,
             "budget_ms": self.config.budget_ms,
             "uptime_s": self.clock() - self.created,

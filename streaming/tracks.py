@@ -155,6 +155,10 @@ class AvatarVideoTrack(_PacedTrack):
         self.fresh = self.late = self.idle = self.skipped = 0
         self.last_shown: int | None = None  # session frame index of the last fresh frame
 
+    def forget_image(self) -> None:
+        """After a flush: frames not ready show the avatar at rest instead of the last image."""
+        self._image = None
+
     async def recv(self) -> av.VideoFrame:
         i = await self._tick()
         session = self._session

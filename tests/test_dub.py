@@ -115,6 +115,32 @@ def test_cli_dub_of_a_still_image_writes_a_playable_mp4(tmp_path, capsys):
     assert not (tmp_path / "out.partial.mp4").exists()
 
 
+def test_cli_dub_with_the_retrieval_renderer_needs_no_weights(tmp_path, capsys):
+    """``--renderer retrieval``: the CPU preview renderer, no checkpoints; one frame per mel chunk and
+    the portrait's mouth moves with the speech."""
+    from engine.video import read_frames
+
+    wav = np.concatenate([np.zeros(8000, np.float32), _speech_like(1.0)])
+    audio = _write_wav(tmp_path / "speech.wav", wav)
+    out = tmp_path / "preview.mp4"
+    args = ["dub", "--avatar", str(PORTRAIT), "--audio", str(audio), "--out", str(out), "--refs", "1"]
+    args += ["--renderer", "retrieval", "--cache", str(tmp_path / "cache"), "--quiet"]
+    assert main(args) == 0
+    assert "retrieval" in capsys.readouterr().out
+    n = len(_chunks(wav))
+    vcodec, rate, frames, acodec, _ = _probe(out)
+    assert (vcodec, rate, frames, acodec) == ("h264", 25.0, n, "aac")
+    video = np.stack(read_frames(out)[0])
+    avatar = prepare_avatar(PORTRAIT, AvatarConfig(n_refs=1), tmp_path / "cache")
+    y1, y2, x1, x2 = (int(v) for v in avatar.boxes[0])
+    lower = video[:, (y1 + y2) // 2 : y2, x1:x2].astype(np.float32)
+    rest = avatar.frames[0][(y1 + y2) // 2 : y2, x1:x2].astype(np.float32)
+    change = np.abs(lower - rest).mean(axis=(1, 2, 3))  # per frame; codec noise is ~1-2 grey levels
+    assert change[:10].max() < 3.0  # the leading silence: the photo at rest
+    assert change[15:].max() > 8.0  # speech: the mouth opens
+    assert main(args + ["--save-faces", str(tmp_path / "f.npz")]) == 2  # no 128x128 faces to save
+
+
 def test_cli_dub_talking_head_with_real_speech(media_dir, tmp_path):
     audio = _write_wav(tmp_path / "a.wav", load_audio(media_dir / "speech_a_44k.wav")[:6400])
     out = tmp_path / "talk.mp4"

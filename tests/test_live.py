@@ -260,3 +260,29 @@ def test_live_aclose_leaves_no_tasks_or_threads(avatar, landmark_model):
             session.push_audio(x[:CHUNK], SR)
 
     run(main())
+
+
+@pytest.mark.parametrize("with_transformer", [False, True], ids=["audio-openness", "transformer"])
+def test_live_preview_renderer_opens_the_mouth_in_speech_only(avatar, landmark_model, with_transformer):
+    """The retrieval (preview) renderer in a live session: the offline frame count, the template
+    exactly in silence, a changed lower face in speech; with the transformer loaded, its predicted
+    landmarks drive the mouth."""
+    z = np.zeros(int(0.6 * SR), np.float32)
+    x = np.concatenate([z, speechlike(1.2, seed=2), z])
+
+    async def main():
+        lm = landmark_model if with_transformer else None
+        async with LiveSession(avatar, lm, None, LiveConfig(latency_budget_ms=None), preview=True) as session:
+            assert session.can_render
+            return await feed_and_end(session, x, rate=SR), session.stats
+
+    frames, stats = run(main())
+    assert [f.pts for f in frames] == list(range(len(mel_chunks(melspectrogram(x)))))
+    assert stats.dropped == 0 and stats.speech_frames > 10 and stats.rest_frames > 10
+    quiet = [f for f in frames if f.pts < 8]  # the leading silence
+    assert all(np.array_equal(f.image, template(avatar, f.pts)) for f in quiet)
+    diffs = [np.abs(f.image.astype(int) - template(avatar, f.pts)).max() for f in frames if f.is_speech]
+    assert sum(d > 20 for d in diffs) > len(diffs) // 2  # the mouth opens in most speech frames
+    for f in frames:  # only the lower face changes
+        y0 = f.box[1] if f.box is not None else 0
+        assert np.array_equal(f.image[:y0], template(avatar, f.pts)[:y0])

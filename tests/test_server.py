@@ -450,3 +450,72 @@ def test_two_sessions_share_model_calls(coded_video, avatar_cache, landmark_mode
         arr = [f.arrival for f in c.video][10:]  # steady state, after the connection's start-up
         assert 24.0 <= (len(arr) - 1) / (arr[-1] - arr[0]) <= 26.0
     assert ws["shared_calls"] >= 1 and ws["max_sessions_per_call"] == 2, ws
+
+
+def test_renderer_choice_on_a_cpu(tmp_path):
+    """``--renderer auto`` on a machine without a GPU: the retrieval preview, with or without weights;
+    ``neural`` and ``none`` on request; ``neural`` without weights is a clear error."""
+    empty = tmp_path / "no-checkpoints"
+    empty.mkdir()
+
+    def engine(**kw) -> ModelEngine:
+        return ModelEngine.from_config(ServerConfig(device="cpu", checkpoint_dir=str(empty), **kw))
+
+    fresh = engine()
+    assert (fresh.mode, fresh.renderer_name, fresh.landmark_model) == ("preview", "retrieval", None)
+    assert "no IP_LAP renderer weights" in fresh.message and "checkpoints/" in fresh.message
+    standin = engine(random_weights=True)
+    assert standin.mode == "preview" and "no GPU" in standin.message
+    assert standin.landmark_model is None  # on a CPU the audio drives the preview (real time)
+    assert engine(random_weights=True, renderer="neural").mode == "neural"
+    with_lm = engine(random_weights=True, renderer="retrieval")
+    assert with_lm.mode == "preview" and with_lm.landmark_model is not None  # the transformer drives it
+    assert "predicted lips" in with_lm.message
+    assert engine(renderer="none").mode == "passthrough"
+    with pytest.raises(ValueError, match="needs both IP_LAP checkpoints"):
+        engine(renderer="neural")
+
+
+def test_fresh_machine_preview_session_speaks(coded_video, avatar_cache, tmp_path):
+    """No weights, no GPU: a WebRTC session with the preview renderer; the mouth moves in speech
+    (the lower face differs from the template) and the template is shown exactly... in silence."""
+    x16 = np.concatenate([np.zeros(12000, np.float32), speechlike(2.5, seed=9)])
+    write_wav(tmp_path / "mic.wav", x16)
+    empty = tmp_path / "no-checkpoints"
+    empty.mkdir()
+    lib = make_library(coded_video, avatar_cache)
+    cfg = server_config(checkpoint_dir=str(empty), device="cpu")
+    app = create_app(cfg, engine=ModelEngine.from_config(cfg), library=lib)
+    server = app[SERVER]
+
+    async def main():
+        async with running(app) as url:
+            async with aiohttp.ClientSession() as http, http.get(f"{url}/api/info") as r:
+                info = await r.json()
+            client = await RtcClient(url, audio_path=str(tmp_path / "mic.wav")).start()
+            s = server.sessions[client.session].stream
+            await until(lambda: s.live.segments)
+            await client.wait_video(int((3.25 + DELAY_MS / 1e3) * 25), LIMIT)
+            stats = s.stats()
+            await client.close()
+            await until(lambda: server.ended_total == 1)
+        return info, client, stats
+
+    info, client, stats = asyncio.run(asyncio.wait_for(main(), 3 * LIMIT))
+    assert info["mode"] == "preview" and info["renderer"] == "retrieval" and "Preview" in info["message"]
+    assert stats["mode"] == "preview" and stats["session_frames"]["speech_frames"] > 30
+    avatar = lib.get("coded")
+    frames, _ = session_frames_of(client, lib)
+    lower = []
+    for _, _, p, img, ok in frames:
+        if not ok or p < 0:
+            continue
+        t = int(pingpong(p, N_TEMPLATE))
+        y1, y2, x1, x2 = (int(v) for v in avatar.boxes[t])
+        m = (y1 + y2) // 2
+        d = float(np.abs(img[m:y2, x1:x2].astype(np.float32) - avatar.frames[t][m:y2, x1:x2]).mean())
+        lower.append((p, d))
+    quiet = [d for p, d in lower if p < 15]  # 0.75 s of leading silence (minus the look-ahead)
+    talking = [d for p, d in lower if 25 <= p < 80]
+    assert quiet and max(quiet) < 4.0, quiet  # the template (codec noise only)
+    assert talking and np.percentile(talking, 75) > 8.0, talking  # the mouth opens

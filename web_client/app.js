@@ -106,11 +106,19 @@ async function getJSON(url) {
 
 async function loadInfo() {
   const info = await getJSON("/api/info");
-  ui.mode.textContent = info.mode === "neural" ? "neural" : "passthrough (no weights)";
+  const labels = {
+    neural: "neural",
+    preview: "preview (retrieval renderer)",
+    passthrough: "passthrough (no renderer)",
+  };
+  ui.mode.textContent = labels[info.mode] || info.mode;
   ui.mode.dataset.mode = info.mode;
   if (info.message) {
-    ui.bannerTitle.textContent =
-      info.mode === "passthrough" ? "Running without model weights" : "Note";
+    const titles = {
+      passthrough: "Running without a renderer",
+      preview: "Preview: the mouth is drawn from the avatar's own frames",
+    };
+    ui.bannerTitle.textContent = titles[info.mode] || "Note";
     ui.bannerText.textContent = info.message;
     ui.banner.dataset.mode = info.mode;
     ui.banner.hidden = false;
