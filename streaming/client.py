@@ -68,7 +68,7 @@ class Received:
 
 
 class _TimedTrack(MediaStreamTrack):
-    """Passes the frames of ``source`` on and records (pts, sample_rate, time.time()) of each."""
+    """Passes the frames of ``source`` on and records (pts, sample_rate, time.time(), samples) of each."""
 
     def __init__(self, source: MediaStreamTrack, log: list) -> None:
         super().__init__()
@@ -78,7 +78,7 @@ class _TimedTrack(MediaStreamTrack):
 
     async def recv(self):
         frame = await self._source.recv()
-        self._log.append((int(frame.pts), int(frame.sample_rate), time.time()))
+        self._log.append((int(frame.pts), int(frame.sample_rate), time.time(), int(frame.samples)))
         return frame
 
     def stop(self) -> None:
@@ -99,7 +99,7 @@ class RtcClient:
     video: list[Received] = field(default_factory=list)
     audio: list[Received] = field(default_factory=list)
     messages: list[dict] = field(default_factory=list)
-    sent_audio: list[tuple[int, int, float]] = field(default_factory=list)  # (pts, rate, time)
+    sent_audio: list[tuple[int, int, float, int]] = field(default_factory=list)  # (pts, rate, time, n)
     clocks: dict[str, SenderClock] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -220,8 +220,8 @@ class RtcClient:
 
     def input_time(self, sample: int, rate: int = 48000) -> float | None:
         """When the client sent its input sample ``sample`` (at ``rate``), from the sent frames."""
-        for pts, r, t in self.sent_audio:
-            if pts * rate // r > sample:
+        for pts, r, t, n in self.sent_audio:
+            if (pts + n) * rate // r > sample:  # the frame that holds the sample
                 return t
         return None
 

@@ -110,6 +110,7 @@ class ServerConfig:
     ice_servers: tuple[str, ...] = ()  # stun: / turn: URLs; none by default (no outside traffic)
     loopback: bool = False  # ICE on 127.0.0.1 only (local demos, tests)
     connect_timeout_s: float = 20.0  # a peer that has not connected by then is dropped
+    mic_prefetch: int = 2  # 20 ms packets aiortc buffers before decoding a microphone (its default: 4)
     stream: StreamConfig = field(default_factory=StreamConfig)
 
 
@@ -507,6 +508,7 @@ class Server:
         @pc.on("track")
         def _track(track) -> None:
             if track.kind == "audio" and not hosted.sinks:
+                self._set_prefetch(pc, track)
                 sink = MicrophoneSink(hosted.stream, track)
                 hosted.sinks.append(sink)
                 task = sink.start()
@@ -515,6 +517,14 @@ class Server:
                 hole = MediaBlackhole()
                 hole.addTrack(track)
                 hosted.tasks.add(self.spawn(_drain(hole)))
+
+    def _set_prefetch(self, pc: RTCPeerConnection, track) -> None:
+        """aiortc holds 4 audio packets (80 ms) before decoding; on a LAN fewer are enough. (aiortc has
+        no public setting for it: the receiver's jitter buffer is changed if it is where expected.)"""
+        rec = next((t.receiver for t in pc.getTransceivers() if t.receiver.track is track), None)
+        jb = getattr(rec, "_RTCRtpReceiver__jitter_buffer", None)
+        if jb is not None and hasattr(jb, "_prefetch"):
+            jb._prefetch = max(1, int(self.cfg.mic_prefetch))
 
     async def _answer(self, pc: RTCPeerConnection, offer: RTCSessionDescription) -> RTCSessionDescription:
         await pc.setRemoteDescription(offer)
@@ -1058,6 +1068,11 @@ def prometheus_text(srv: Server) -> str:
 
 def create_app(cfg: ServerConfig, engine: ModelEngine | None = None, library: AvatarLibrary | None = None):
     """The aiohttp application (models and avatars loaded from ``cfg`` unless given)."""
+    # The live front end makes a small numpy matmul every 20 ms; an idle multi-threaded OpenBLAS
+    # pool spins between them and burns most of a core. One BLAS thread is faster for these sizes.
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
     engine = engine or ModelEngine.from_config(cfg)
     library = library or AvatarLibrary.from_config(cfg)
     server = Server(cfg, engine, library)
@@ -1101,6 +1116,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-sessions", type=int, default=4, help="concurrent sessions (default 4)")
     p.add_argument("--ice-server", action="append", default=[], metavar="URL", help="STUN/TURN URL (repeat)")
     p.add_argument("--loopback", action="store_true", help="ICE on 127.0.0.1 only (local demos and tests)")
+    p.add_argument(
+        "--mic-prefetch",
+        type=int,
+        default=2,
+        metavar="N",
+        help="20 ms microphone packets buffered before decoding (default 2; more on jittery networks)",
+    )
     p.add_argument("--no-speech-gate", action="store_true", help="animate silence too (as the authors)")
     p.add_argument("-v", "--verbose", action="store_true")
 
@@ -1127,6 +1149,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_batch=args.max_batch,
         ice_servers=tuple(args.ice_server),
         loopback=args.loopback,
+        mic_prefetch=args.mic_prefetch,
         stream=StreamConfig(delay_ms=args.delay_ms, live=live),
     )
 

@@ -254,7 +254,7 @@ class StreamSession:
 
     def covers(self, p: int) -> bool:
         """Whether audio for session frame ``p`` has arrived (its frame is due from the model)."""
-        return not self.ended and self.live.samples_received > p * SAMPLES_PER_FRAME
+        return p >= 0 and not self.ended and self.live.samples_received > p * SAMPLES_PER_FRAME
 
     def read_audio(self, start: int, n: int) -> np.ndarray:
         return self.live.read_audio(start, n)

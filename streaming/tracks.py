@@ -21,7 +21,8 @@ delay is ``delay`` for the audio that arrives soonest and never more for the res
 
 **What the video shows at frame i** (:class:`AvatarVideoTrack`): the session's frame ``p`` when it
 is ready (frames older than ``p`` that arrived too late are skipped, counted in ``skipped``); when
-it is not ready but its audio has arrived (the model is late), the last image again (``late``);
+it is not ready but its audio has arrived (the model is late), the last image again (``late``),
+for at most ``MAX_HOLD_FRAMES`` frames, then the avatar at rest (a slow model does not freeze it);
 when no audio covers ``p`` (before any audio, after the end, in a pause not yet filled), the avatar
 at rest, template ``pingpong(p)`` (``idle``).
 """
@@ -56,6 +57,7 @@ AUDIO_TIME_BASE = fractions.Fraction(1, PLAYOUT_RATE)
 AUDIO_FRAME = PLAYOUT_RATE // 50  # 960 samples: 20 ms, one Opus frame
 PLAYOUT_PER_FRAME = SAMPLES_PER_FRAME * PLAYOUT_SCALE  # 1920 48 kHz samples per video frame
 MAX_BEHIND_S = 0.5  # a track this far behind its clock (a stalled loop) jumps to the present
+MAX_HOLD_FRAMES = 3  # a late frame repeats the last image this many times, then shows the avatar at rest
 
 
 class Playout:
@@ -153,6 +155,7 @@ class AvatarVideoTrack(_PacedTrack):
         super().__init__(session)
         self._image: np.ndarray | None = None
         self.fresh = self.late = self.idle = self.skipped = 0
+        self._late_run = 0  # consecutive frames not ready in time
         self.last_shown: int | None = None  # session frame index of the last fresh frame
 
     def forget_image(self) -> None:
@@ -173,11 +176,16 @@ class AvatarVideoTrack(_PacedTrack):
             if frame is not None and frame.image is not None:
                 image = frame.image
                 self.fresh += 1
+                self._late_run = 0
                 self.last_shown = p
                 session.frame_sent(frame, self._playout.clock())
-            elif self._image is not None and session.covers(p):
-                image = self._image  # the model is late: hold the last image
+            elif self._image is not None and session.covers(p) and self._late_run < MAX_HOLD_FRAMES:
+                image = self._image  # the model is late: hold the last image (briefly)
                 self.late += 1
+                self._late_run += 1
+            elif session.covers(p):
+                self.late += 1  # late for longer: the avatar at rest rather than a frozen face
+                self._late_run += 1
         if image is None:
             avatar = session.avatar
             image = avatar.frames[int(pingpong(max(0, i if p is None else p), avatar.n_frames))]
