@@ -287,7 +287,116 @@ def build_parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="the live server: browser page, WebRTC, WHIP/WHEP, websocket PCM")
     add_arguments(sv)
     sv.set_defaults(func=cmd_serve)
+
+    b = sub.add_parser("bench", help="measure a running server as a user sees and hears it")
+    bs = b.add_subparsers(dest="action", required=True)
+    lat = bs.add_parser(
+        "latency",
+        help="audio in -> audio out, -> mouth open, A/V offset, fps, drops (real WebRTC client)",
+        description="A WebRTC client sends a test signal (speech onsets and clicks) as its microphone and "
+        "measures, per event, audio in -> returned click, audio in -> the first frame whose mouth opens "
+        "(FaceMesh), the A/V offset, plus frame jitter and drops; with --load K sessions at once and the "
+        "server's CPU and memory from /metrics; --find-max ramps K. Definitions: streaming/bench.py.",
+    )
+    target = lat.add_mutually_exclusive_group(required=True)
+    target.add_argument("--url", help="a running server, e.g. http://127.0.0.1:8080")
+    target.add_argument(
+        "--local", action="store_true", help="start a server in this process (127.0.0.1, loopback ICE)"
+    )
+    lat.add_argument("--avatar", metavar="NAME", help="the sessions' avatar (default: the server's)")
+    lat.add_argument(
+        "--seconds", type=float, default=20.0, help="test signal per session, seconds (default 20)"
+    )
+    lat.add_argument(
+        "--period", type=float, default=1.6, help="seconds from one event to the next (default 1.6)"
+    )
+    lat.add_argument("--load", type=int, default=1, metavar="K", help="K concurrent sessions (default 1)")
+    lat.add_argument(
+        "--find-max",
+        action="store_true",
+        help="ramp K = 1, 2, ...: the largest K that holds --min-fps and --bound-ms",
+    )
+    lat.add_argument(
+        "--max-load", type=int, default=16, metavar="K", help="--find-max stops here (default 16)"
+    )
+    lat.add_argument(
+        "--bound-ms", type=float, help="p95 mouth latency bound of --find-max (default: server delay + 200)"
+    )
+    lat.add_argument(
+        "--min-fps", type=float, default=24.5, help="received fps --find-max needs (default 24.5)"
+    )
+    lat.add_argument("--json", metavar="OUT.json", help="write the full report")
+    lat.add_argument("--plot", metavar="OUT.png", help="timeline and histograms (needs mouthpiece[bench])")
+    lat.add_argument(
+        "--ice-server", action="append", default=[], metavar="URL", help="STUN/TURN URL (repeat)"
+    )
+    lat.add_argument(
+        "--loopback",
+        action="store_true",
+        help="ICE on 127.0.0.1 only (a server here started with --loopback)",
+    )
+    lat.add_argument(
+        "--timeout", type=float, default=30.0, help="connect time limit per session (default 30 s)"
+    )
+    loc = lat.add_argument_group("the --local server")
+    loc.add_argument(
+        "--delay-ms", type=float, default=400.0, help="audio in -> lips and audio out (default 400)"
+    )
+    loc.add_argument("--renderer", default="auto", choices=("auto", "neural", "retrieval", "none"))
+    loc.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
+    loc.add_argument("--avatar-file", metavar="FILE", help="its avatar (default: the bundled portrait)")
+    loc.add_argument(
+        "--checkpoint-dir", default="checkpoints", metavar="DIR", help="its weights (default checkpoints)"
+    )
+    loc.add_argument("--cache", default=None, help="its avatar cache folder")
+    lat.set_defaults(func=cmd_bench_latency)
     return parser
+
+
+def bench_config_from_args(args):
+    from streaming.bench import BenchConfig, LocalServer, SignalConfig
+
+    local = None
+    if args.local:
+        local = LocalServer(
+            delay_ms=args.delay_ms,
+            renderer=args.renderer,
+            device=args.device,
+            avatar_file=args.avatar_file,
+            checkpoint_dir=args.checkpoint_dir,
+            cache_dir=args.cache,
+        )
+    return BenchConfig(
+        url=args.url,
+        local=local,
+        avatar=args.avatar,
+        signal=SignalConfig(seconds=args.seconds, period_s=args.period),
+        load=args.load,
+        find_max=args.find_max,
+        max_load=args.max_load,
+        bound_ms=args.bound_ms,
+        min_fps=args.min_fps,
+        ice_servers=tuple(args.ice_server),
+        loopback=args.loopback,
+        connect_timeout_s=args.timeout,
+    )
+
+
+def cmd_bench_latency(args) -> int:
+    import asyncio
+
+    from streaming import bench
+
+    cfg = bench_config_from_args(args)
+    if args.plot:
+        bench.require_matplotlib()  # before the run, not after it
+    report = asyncio.run(bench.run_bench(cfg, progress=lambda m: print(f"mouthpiece: {m}", flush=True)))
+    print(bench.format_report(report))
+    if args.json:
+        print(f"wrote {bench.write_json(report, args.json)}")
+    if args.plot:
+        print(f"wrote {bench.write_plot(report, args.plot)}")
+    return 0 if report.ok else 1
 
 
 def cmd_serve(args) -> int:

@@ -714,8 +714,10 @@ class LiveSession:
                 y1, y2, x1, x2 = renderer.last.box
                 timing.update(model_start=info["model_start"], model_end=time.perf_counter())
                 kind = SPEECH if w.is_speech else REST
+                drawn = float(renderer.last.openness)
                 for q in w.output_indices:
-                    out.append((RenderedFrame(q, q, img, (x1, y1, x2, y2), w.is_speech, dict(timing)), kind))
+                    frame = RenderedFrame(q, q, img, (x1, y1, x2, y2), w.is_speech, dict(timing), drawn)
+                    out.append((frame, kind))
             else:
                 kind = DROPPED if it.action == DROPPED else REST
                 out += [(self._rest(av, q, it.ready), kind) for q in w.output_indices]

@@ -104,7 +104,8 @@ class RenderedFrame:
     ``image``: the composited frame (H, W, 3) uint8 BGR, or None when the stage only reports (e.g.
     a dropped frame, or a still idle frame the sink already holds); ``box``: the face box
     ``(x0, y0, x1, y1)`` pasted into, or None; ``timing``: stage name -> ``time.perf_counter()``
-    timestamp, for latency accounting.
+    timestamp, for latency accounting; ``openness``: the mouth openness drawn (0 closed .. 1 widest)
+    when the renderer knows it (the preview renderer), else None.
     """
 
     index: int
@@ -113,6 +114,7 @@ class RenderedFrame:
     box: tuple[int, int, int, int] | None = None
     is_speech: bool = True
     timing: dict[str, float] = field(default_factory=dict)
+    openness: float | None = None
 
     @property
     def time_s(self) -> float:

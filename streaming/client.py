@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
 import numpy as np
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaPlayer
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtp import RtcpSrPacket
@@ -95,6 +96,8 @@ class RtcClient:
     audio_track: MediaStreamTrack | None = None  # or any audio track
     avatar: str | None = None
     keep_video: bool = True  # keep decoded images (BGR)
+    on_video: Callable[[int, float, np.ndarray], None] | None = None  # (pts, arrival, BGR image) per frame
+    ice_servers: tuple[str, ...] = ()  # STUN / TURN URLs; none: host candidates only
     session: str | None = None
     video: list[Received] = field(default_factory=list)
     audio: list[Received] = field(default_factory=list)
@@ -103,7 +106,12 @@ class RtcClient:
     clocks: dict[str, SenderClock] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.pc = RTCPeerConnection(loopback_configuration())
+        config = (
+            RTCConfiguration(iceServers=[RTCIceServer(urls=u) for u in self.ice_servers])
+            if self.ice_servers
+            else loopback_configuration()
+        )
+        self.pc = RTCPeerConnection(config)
         self._tasks: list[asyncio.Task] = []
         self._player: MediaPlayer | None = None
         self._new_video = asyncio.Event()
@@ -170,8 +178,11 @@ class RtcClient:
                 return
             now = time.time()
             if track.kind == "video":
-                img = frame.to_ndarray(format="bgr24") if self.keep_video else None
-                self.video.append(Received(int(frame.pts), now, img))
+                want = self.keep_video or self.on_video is not None
+                img = frame.to_ndarray(format="bgr24") if want else None
+                self.video.append(Received(int(frame.pts), now, img if self.keep_video else None))
+                if self.on_video is not None:
+                    self.on_video(int(frame.pts), now, img)
                 self._new_video.set()
             else:
                 x = audio_frame_samples(frame).astype(np.float32)

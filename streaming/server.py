@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -403,6 +404,10 @@ class Server:
         if worker is not None:  # the first model call is slow (allocations, kernels): not in a session
             seconds = await asyncio.get_running_loop().run_in_executor(None, worker.warm_up, avatar)
             log.info("models warmed up on avatar %s in %.2f s", self.library.default, seconds)
+        # Start-up objects (models, avatars, libraries) never become garbage: keep them out of the
+        # collector, whose full passes over them otherwise pause the event loop 100-160 ms.
+        gc.collect()
+        gc.freeze()
 
     async def shutdown(self, app=None) -> None:
         for sid in list(self.sessions):
@@ -968,6 +973,15 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(text=prometheus_text(_server(request)), content_type="text/plain", charset="utf-8")
 
 
+def _resident_bytes() -> int | None:
+    """Resident set size of this process (Linux /proc), or None where it cannot be read."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def prometheus_text(srv: Server) -> str:
     """The server's metrics in the Prometheus text exposition format (0.0.4)."""
     lines: list[str] = []
@@ -1046,6 +1060,31 @@ def prometheus_text(srv: Server) -> str:
         "Video frames that repeated the last image because the model was late.",
         [({"session": h.stream.id}, h.stream.video.late) for h in hosted],
     )
+    metric(
+        "mouthpiece_process_cpu_seconds_total",
+        "counter",
+        "CPU time of the server process (user + system, all threads).",
+        [({}, time.process_time())],
+    )
+    rss = _resident_bytes()
+    if rss is not None:
+        metric("mouthpiece_process_resident_memory_bytes", "gauge", "Resident memory.", [({}, rss)])
+    torch = sys.modules.get("torch")  # the models' library, when loaded (never imported here)
+    if torch is not None and torch.cuda.is_available():
+        used = torch.cuda.is_initialized()
+        metric(
+            "mouthpiece_gpu_memory_bytes",
+            "gauge",
+            "GPU memory of this process (PyTorch's allocator: allocated tensors, reserved by the cache).",
+            [
+                ({"device": str(d), "kind": kind}, fn(d) if used else 0)
+                for d in range(torch.cuda.device_count())
+                for kind, fn in (
+                    ("allocated", torch.cuda.memory_allocated),
+                    ("reserved", torch.cuda.memory_reserved),
+                )
+            ],
+        )
     name = "mouthpiece_stage_latency_seconds"
     lines.append(f"# HELP {name} Per-stage latency over the active sessions' recent frames.")
     lines.append(f"# TYPE {name} summary")
@@ -1102,6 +1141,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--renderer-checkpoint", metavar="P", help="default: checkpoints/renderer_checkpoint.pth")
     p.add_argument(
         "--random-weights", action="store_true", help="stand-in weights (noise faces; demos, tests)"
+    )
+    p.add_argument(
+        "--renderer",
+        default="auto",
+        choices=("auto", "neural", "retrieval", "none"),
+        help="auto (neural on a GPU with both weights, else the retrieval preview), neural, retrieval, none",
     )
     p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
     p.add_argument("--backend", default="fast", choices=("fast", "plain", "cuda-graph", "onnx"))

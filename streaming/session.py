@@ -321,7 +321,10 @@ class StreamSession:
     # ---- stats -------------------------------------------------------------------------------
 
     def stats(self) -> dict:
-        """A JSON-ready snapshot: counters, measured fps and per-stage latency percentiles (ms)."""
+        """A JSON-ready snapshot: counters, measured fps and per-stage latency percentiles (ms);
+        ``input``: the session clock's sample count (16 kHz, :attr:`LiveSession.samples_received`)
+        after the latest audio push and the Unix time it arrived, so a client can tell its uplink
+        (its own send time of those samples vs their arrival) from the server's share."""
         v = self.video
         out = {
             "type": "stats",
@@ -340,4 +343,7 @@ class StreamSession:
             "latency_ms": {s: _percentiles(d) for s, d in self.latency.items() if d},
         }
         out["dropped"] = out["session_frames"]["dropped"]
+        if self._arrivals:  # the input clock: when the latest audio arrived (Unix time; latency tools)
+            n, t = self._arrivals[-1]
+            out["input"] = {"samples": n, "rate": TARGET_RATE, "arrived": t + (time.time() - self.clock())}
         return out

@@ -247,3 +247,25 @@ def test_health_metrics_and_avatar_api(library_factory, landmark_model):
         "mouthpiece_sessions_rejected_total",
     ):
         assert f"# TYPE {name}" in text
+
+
+def test_serve_command_line_builds_the_server_config():
+    from engine.cli import build_parser
+    from streaming.server import config_from_args
+
+    args = build_parser().parse_args(
+        ["serve", "--port", "9001", "--avatar", "a.mp4", "--renderer", "retrieval", "--delay-ms", "500"]
+        + ["--max-sessions", "2", "--batch", "3", "--max-batch", "8", "--loopback", "--mic-prefetch", "1"]
+    )
+    cfg = config_from_args(args)
+    assert (cfg.port, cfg.avatars, cfg.renderer, cfg.max_sessions, cfg.max_batch) == (
+        9001,
+        ("a.mp4",),
+        "retrieval",
+        2,
+        8,
+    )
+    assert (
+        cfg.loopback and cfg.mic_prefetch == 1 and cfg.stream.delay_ms == 500.0 and cfg.stream.live.batch == 3
+    )
+    assert config_from_args(build_parser().parse_args(["serve"])).renderer == "auto"
