@@ -247,6 +247,14 @@ def test_microphone_session_shows_the_avatar_and_stops_cleanly(media):
             )
             assert await page.locator("#overlay").is_visible()
             assert (await page.inner_text("#stat-dropped")).isdigit()
+            # the per-stage table of the session's stats (the figures of /metrics, for this session)
+            await page.click("#stages-panel summary")
+            await page.wait_for_function(
+                "() => { const r = document.querySelector('#stages tr[data-stage=\"total\"]');"
+                " return r && /^\\d+$/.test(r.children[1].textContent); }"
+            )
+            stages = await page.eval_on_selector_all("#stages tbody tr", "rs => rs.map(r => r.dataset.stage)")
+            assert {"lookahead", "playout", "total"} <= set(stages), stages
             await page.screenshot(path=str(PAGE_SHOT))
 
             # the video element shows the avatar, and it speaks: a sequence of screenshots while the

@@ -39,6 +39,7 @@ const ui = {
   useMic: $("use-mic"),
   flush: $("flush"),
   sessionInfo: $("session-info"),
+  stagesBody: document.querySelector("#stages tbody"),
 };
 
 /** An error whose message is meant for the person using the page. */
@@ -569,6 +570,36 @@ function renderStats(s) {
   ui.sessionInfo.textContent =
     `Session ${s.session}: avatar ${s.avatar}, ${s.mode}, delay ${ms(s.delay_ms)}` +
     `, ${s.video ? s.video.sent : 0} frames sent${heard}.`;
+  renderStages(s.latency_ms || {});
+}
+
+const STAGES = [
+  ["lookahead", "audio in -> window ready (the model's look-ahead)"],
+  ["queue", "window ready -> model start"],
+  ["model", "model (transformer, sketches, renderer)"],
+  ["emit", "model end -> frame handed on (compositing)"],
+  ["playout", "frame ready -> sent (held to the delay)"],
+  ["total", "audio in -> frame sent"],
+];
+
+function renderStages(latency) {
+  const rows = STAGES.filter(([key]) => latency[key]).map(([key, label]) => {
+    const v = latency[key];
+    const tr = document.createElement("tr");
+    tr.dataset.stage = key;
+    const th = document.createElement("th");
+    th.scope = "row";
+    th.textContent = key;
+    th.title = label;
+    tr.append(th);
+    for (const q of ["p50", "p95", "p99", "max"]) {
+      const td = document.createElement("td");
+      td.textContent = Math.round(v[q]).toString();
+      tr.append(td);
+    }
+    return tr;
+  });
+  if (rows.length) ui.stagesBody.replaceChildren(...rows);
 }
 
 // ---------------------------------------------------------------------------------------------
