@@ -211,21 +211,6 @@ async def wait_idle(max_load: float, max_wait: float) -> dict:
     }
 
 
-@contextlib.asynccontextmanager
-async def running(app):
-    from aiohttp import web
-
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
-
-
 # ---------------------------------------------------------------------------------------------
 # the server and its instrumentation
 # ---------------------------------------------------------------------------------------------
@@ -639,7 +624,7 @@ def analyse(record: Record, probe: Probe, stats: dict, anchor: int, clip: ClipMa
 
 
 async def measure(opts, x16: np.ndarray, wav: Path, warm_wav: Path | None) -> dict:
-    from streaming.server import SERVER
+    from streaming.server import SERVER, serve_app
 
     load = await wait_idle(opts.max_load, opts.idle_wait)  # before this run's own work
     t_load = time.perf_counter()
@@ -647,7 +632,7 @@ async def measure(opts, x16: np.ndarray, wav: Path, warm_wav: Path | None) -> di
     server = app[SERVER]
     probes = install_probes(server)
     cuda = opts.device.startswith("cuda")
-    async with running(app) as url:
+    async with serve_app(app) as url:
         setup_s = time.perf_counter() - t_load  # models loaded (and warmed up), default avatar prepared
         if warm_wav is not None:  # first connection, codecs, first model calls (not measured)
             x_warm = x16[: int(opts.warmup * SR16)]

@@ -65,9 +65,9 @@ its late frames. **Per run** (:func:`run_load`): the server's process CPU (perce
 resident memory and GPU memory, sampled from ``/metrics`` every second while the sessions run.
 With ``--local`` the server shares this process with the clients, so its CPU figure includes the
 clients' decoding and FaceMesh: measure capacity against a server of its own (``--url``). (An
-in-process server is started with :func:`serve_app`, which freezes the start-up objects out of the
-garbage collector: with the models loaded, a full collection otherwise pauses the whole process,
-server and clients, for 100-160 ms on a 2-core CPU.)
+in-process server runs under :func:`streaming.server.serve_app`; the server's start-up freezes its
+objects out of the garbage collector: with the models loaded, a full collection otherwise pauses
+the whole process, server and clients, for 100-160 ms on a 2-core CPU.)
 
 :func:`find_max` ramps the load K = 1, 2, ... and reports the largest K at which every session
 receives at least ``min_fps`` and keeps its p95 mouth latency within the bound.
@@ -85,7 +85,7 @@ import platform
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -120,7 +120,6 @@ __all__ = [
     "run_bench",
     "run_load",
     "run_session",
-    "serve_app",
     "write_json",
     "write_plot",
 ]
@@ -1077,31 +1076,6 @@ class BenchReport:
         return all(s.error is None for r in self.runs for s in r.sessions)
 
 
-@contextlib.asynccontextmanager
-async def serve_app(app) -> AsyncIterator[str]:
-    """Run an aiohttp app on 127.0.0.1 (a free port) for the block; yields its base URL.
-
-    After the app's start-up (models, avatar) the objects made so far are moved out of the cyclic
-    garbage collector's reach (``gc.freeze``): with the models and libraries loaded, a full
-    collection otherwise pauses the process, the server and the tool's clients alike, for 100-160 ms
-    on a 2-core CPU every so often, which is the measuring client's hiccup as much as the server's."""
-    import gc
-
-    from aiohttp import web
-
-    runner = web.AppRunner(app)
-    await runner.setup()
-    gc.collect()
-    gc.freeze()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
-
-
 def _machine() -> dict:
     out = {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()}
     with contextlib.suppress(OSError):
@@ -1116,7 +1090,7 @@ async def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = N
     """The benchmark of ``cfg``: one load (``cfg.load`` sessions) or the ramp of :func:`find_max`."""
     say = progress or (lambda _m: None)
     if cfg.local is not None:
-        from streaming.server import create_app
+        from streaming.server import create_app, serve_app
 
         local = cfg.local
         need = max(cfg.load, cfg.max_load if cfg.find_max else 1)

@@ -64,7 +64,16 @@ from streaming.ice import loopback_ice
 from streaming.session import STAGES, StreamConfig, StreamSession
 from streaming.tracks import MicrophoneSink, wait_cancelled
 
-__all__ = ["SERVER", "AvatarLibrary", "ModelEngine", "Server", "ServerConfig", "create_app", "main"]
+__all__ = [
+    "SERVER",
+    "AvatarLibrary",
+    "ModelEngine",
+    "Server",
+    "ServerConfig",
+    "create_app",
+    "main",
+    "serve_app",
+]
 
 log = logging.getLogger("mouthpiece.server")
 
@@ -399,11 +408,11 @@ class Server:
             avatar = await self.library.load(self.library.default)
         except (AvatarError, OSError, ValueError) as e:
             log.error("the default avatar could not be prepared: %s", e)
-            return
-        worker = self.engine.worker
-        if worker is not None:  # the first model call is slow (allocations, kernels): not in a session
-            seconds = await asyncio.get_running_loop().run_in_executor(None, worker.warm_up, avatar)
-            log.info("models warmed up on avatar %s in %.2f s", self.library.default, seconds)
+        else:
+            worker = self.engine.worker
+            if worker is not None:  # the first model call is slow (allocations, kernels): not in a session
+                seconds = await asyncio.get_running_loop().run_in_executor(None, worker.warm_up, avatar)
+                log.info("models warmed up on avatar %s in %.2f s", self.library.default, seconds)
         # Start-up objects (models, avatars, libraries) never become garbage: keep them out of the
         # collector, whose full passes over them otherwise pause the event loop 100-160 ms.
         gc.collect()
@@ -531,8 +540,15 @@ class Server:
         if jb is not None and hasattr(jb, "_prefetch"):
             jb._prefetch = max(1, int(self.cfg.mic_prefetch))
 
-    async def _answer(self, pc: RTCPeerConnection, offer: RTCSessionDescription) -> RTCSessionDescription:
+    async def _answer(
+        self, pc: RTCPeerConnection, offer: RTCSessionDescription, send: Hosted | None = None
+    ) -> RTCSessionDescription:
+        """Answer ``offer``; with ``send``, the answer carries that session's video and delayed audio
+        (a new viewer of its relay). ValueError / RuntimeError: an offer that cannot be answered."""
         await pc.setRemoteDescription(offer)
+        if send is not None:
+            for track in send.stream.subscribe():
+                pc.addTrack(track)
         await pc.setLocalDescription(await pc.createAnswer())
         return pc.localDescription
 
@@ -759,15 +775,11 @@ async def offer(request: web.Request) -> web.Response:
             hosted.tasks.add(srv.spawn(reply()))
 
     try:
-        video, audio = hosted.stream.subscribe()
-        await pc.setRemoteDescription(desc)
-        pc.addTrack(video)
-        pc.addTrack(audio)
-        await pc.setLocalDescription(await pc.createAnswer())
+        answer = await srv._answer(pc, desc, send=hosted)
     except (ValueError, RuntimeError) as e:  # a malformed or unusable offer
         await srv.close_session(sid)
         return _json_error(400, "bad_offer", f"could not answer this offer: {e}")
-    return web.json_response({"sdp": pc.localDescription.sdp, "type": "answer", "session": sid})
+    return web.json_response({"sdp": answer.sdp, "type": "answer", "session": sid})
 
 
 async def _read_sdp(request: web.Request) -> RTCSessionDescription:
@@ -844,15 +856,11 @@ async def whep(request: web.Request) -> web.Response:
 
     srv._watch_pc(pc, gone)
     try:
-        video, audio = hosted.stream.subscribe()
-        await pc.setRemoteDescription(desc)
-        pc.addTrack(video)
-        pc.addTrack(audio)
-        await pc.setLocalDescription(await pc.createAnswer())
+        answer = await srv._answer(pc, desc, send=hosted)
     except (ValueError, RuntimeError) as e:
         await gone()
         return web.Response(status=400, text=f"could not answer this offer: {e}")
-    return _sdp_created(pc.localDescription, f"/whep/{sid}/{vid}")
+    return _sdp_created(answer, f"/whep/{sid}/{vid}")
 
 
 @routes.delete("/whep/{sid}/{vid}")
@@ -1123,6 +1131,21 @@ def create_app(cfg: ServerConfig, engine: ModelEngine | None = None, library: Av
     app.on_startup.append(server.startup)
     app.on_shutdown.append(server.shutdown)
     return app
+
+
+@contextlib.asynccontextmanager
+async def serve_app(app: web.Application, host: str = "127.0.0.1"):
+    """Run ``app`` on ``host`` at a free port for the block (tests, benchmarks, the bench tool's
+    local mode); yields its base URL (no trailing slash)."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, 0)
+        await site.start()
+        h, port = runner.addresses[0][:2]
+        yield f"http://{h}:{port}"
+    finally:
+        await runner.cleanup()
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

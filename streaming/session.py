@@ -261,10 +261,12 @@ class StreamSession:
 
     def arrival_time(self, sample: int) -> float | None:
         """When session sample ``sample`` arrived (the push that brought it), if still known."""
-        for end, t in self._arrivals:
-            if end > sample:
-                return t
-        return None
+        found = None
+        for end, t in reversed(self._arrivals):  # recent audio is what frames ask about: scan from there
+            if end <= sample:
+                break
+            found = t
+        return found
 
     def frame_sent(self, frame: RenderedFrame, now: float) -> None:
         """Latency accounting of a session frame the video track is sending now."""

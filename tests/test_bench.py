@@ -56,9 +56,8 @@ from streaming.bench import (
     mouth_onsets,
     opening_frames,
     run_session,
-    serve_app,
 )
-from streaming.server import AvatarLibrary, ModelEngine, ServerConfig, create_app
+from streaming.server import AvatarLibrary, ModelEngine, ServerConfig, create_app, serve_app
 from streaming.session import StreamConfig, StreamSession
 
 LIMIT = 60.0

@@ -18,9 +18,9 @@ from aiortc.contrib.media import MediaPlayer
 from aiortc.mediastreams import MediaStreamError
 
 from streaming.ice import loopback_configuration
-from streaming.server import SERVER, AvatarLibrary, ServerConfig, create_app
+from streaming.server import SERVER, AvatarLibrary, ServerConfig, create_app, serve_app
 from tests.test_live_audio import speechlike
-from tests.test_server import LIMIT, invert_engine, running, server_config, until, write_wav
+from tests.test_server import LIMIT, invert_engine, server_config, until, write_wav
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def test_websocket_pcm_ingest_and_controls(library_factory, landmark_model):
     payload = stereo.tobytes()
 
     async def main():
-        async with running(app) as url:
+        async with serve_app(app) as url:
             ws_url = url.replace("http", "ws") + "/ws?avatar=portrait"
             async with websockets.connect(ws_url) as ws:
                 hello = await recv_json(ws)
@@ -98,7 +98,7 @@ def test_websocket_busy_when_full(library_factory, landmark_model):
     )
 
     async def main():
-        async with running(app) as url:
+        async with serve_app(app) as url:
             ws_url = url.replace("http", "ws") + "/ws"
             async with websockets.connect(ws_url) as first:
                 assert (await recv_json(first))["type"] == "session"
@@ -164,7 +164,7 @@ def test_whip_publish_and_whep_watch(library_factory, landmark_model, tmp_path):
     server = app[SERVER]
 
     async def main():
-        async with running(app) as url:
+        async with serve_app(app) as url:
             async with aiohttp.ClientSession() as http:
                 async with http.post(
                     f"{url}/whep", data="v=0", headers={"Content-Type": "application/sdp"}
@@ -213,7 +213,7 @@ def test_health_metrics_and_avatar_api(library_factory, landmark_model):
     app = create_app(server_config(), engine=invert_engine(landmark_model), library=library_factory())
 
     async def main():
-        async with running(app) as url, aiohttp.ClientSession() as http:
+        async with serve_app(app) as url, aiohttp.ClientSession() as http:
             out = {}
             for path in ("/healthz", "/api/info", "/api/avatars", "/api/sessions"):
                 async with http.get(url + path) as r:

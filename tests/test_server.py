@@ -25,7 +25,6 @@ import wave
 import aiohttp
 import numpy as np
 import pytest
-from aiohttp import web
 
 from engine.audio import mel_chunks, melspectrogram
 from engine.avatar import AvatarConfig
@@ -33,7 +32,7 @@ from engine.live import LiveConfig
 from engine.schedule import pingpong
 from engine.video import write_mp4
 from streaming.client import RtcClient
-from streaming.server import SERVER, AvatarLibrary, ModelEngine, ServerConfig, create_app
+from streaming.server import SERVER, AvatarLibrary, ModelEngine, ServerConfig, create_app, serve_app
 from streaming.session import StreamConfig
 from tests.test_live import PORTRAIT, InvertBackend
 from tests.test_live_audio import speechlike
@@ -95,17 +94,18 @@ def write_wav(path, x16: np.ndarray, rate: int = 48000) -> None:
         w.writeframes((np.clip(x, -1, 1) * 32767).astype("<i2").tobytes())
 
 
-@contextlib.asynccontextmanager
-async def running(app: web.Application):
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+async def one_session(url: str, server, wav, frames: int, ready=None, ready_timeout: float = LIMIT):
+    """A client plays ``wav`` as its microphone until the session's first segment is done (or
+    ``ready(stream)``) and ``frames`` video frames have arrived, then hangs up; returns the client and
+    the session's last stats, once the server has closed the session."""
+    client = await RtcClient(url, audio_path=str(wav)).start()
+    s = server.sessions[client.session].stream
+    await until(lambda: (ready or (lambda st: st.live.segments))(s), timeout=ready_timeout)
+    await client.wait_video(frames, LIMIT)
+    stats = s.stats()
+    await client.close()
+    await until(lambda: client.session not in server.sessions)
+    return client, stats
 
 
 def invert_engine(landmark_model) -> ModelEngine:
@@ -159,18 +159,23 @@ def received_fps(client: RtcClient) -> float:
     return float(delivered / seconds_per_frame)
 
 
-def face_delta(img: np.ndarray, avatar, p: int) -> float:
-    """Mean abs difference from the template inside the face box (rest ~ codec noise, speech large)."""
-    t = int(pingpong(max(p, 0), avatar.n_frames))
+def template_delta(img: np.ndarray, avatar, t: int, lower: bool = False) -> float:
+    """Mean abs difference from template frame ``t`` inside its face box (its lower half with
+    ``lower``): codec noise at rest, large where a face was drawn."""
     y1, y2, x1, x2 = (int(v) for v in avatar.boxes[t])
+    if lower:
+        y1 = (y1 + y2) // 2
     return float(np.abs(img[y1:y2, x1:x2].astype(np.float32) - avatar.frames[t][y1:y2, x1:x2]).mean())
+
+
+def face_delta(img: np.ndarray, avatar, p: int) -> float:
+    """:func:`template_delta` against the template session frame ``p`` shows."""
+    return template_delta(img, avatar, int(pingpong(max(p, 0), avatar.n_frames)))
 
 
 def delta_to_coded(img: np.ndarray, avatar) -> float:
-    """:func:`face_delta` against the template the image's own code names."""
-    t = read_code(img)
-    y1, y2, x1, x2 = (int(v) for v in avatar.boxes[t])
-    return float(np.abs(img[y1:y2, x1:x2].astype(np.float32) - avatar.frames[t][y1:y2, x1:x2]).mean())
+    """:func:`template_delta` against the template the image's own code names."""
+    return template_delta(img, avatar, read_code(img))
 
 
 def test_webrtc_session_round_trip(coded_video, avatar_cache, landmark_model, tmp_path):
@@ -185,7 +190,7 @@ def test_webrtc_session_round_trip(coded_video, avatar_cache, landmark_model, tm
 
     async def main():
         before = asyncio.all_tasks()
-        async with running(app) as url:
+        async with serve_app(app) as url:
             client = await RtcClient(url, audio_path=str(wav)).start()
             hosted = server.sessions[client.session]
             s = hosted.stream
@@ -284,15 +289,8 @@ def test_webrtc_silence_makes_no_model_call(coded_video, avatar_cache, landmark_
     server = app[SERVER]
 
     async def main():
-        async with running(app) as url:
-            client = await RtcClient(url, audio_path=str(wav)).start()
-            s = server.sessions[client.session].stream
-            await until(lambda: s.live.segments)
-            await client.wait_video(int((2.0 + DELAY_MS / 1e3) * 25), LIMIT)
-            stats = s.stats()
-            await client.close()
-            await until(lambda: not server.sessions)
-        return client, stats
+        async with serve_app(app) as url:
+            return await one_session(url, server, wav, int((2.0 + DELAY_MS / 1e3) * 25))
 
     client, stats = asyncio.run(asyncio.wait_for(main(), 3 * LIMIT))
     sf = stats["session_frames"]
@@ -314,7 +312,7 @@ def test_webrtc_flush_returns_to_idle_within_two_frames(coded_video, avatar_cach
     avatar = lib.get("coded")
 
     async def main():
-        async with running(app) as url:
+        async with serve_app(app) as url:
             client = await RtcClient(url, audio_path=str(wav)).start()
             s = server.sessions[client.session].stream
 
@@ -347,7 +345,7 @@ def test_session_limit_answers_busy(coded_video, avatar_cache, landmark_model, t
     server = app[SERVER]
 
     async def main():
-        async with running(app) as url:
+        async with serve_app(app) as url:
             first = await RtcClient(url, audio_path=str(tmp_path / "a.wav")).start()
             await until(lambda: first.pc.connectionState == "connected")
             second = RtcClient(url, audio_path=str(tmp_path / "a.wav"))
@@ -381,16 +379,12 @@ def test_webrtc_with_the_real_renderer_and_standin_weights(
     app = create_app(server_config(), engine=engine, library=lib)
     server = app[SERVER]
 
+    def ready(s) -> bool:
+        return bool(s.live.segments) and s.live.stats.model_calls >= 1
+
     async def main():
-        async with running(app) as url:
-            client = await RtcClient(url, audio_path=str(wav)).start()
-            s = server.sessions[client.session].stream
-            await until(lambda: s.live.segments and s.live.stats.model_calls >= 1, timeout=2 * LIMIT)
-            await client.wait_video(75, LIMIT)
-            stats = s.stats()
-            await client.close()
-            await until(lambda: not server.sessions)
-        return client, stats
+        async with serve_app(app) as url:
+            return await one_session(url, server, wav, 75, ready, ready_timeout=2 * LIMIT)
 
     import torch
 
@@ -413,7 +407,7 @@ def test_peer_that_leaves_before_connecting_is_dropped(coded_video, avatar_cache
     server = app[SERVER]
 
     async def main():
-        async with running(app) as url:
+        async with serve_app(app) as url:
             client = await RtcClient(url).start()  # no microphone: only the offer/answer
             assert client.session in server.sessions
             await client.close()  # before ICE completes: no BYE ever reaches the server
@@ -442,7 +436,7 @@ def test_two_sessions_share_model_calls(coded_video, avatar_cache, landmark_mode
     server = app[SERVER]
 
     async def main():
-        async with running(app) as url:
+        async with serve_app(app) as url:
             clients = [
                 await RtcClient(url, audio_path=str(tmp_path / f"mic{k}.wav")).start() for k in range(2)
             ]
@@ -506,16 +500,12 @@ def test_fresh_machine_preview_session_speaks(coded_video, avatar_cache, tmp_pat
     server = app[SERVER]
 
     async def main():
-        async with running(app) as url:
+        async with serve_app(app) as url:
             async with aiohttp.ClientSession() as http, http.get(f"{url}/api/info") as r:
                 info = await r.json()
-            client = await RtcClient(url, audio_path=str(tmp_path / "mic.wav")).start()
-            s = server.sessions[client.session].stream
-            await until(lambda: s.live.segments)
-            await client.wait_video(int((3.25 + DELAY_MS / 1e3) * 25), LIMIT)
-            stats = s.stats()
-            await client.close()
-            await until(lambda: server.ended_total == 1)
+            client, stats = await one_session(
+                url, server, tmp_path / "mic.wav", int((3.25 + DELAY_MS / 1e3) * 25)
+            )
         return info, client, stats
 
     info, client, stats = asyncio.run(asyncio.wait_for(main(), 3 * LIMIT))
@@ -527,11 +517,7 @@ def test_fresh_machine_preview_session_speaks(coded_video, avatar_cache, tmp_pat
     for _, _, p, img, ok in frames:
         if not ok or p < 0:
             continue
-        t = int(pingpong(p, N_TEMPLATE))
-        y1, y2, x1, x2 = (int(v) for v in avatar.boxes[t])
-        m = (y1 + y2) // 2
-        d = float(np.abs(img[m:y2, x1:x2].astype(np.float32) - avatar.frames[t][m:y2, x1:x2]).mean())
-        lower.append((p, d))
+        lower.append((p, template_delta(img, avatar, int(pingpong(p, N_TEMPLATE)), lower=True)))
     quiet = [d for p, d in lower if p < 15]  # 0.75 s of leading silence (minus the look-ahead)
     talking = [d for p, d in lower if 25 <= p < 80]
     assert quiet and max(quiet) < 4.0, quiet  # the template (codec noise only)

@@ -1,7 +1,7 @@
 """The browser page (web_client/) against the real server, in headless Chromium.
 
 Debian's Chromium (``/usr/bin/chromium``; never a downloaded browser), driven by Playwright, opens
-the page of a server running in the test's own event loop (aiohttp ``AppRunner`` on 127.0.0.1, a
+the page of a server running in the test's own event loop (:func:`streaming.server.serve_app` on 127.0.0.1, a
 free port) in passthrough mode (no weights: the avatar stays at rest, the audio passes through).
 Chromium's fake microphone plays a speech-like WAV; the page sends it up over WebRTC and shows the
 avatar's video.
@@ -39,10 +39,9 @@ playwright_api = pytest.importorskip(
     "playwright.async_api", reason="Python Playwright is not installed (pip install playwright)"
 )
 
-from aiohttp import web  # noqa: E402
 
 from streaming.ice import LOOPBACK, selected_pairs, stray_sends  # noqa: E402
-from streaming.server import SERVER, AvatarLibrary, ModelEngine, ServerConfig, create_app  # noqa: E402
+from streaming.server import SERVER, AvatarLibrary, ModelEngine, ServerConfig, create_app, serve_app  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
 from tests.test_live_audio import speechlike  # noqa: E402
 
@@ -123,33 +122,25 @@ async def running(media: dict[str, Path], grant_microphone: bool = True, **confi
     cache = str(media["cache"])
     cfg = ServerConfig(loopback=True, cache_dir=cache, refs=1, checkpoint_dir=str(empty), **config)
     app = create_app(cfg, ModelEngine.from_config(cfg), AvatarLibrary.from_config(cfg))
-    runner = web.AppRunner(app)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        url = f"http://{host}:{port}/"
-        async with playwright_api.async_playwright() as pw:
-            browser = await pw.chromium.launch(
-                executable_path=str(CHROMIUM),
-                headless=True,
-                args=chromium_flags(media["mic"], grant_microphone),
+    async with serve_app(app) as base, playwright_api.async_playwright() as pw:
+        url = base + "/"
+        browser = await pw.chromium.launch(
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=chromium_flags(media["mic"], grant_microphone),
+        )
+        try:
+            page = await browser.new_page(viewport=VIEWPORT)
+            page.set_default_timeout(MS)
+            errors: list = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            await page.goto(url)
+            await page.wait_for_function(
+                "() => document.getElementById('status').textContent.startsWith('Ready')"
             )
-            try:
-                page = await browser.new_page(viewport=VIEWPORT)
-                page.set_default_timeout(MS)
-                errors: list = []
-                page.on("pageerror", lambda e: errors.append(str(e)))
-                await page.goto(url)
-                await page.wait_for_function(
-                    "() => document.getElementById('status').textContent.startsWith('Ready')"
-                )
-                yield Env(app[SERVER], url, browser, page, errors)
-            finally:
-                await browser.close()
-    finally:
-        await runner.cleanup()
+            yield Env(app[SERVER], url, browser, page, errors)
+        finally:
+            await browser.close()
 
 
 async def until(predicate, what: str, limit: float = LIMIT):
