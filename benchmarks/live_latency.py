@@ -35,12 +35,12 @@ What is measured, and on which clock:
   an idle rest frame. The output index of a received frame is ``i = pts / 3600 + i0``; ``i0`` (the
   first received frame's index) is the largest value for which no RTCP sender report claims a send
   time before the server made the frame (sender reports are sent after the frame's packets).
-- **server stages** (lookahead = audio arrival -> window ready, queue, model, emit, playout wait,
-  total = audio arrival -> frame sent): computed per frame by the server's own
-  ``StreamSession.frame_sent`` (captured by a wrapper), for the same frames as the client figure.
-  Around them, **uplink** (the client sent the frame's first sample -> the server pushed it into the
-  session: Opus, loopback, aiortc's receive jitter buffer) and **send** (the track handed the frame
-  on -> its send time: relay, VP8 encoding, packetisation); uplink + total + send = client e2e.
+- **server stages** (``streaming.session.STAGES``: ingest, mel, window_wait, queue, transformer,
+  sketch, renderer, composite, hold, encode, send; total = audio arrival -> frame on the wire):
+  the server's own per-frame records (``StreamSession.on_frame``), for the same frames as the
+  client figure. Around them, **uplink** (the client sent the frame's first sample -> it reached
+  the server's session: Opus, loopback, aiortc's receive jitter buffer) and **wire** (the server's
+  end of ``total`` -> the RTCP-mapped send time; about 0); uplink + total + wire = client e2e.
   The server's ``stats()`` snapshot of each session is stored in the JSON as well.
 - Session frames map to input samples through the session's segments (a gap closed by the watchdog
   moves the session clock on; the next segment goes on with the next input sample); frames of gaps
@@ -80,6 +80,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import RESULTS, ROOT, run_meta, write_results  # noqa: E402
+from streaming.session import MODEL_STAGES, STAGES  # noqa: E402
 
 SHARED_MEDIA = ROOT.parent / "shared" / "media"
 DEFAULT_AUDIO = SHARED_MEDIA / "speech_c_16k_60s.wav"
@@ -88,7 +89,6 @@ DEFAULT_AVATAR = ROOT / "assets" / "portrait.png"
 SR16 = 16000
 SAMPLES_PER_FRAME = 640  # 16 kHz samples per 25 fps frame
 VIDEO_RTP_STEP = 3600  # 90 kHz RTP ticks per 25 fps frame
-STAGES = ("lookahead", "queue", "model", "emit", "playout", "total")
 LIMIT_S = 60.0  # bound on every wait beyond the audio length
 
 # named sequences of runs: (name, overrides of the command-line options)
@@ -261,7 +261,7 @@ class Probe:
         self.out: dict[int, tuple[float, int | None, str]] = {}  # i -> (perf time, p, kind)
         self.frames: dict[int, dict] = {}  # p -> {"speech": bool, stage: seconds, ...}
         video = stream.video
-        recv, frame_sent = video.recv, stream.frame_sent
+        recv = video.recv
 
         async def timed_recv():
             fresh, late = video.fresh, video.late
@@ -272,24 +272,11 @@ class Probe:
             self.out[i] = (stream.playout.clock(), p, kind)
             return frame
 
-        def captured_frame_sent(frame, now) -> None:
-            real = stream.latency
-            stream.latency = {k: [] for k in real}
-            try:
-                frame_sent(frame, now)
-            finally:
-                tmp, stream.latency = stream.latency, real
-            for k, v in tmp.items():
-                real[k].extend(v)
-            self.frames[frame.index] = {
-                "speech": bool(frame.is_speech),
-                "arrived": stream.arrival_time(frame.index * SAMPLES_PER_FRAME),  # its first sample
-                "sent": now,  # when the track handed it on (the clock of ``total``)
-                **{k: v[0] for k, v in tmp.items() if v},
-            }
+        def on_frame(rec: dict) -> None:  # each frame's stages, once it is on the wire
+            self.frames[rec["index"]] = {k: v for k, v in rec.items() if k != "index"}
 
         video.recv = timed_recv
-        stream.frame_sent = captured_frame_sent
+        stream.on_frame = on_frame
 
 
 # ---------------------------------------------------------------------------------------------
@@ -563,9 +550,10 @@ def analyse(record: Record, probe: Probe, stats: dict, anchor: int, clip: ClipMa
         t_send = record.send_time("video", f.pts)
         counted.add(p)
         fr = probe.frames.get(p, {})
-        if fr.get("arrived") is not None:
-            uplink.append(fr["arrived"] + offset - t_in)
-            send.append(t_send - (fr["sent"] + offset))
+        times = fr.get("times") or {}
+        if times.get("arrived") is not None:
+            uplink.append(times["arrived"] + offset - t_in)
+            send.append(t_send - (times["end"] + offset))
         e2e_send.append(t_send - t_in)
         e2e_arrival.append(f.arrival - t_in)
         if fr.get("speech"):
@@ -611,7 +599,7 @@ def analyse(record: Record, probe: Probe, stats: dict, anchor: int, clip: ClipMa
             "client_e2e_arrival": e2e_arrival,
             "client_e2e_send_speech": speech_send,
             "uplink": uplink,
-            "send": send,
+            "wire": send,
             "stages": {s: [fr[s] for fr in frames if s in fr] for s in STAGES},
             "stages_speech": {s: [fr[s] for fr in frames if s in fr and fr["speech"]] for s in STAGES},
         },
@@ -683,7 +671,7 @@ def summarise(opts, sessions, wall, cpu, load, gpu_mb, setup_s, mode, device) ->
         "client_e2e_arrival": pct(pooled("client_e2e_arrival")),
         "uplink": pct(pooled("uplink")),
         **{s: pct(pooled("stages", s)) for s in STAGES},
-        "send": pct(pooled("send")),
+        "wire": pct(pooled("wire")),
     }
     speech = {"client_e2e_send": pct(pooled("client_e2e_send_speech"))}
     speech.update({s: pct(pooled("stages_speech", s)) for s in STAGES})
@@ -811,11 +799,11 @@ def markdown(meta: dict, runs: list[dict]) -> list[str]:
         rows.append(("client e2e (arrival)", r["latency_ms"]["client_e2e_arrival"]))
         rows.append(("uplink: client mic -> server push", r["latency_ms"]["uplink"]))
         rows += [(f"server {s}", r["latency_ms"][s]) for s in STAGES]
-        rows.append(("send: frame handed on -> on the wire", r["latency_ms"]["send"]))
+        rows.append(("wire: server total end -> RTCP send time", r["latency_ms"]["wire"]))
         rf = r["latency_ms_rendered_frames"]
         if rf and rf["client_e2e_send"]:  # frames with a rendered face were shown
             rows += [("rendered frames: client e2e", rf["client_e2e_send"])]
-            rows += [(f"rendered frames: {s}", rf[s]) for s in ("queue", "model", "total")]
+            rows += [(f"rendered frames: {s}", rf[s]) for s in ("queue", *MODEL_STAGES, "total")]
         for name, d in rows:
             cells = (
                 [f"{d[k]:.1f}" for k in ("p50", "p95", "p99", "max")] + [str(d["n"])]
@@ -844,7 +832,7 @@ def print_table(name: str, r: dict) -> None:
         f"CPU {r['machine']['cpu_percent']} %, load {r['machine']['load_after_wait']}"
     )
     print(f"{'stage':<22}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>8}{'n':>6}")
-    for k in ("client_e2e_send", "client_e2e_arrival", "uplink", *STAGES, "send"):
+    for k in ("client_e2e_send", "client_e2e_arrival", "uplink", *STAGES, "wire"):
         d = lat[k]
         if d:
             print(f"{k:<22}{d['p50']:>8.1f}{d['p95']:>8.1f}{d['p99']:>8.1f}{d['max']:>8.1f}{d['n']:>6}")

@@ -52,15 +52,18 @@ def _stacked(dubber: Dubber, wins: list[MelWindow]):
     return chunks, plan
 
 
-def window_faces(dubber: Dubber, avatar: Avatar, wins: list[MelWindow], lm_refs) -> np.ndarray:
+def window_faces(
+    dubber: Dubber, avatar: Avatar, wins: list[MelWindow], lm_refs, split: dict | None = None
+) -> np.ndarray:
     """The offline Dubber's transformer + sketches + renderer on live windows: (B, 128, 128, 3) uint8.
 
     Each window carries its own 5 mel chunks; they are stacked into one (5B, 80, 16) tensor and the
     windows are re-indexed into it (chunk ``5 j + i`` is window j's i-th chunk, its renderer chunk
-    is ``5 j + CENTER``), so that :meth:`Dubber.faces` runs unchanged."""
+    is ``5 j + CENTER``), so that :meth:`Dubber.faces` runs unchanged. ``split``: filled with the
+    call's seconds per stage (:meth:`Dubber.faces`)."""
     chunks, plan = _stacked(dubber, wins)
     with torch.inference_mode():
-        return dubber.faces(avatar, plan, chunks, *lm_refs)
+        return dubber.faces(avatar, plan, chunks, *lm_refs, split=split)
 
 
 def window_content(dubber: Dubber, avatar: Avatar, wins: list[MelWindow], lm_refs) -> np.ndarray:
@@ -103,6 +106,7 @@ class _Request:
     wins: list[MelWindow]
     owner: object
     future: Future
+    split: dict | None = None  # filled with the call's seconds per stage before the future is set
 
 
 @dataclass
@@ -140,8 +144,11 @@ class SharedModelWorker:
 
     # ---- client side (any thread) -------------------------------------------------------------
 
-    def faces(self, avatar: Avatar, wins: list[MelWindow], owner: object = None) -> np.ndarray:
-        """Faces for ``wins`` of ``avatar`` (blocks until the call that includes them returns)."""
+    def faces(
+        self, avatar: Avatar, wins: list[MelWindow], owner: object = None, split: dict | None = None
+    ) -> np.ndarray:
+        """Faces for ``wins`` of ``avatar`` (blocks until the call that includes them returns).
+        ``split``: filled with the seconds per stage of the (shared) call that computed them."""
         fut: Future = Future()
         with self._cond:
             if self._closed:
@@ -149,7 +156,7 @@ class SharedModelWorker:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="mouthpiece-models", daemon=True)
                 self._thread.start()
-            self._queue.append(_Request(avatar, list(wins), owner, fut))
+            self._queue.append(_Request(avatar, list(wins), owner, fut, split))
             self._active[id(owner)] = time.perf_counter()
             self._cond.notify()
         return fut.result()
@@ -253,7 +260,9 @@ class SharedModelWorker:
         t0 = time.perf_counter()
         try:
             st = self._state(call[0].avatar)
-            faces = window_faces(st.dubber, call[0].avatar, [w for r in call for w in r.wins], st.lm_refs)
+            split: dict[str, float] = {}
+            wins = [w for r in call for w in r.wins]
+            faces = window_faces(st.dubber, call[0].avatar, wins, st.lm_refs, split)
         except BaseException as e:  # noqa: BLE001 - handed to every waiting session
             for r in call:
                 r.future.set_exception(e)
@@ -271,5 +280,7 @@ class SharedModelWorker:
         s.recent_batch.append(n)
         i = 0
         for r in call:
+            if r.split is not None:
+                r.split.update(split)
             r.future.set_result(faces[i : i + len(r.wins)])
             i += len(r.wins)

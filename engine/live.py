@@ -177,8 +177,9 @@ class _Item:
     """A ready window and what the worker decided for it."""
 
     window: MelWindow
-    ready: float  # perf_counter() of the push that completed it
+    ready: float  # perf_counter() when the push that completed it had made it (after the mel)
     action: str = REST  # SPEECH (compute), REST (silence), DROPPED (skipped: too late)
+    mel: float = 0.0  # seconds of mel + window forming in that push
 
 
 @dataclass(slots=True)
@@ -235,6 +236,7 @@ class LiveSession:
         self._load_references(avatar)
         self.stats = LiveStats(history=self.config.stats_history)
         self.first_audio_time: float | None = None  # perf_counter() of the first push_audio
+        self.last_push: tuple[float, float] = (0.0, 0.0)  # the latest push's (ingest, mel) seconds
         #: finished segments: (first output frame, end frame (exclusive), 16 kHz samples received)
         self.segments: list[tuple[int, int, int]] = []
 
@@ -358,7 +360,8 @@ class LiveSession:
             self._resampler48 = StreamingResampler(int(sample_rate), channels, target_rate=PLAYOUT_RATE)
             self._pos48 = PLAYOUT_SCALE * self._samples
         self._write_playout(self._resampler48.push(x))
-        return made + self._feed(r.push(x), t)
+        made += self._feed(r.push(x), t)
+        return made
 
     # ---- playout audio -------------------------------------------------------------------------
 
@@ -407,10 +410,12 @@ class LiveSession:
         return self._pos48
 
     def _feed(self, x: np.ndarray, t: float, finish: bool = False) -> int:
-        """16 kHz samples -> gate -> mel -> scheduler -> ready windows."""
+        """16 kHz samples -> gate -> mel -> scheduler -> ready windows. ``t``: when the push began;
+        :attr:`last_push` gets its ``ingest`` (resampling, voice gate) and ``mel`` seconds."""
+        if x.size and self._gate is not None:
+            self._gate.push(x)
+        t_mel = time.perf_counter()
         if x.size:
-            if self._gate is not None:
-                self._gate.push(x)
             mel = self._mel.push(x)
             self._samples += int(x.size)
         else:
@@ -418,7 +423,9 @@ class LiveSession:
         if finish:
             mel = np.concatenate([mel, self._mel.finish()], axis=1)
         wins = self._sched.push(mel)
-        self._windows.extend(_Item(w, t) for w in wins)
+        ready = time.perf_counter()
+        self.last_push = (t_mel - t, ready - t_mel)
+        self._windows.extend(_Item(w, ready, mel=ready - t_mel) for w in wins)
         self.stats.windows += len(wins)
         if wins:
             self._work_event.set()
@@ -698,21 +705,28 @@ class LiveSession:
         contents: dict[int, np.ndarray] = {}
         info["model_start"] = time.perf_counter()
         speech = [it for it in todo if it.action == SPEECH]
+        transformer_s = 0.0
         if self._preview_lm is not None and speech:
             with torch.inference_mode():
                 cont = window_content(self._preview_lm, av, [it.window for it in speech], self._lm_refs)
             contents = {id(it): c for it, c in zip(speech, cont, strict=True)}
+            transformer_s = time.perf_counter() - info["model_start"]
         out: list[tuple[RenderedFrame, str]] = []
         for it in group:
             w = it.window
-            timing = {"audio": it.ready}
+            timing = {"audio": it.ready, "mel_s": it.mel}
             if id(it) in todo_ids:
                 o = self._tracker.push_window(w)
                 content = contents.get(id(it))
                 img = renderer.render(w.render_template, None if content is not None else o, content)
                 img.flags.writeable = False
                 y1, y2, x1, x2 = renderer.last.box
-                timing.update(model_start=info["model_start"], model_end=time.perf_counter())
+                end = time.perf_counter()
+                timing.update(model_start=info["model_start"], model_end=end)
+                # the renderer share: from the model start, all that is not the transformer (earlier
+                # windows of the group were drawn first: this frame waited for them too)
+                timing.update(transformer_s=transformer_s, sketch_s=0.0, composite_s=0.0)
+                timing["renderer_s"] = end - info["model_start"] - transformer_s
                 kind = SPEECH if w.is_speech else REST
                 drawn = float(renderer.last.openness)
                 for q in w.output_indices:
@@ -735,10 +749,11 @@ class LiveSession:
         speech = [it for it in group if it.action == SPEECH]
         faces: dict[int, np.ndarray] = {}
         computed = {id(it) for it in speech}
+        split: dict[str, float] = {}
         if speech:
             info["model_start"] = time.perf_counter()
             with torch.inference_mode():
-                batch_faces = self._faces([it.window for it in speech], av)
+                batch_faces = self._faces([it.window for it in speech], av, split)
             info["model_end"] = end = time.perf_counter()
             info["n_model"] = len(speech)
             for it, face in zip(speech, batch_faces, strict=True):
@@ -751,9 +766,10 @@ class LiveSession:
         out: list[tuple[RenderedFrame, str]] = []
         for it in group:
             w = it.window
-            timing = {"audio": it.ready}
+            timing = {"audio": it.ready, "mel_s": it.mel}
             if id(it) in computed:  # went through the model (possibly too late to show)
                 timing.update(model_start=info["model_start"], model_end=info["model_end"])
+                timing.update({f"{k}_s": v for k, v in split.items()})
             face = faces.get(id(it))
             if face is not None:
                 ti = w.render_template
@@ -761,6 +777,7 @@ class LiveSession:
                 rest = av.frames[ti]
                 full = composite(rest, face, (y1, y2, x1, x2), av.mask(ti))
                 full.flags.writeable = False
+                timing["composite_s"] = time.perf_counter() - t0  # this frame and the group's before it
                 fade.face = face
                 for q in w.output_indices:
                     fade.level = min(fade.level + 1, K + 1)
@@ -801,9 +818,9 @@ class LiveSession:
         img.flags.writeable = False
         return img
 
-    def _faces(self, wins: list[MelWindow], avatar: Avatar) -> np.ndarray:
+    def _faces(self, wins: list[MelWindow], avatar: Avatar, split: dict | None = None) -> np.ndarray:
         """Faces for ``wins``: through the shared model worker (batched with other sessions' windows)
-        or this session's own backend."""
+        or this session's own backend. ``split``: filled with the call's seconds per model stage."""
         if self._shared is not None:
-            return self._shared.faces(avatar, wins, owner=self)
-        return window_faces(self._dubber, avatar, wins, self._lm_refs)
+            return self._shared.faces(avatar, wins, owner=self, split=split)
+        return window_faces(self._dubber, avatar, wins, self._lm_refs, split)

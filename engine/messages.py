@@ -103,8 +103,12 @@ class RenderedFrame:
     ``index``: output frame p; ``pts``: presentation time in 1/25 s units (equal to p);
     ``image``: the composited frame (H, W, 3) uint8 BGR, or None when the stage only reports (e.g.
     a dropped frame, or a still idle frame the sink already holds); ``box``: the face box
-    ``(x0, y0, x1, y1)`` pasted into, or None; ``timing``: stage name -> ``time.perf_counter()``
-    timestamp, for latency accounting; ``openness``: the mouth openness drawn (0 closed .. 1 widest)
+    ``(x0, y0, x1, y1)`` pasted into, or None; ``timing``, for latency accounting: timestamps
+    (``time.perf_counter()``) ``audio`` (its window was ready), ``model_start``, ``model_end``,
+    ``emitted``, and durations in seconds (keys ending in ``_s``): ``mel_s`` (mel + window forming
+    of the push that completed the window), ``transformer_s``, ``sketch_s``, ``renderer_s`` (the
+    model call that computed it, shared with the other windows of that call) and ``composite_s``
+    (model end -> this frame pasted); ``openness``: the mouth openness drawn (0 closed .. 1 widest)
     when the renderer knows it (the preview renderer), else None.
     """
 

@@ -129,8 +129,11 @@ class Dubber:
             if pending is not None:
                 yield from pending.result()
 
-    def landmarks(self, avatar: Avatar, batch: list[Window], chunks_t, lm_pose, lm_content) -> np.ndarray:
-        """The transformer for a batch of windows: full landmarks (B*T, 2, 131), pose + predicted content."""
+    def landmarks(
+        self, avatar: Avatar, batch: list[Window], chunks_t, lm_pose, lm_content, split: dict | None = None
+    ) -> np.ndarray:
+        """The transformer for a batch of windows: full landmarks (B*T, 2, 131), pose + predicted content.
+        ``split``: if given, gets ``transformer`` = this call's seconds."""
         B, dev, t0 = len(batch), self.device, time.perf_counter()
         templates = np.array([w.templates for w in batch])  # (B, T)
         mel_idx = torch.tensor([w.mel_indices for w in batch], device=dev)  # (B, T)
@@ -140,20 +143,29 @@ class Dubber:
             mels, pose, lm_pose.expand(B, *lm_pose.shape), lm_content.expand(B, *lm_content.shape)
         )  # (B*T, 2, 57)
         full = torch.cat([pose.reshape(B * T, 2, -1), content], dim=2).cpu().numpy()  # (B*T, 2, 131)
-        self.times.add("transformer", t0)
+        t1 = self.times.add("transformer", t0)
+        if split is not None:
+            split["transformer"] = t1 - t0
         return full
 
-    def faces(self, avatar: Avatar, batch: list[Window], chunks_t, lm_pose, lm_content) -> np.ndarray:
-        """Transformer, sketches and renderer for a batch of windows: (B, 128, 128, 3) uint8 faces."""
+    def faces(
+        self, avatar: Avatar, batch: list[Window], chunks_t, lm_pose, lm_content, split: dict | None = None
+    ) -> np.ndarray:
+        """Transformer, sketches and renderer for a batch of windows: (B, 128, 128, 3) uint8 faces.
+        ``split``: if given, gets this call's seconds per stage (``transformer``, ``sketch``,
+        ``renderer``; each ends with the host copy of its result, so on a GPU they are honest)."""
         B, dev = len(batch), self.device
         templates = np.array([w.templates for w in batch])  # (B, T)
-        full = self.landmarks(avatar, batch, chunks_t, lm_pose, lm_content)  # (B*T, 2, 131)
+        full = self.landmarks(avatar, batch, chunks_t, lm_pose, lm_content, split)  # (B*T, 2, 131)
         t0 = time.perf_counter()
+        t_sketch = t0
 
         sketches = sketches_to_tensor(full, avatar.crop_hw[templates.ravel()]).reshape(B, T, 3, 128, 128)
         render_t = np.array([w.render_template for w in batch])
         faces_in = torch.from_numpy((avatar.crops[render_t] / 255.0).astype(np.float32)).permute(0, 3, 1, 2)
         t0 = self.times.add("sketch", t0)
+        if split is not None:
+            split["sketch"] = t0 - t_sketch
 
         render_mel = chunks_t[torch.tensor([w.render_mel for w in batch], device=dev)][
             :, None
@@ -162,7 +174,9 @@ class Dubber:
         faces = (generated.permute(0, 2, 3, 1).cpu().numpy() * 255).astype(
             np.uint8
         )  # truncation, as the authors
-        self.times.add("renderer", t0)
+        t1 = self.times.add("renderer", t0)
+        if split is not None:
+            split["renderer"] = t1 - t0
         return faces
 
     def _composite(self, avatar: Avatar, batch: list[Window], faces: np.ndarray) -> list[FrameResult]:

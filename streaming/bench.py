@@ -619,6 +619,21 @@ class EventResult:
     mouth_frame: int | None = None  # received video frame index (RTP time / 40 ms, from the first)
 
 
+# streaming.session.STAGES (not imported: that pulls in the engine; a test keeps them equal)
+SERVER_STAGES = (
+    "ingest",
+    "mel",
+    "window_wait",
+    "queue",
+    "transformer",
+    "sketch",
+    "renderer",
+    "composite",
+    "hold",
+    "encode",
+    "send",
+    "total",
+)
 FIGURES = ("audio_ms", "audio_arrival_ms", "mouth_ms", "mouth_arrival_ms", "av_offset_ms", "server_mouth_ms")
 
 
@@ -720,6 +735,8 @@ def analyse(record: SessionRecord, signal: TestSignal, max_latency_s: float = 3.
             "dropped_windows": last.get("dropped"),
             "late_frames": (last.get("video") or {}).get("late"),
             "total_ms": (last.get("latency_ms") or {}).get("total"),
+            # the server's per-stage split of its total (ingest .. send), from its last stats message
+            "stages_ms": last.get("latency_ms"),
         }.items()
         if v is not None
     }
@@ -1234,6 +1251,11 @@ def format_report(report: BenchReport) -> str:
                 f"{s.uplink_ms if s.uplink_ms is not None else '-'} ms; missed {s.missed}; server: "
                 f"{sv.get('dropped_windows', '-')} windows shed, {sv.get('late_frames', '-')} late frames"
             )
+        first = next((s for s in r.sessions if not s.error and s.server.get("stages_ms")), None)
+        if first is not None:
+            lines.append("  server stages of session 1 (its own clock: audio arrival -> frame on the wire)")
+            stages = first.server["stages_ms"]
+            lines += [_row(f"  {k}", stages[k]) for k in SERVER_STAGES if k in stages]
         srv = r.server
         if srv.get("cpu_percent") is not None or srv.get("rss_max_mb") is not None:
             gpu = f", GPU {srv['gpu_max_mb']} MB" if srv.get("gpu_max_mb") is not None else ""
@@ -1267,8 +1289,8 @@ def write_plot(report: BenchReport, path: str | Path) -> Path:
     event markers) and histograms of the latencies over every session."""
     plt = require_matplotlib()
     sessions = [s for r in report.runs for s in r.sessions if not s.error]
-    fig = plt.figure(figsize=(13, 9), layout="constrained")
-    gs = fig.add_gridspec(4, 3, height_ratios=[1, 1, 1.2, 1.3])
+    fig = plt.figure(figsize=(13, 11), layout="constrained")
+    gs = fig.add_gridspec(5, 3, height_ratios=[1, 1, 1.2, 1.3, 1.1])
     if sessions and sessions[0].timeline:
         tl = sessions[0].timeline
         ax1 = fig.add_subplot(gs[0, :])
@@ -1314,6 +1336,19 @@ def write_plot(report: BenchReport, path: str | Path) -> Path:
         if vals:
             ax.hist(vals, bins=min(30, max(5, len(vals) // 2)), color="tab:gray")
         ax.set_title(f"{title}, n={len(vals)}", fontsize=9)
+    stages = [(n, s.server["stages_ms"]) for n, s in enumerate(sessions, 1) if s.server.get("stages_ms")]
+    if stages:  # the server's total split into its stages (p50), one bar per session
+        ax = fig.add_subplot(gs[4, :])
+        names = [k for k in SERVER_STAGES if k != "total"]
+        left = np.zeros(len(stages))
+        cmap = plt.get_cmap("tab20")
+        for j, k in enumerate(names):
+            w = np.array([(st.get(k) or {}).get("p50", 0.0) for _, st in stages])
+            ax.barh([f"session {n}" for n, _ in stages], w, left=left, color=cmap(j), label=k)
+            left += w
+        ax.set_xlabel("ms (p50 of each stage)")
+        ax.legend(ncol=6, fontsize=7, loc="upper right")
+        ax.set_title("server stages: audio arrival -> frame on the wire", fontsize=9, loc="left")
     fig.suptitle(format_report(report).splitlines()[0], fontsize=9)
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)

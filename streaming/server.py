@@ -548,7 +548,9 @@ class Server:
         await pc.setRemoteDescription(offer)
         if send is not None:
             for track in send.stream.subscribe():
-                pc.addTrack(track)
+                sender = pc.addTrack(track)
+                if track.kind == "video":
+                    send.stream.watch_sender(sender)  # the encode and send stages
         await pc.setLocalDescription(await pc.createAnswer())
         return pc.localDescription
 
@@ -656,6 +658,8 @@ async def info(request: web.Request) -> web.Response:
             "sessions": len(srv.sessions),
             "max_sessions": srv.cfg.max_sessions,
             "delay_ms": srv.cfg.stream.delay_ms,
+            # the microphone packets (20 ms) aiortc holds before decoding (latency figures of the page)
+            "mic_prefetch": srv.cfg.mic_prefetch,
         }
     )
 
@@ -905,6 +909,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     try:
         async for msg in ws:
             if msg.type == WSMsgType.BINARY:
+                arrived = s.clock()
                 if s.ended:
                     await ws.send_json(_error("ended", "audio after end is ignored"))
                     continue
@@ -916,7 +921,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 if usable:
                     x = np.frombuffer(data[:usable], dtype=dtype).reshape(-1, fmt["channels"])
                     x = x.astype(np.float32) / 32768.0 if dtype.kind == "i" else x.astype(np.float32)
-                    s.push_audio(x, fmt["sample_rate"])
+                    s.push_audio(x, fmt["sample_rate"], arrived=arrived)
                 while not s.room() and not s.closed:  # backpressure: stop reading while far ahead
                     await asyncio.sleep(0.05)
             elif msg.type == WSMsgType.TEXT:

@@ -35,10 +35,34 @@ from engine.live_audio import TARGET_RATE
 from engine.messages import FPS, Control, ControlKind, RenderedFrame
 from streaming.tracks import AvatarVideoTrack, Playout, PlayoutAudioTrack, wait_cancelled
 
-__all__ = ["LOOKAHEAD_MS", "STAGES", "StreamConfig", "StreamSession"]
+__all__ = ["LOOKAHEAD_MS", "MODEL_STAGES", "STAGES", "StreamConfig", "StreamSession"]
 
 LOOKAHEAD_MS = 212.5  # engine.live_audio.LiveWindowScheduler.lookahead_ms at 25 fps
-STAGES = ("lookahead", "queue", "model", "emit", "playout", "total")
+#: The stages of one frame, in order; they add up to ``total`` (audio arrival -> frame on the wire):
+#: ``ingest`` (the audio of the frame's first sample: arrival -> resampled and through the voice
+#: gate), ``window_wait`` (-> the rest of its window's audio is in: the model's look-ahead),
+#: ``mel`` (mel + window forming of the push that completed the window), ``queue`` (window ready
+#: -> the model's stages run: waiting for the worker, batching with other sessions, hand-offs),
+#: ``transformer``, ``sketch``, ``renderer`` (the model call that computed it), ``composite``
+#: (pasting into the avatar frame), ``hold`` (ready -> its due time: the playout buffer that keeps
+#: the delay constant), ``encode`` (handed to the sender -> encoded), ``send`` (encoded -> its last
+#: packet handed to the transport). Rest frames (silence, shed windows) have no model stages.
+STAGES = (
+    "ingest",
+    "mel",
+    "window_wait",
+    "queue",
+    "transformer",
+    "sketch",
+    "renderer",
+    "composite",
+    "hold",
+    "encode",
+    "send",
+    "total",
+)
+MODEL_STAGES = ("transformer", "sketch", "renderer")
+PENDING_FRAMES = 25  # frames not on the wire after this many frames are accounted without encode/send
 DEADLINE_MARGIN_S = 1.0 / FPS  # a frame must be ready this long before it is shown
 
 
@@ -113,10 +137,16 @@ class StreamSession:
         self.audio = PlayoutAudioTrack(self)
         self._relay = MediaRelay()
         self._ready: collections.deque[RenderedFrame] = collections.deque()
-        self._arrivals: collections.deque[tuple[int, float]] = collections.deque(maxlen=8192)
+        # (session samples after the push, its arrival time, its ingest seconds)
+        self._arrivals: collections.deque[tuple[int, float, float]] = collections.deque(maxlen=8192)
         self.latency: dict[str, collections.deque] = {
             s: collections.deque(maxlen=self.config.history) for s in STAGES
         }
+        self._pending: dict[int, dict] = {}  # output frame i -> its stages, until it is on the wire
+        self._timed_senders = 0
+        # callable(dict): each frame's record when complete: "index", "speech", the stages it has
+        # (seconds) and "times" (clock times "arrived", "handed" (to the sender), "end" (of total))
+        self.on_frame = None
         self._fps_marks: collections.deque[tuple[float, int]] = collections.deque(maxlen=64)
         self.fps = 0.0
         self.on_stats = None  # callable(dict), called every stats_interval_s
@@ -167,10 +197,14 @@ class StreamSession:
 
     # ---- input ---------------------------------------------------------------------------------
 
-    def push_audio(self, samples: np.ndarray, sample_rate: int) -> int:
-        """Feed audio (any rate, (n,) or (n, channels)); returns the windows it made ready."""
+    def push_audio(self, samples: np.ndarray, sample_rate: int, arrived: float | None = None) -> int:
+        """Feed audio (any rate, (n,) or (n, channels)); returns the windows it made ready.
+        ``arrived``: when the transport received it (``clock()`` time; default: now), for the
+        ``ingest`` stage (decoding before this call counts too)."""
         if self.closed:
             raise RuntimeError("the session is closed")
+        t_in = self.clock()
+        arrived = t_in if arrived is None else min(float(arrived), t_in)
         made = self.live.push_audio(samples, sample_rate)
         now = self.clock()
         n = self.live.samples_received
@@ -178,7 +212,7 @@ class StreamSession:
             self.playout.set_anchor(self.live.first_audio_time)
         elif not self.live.segments and not self.live.stats.flushes and n:
             self.playout.refine_anchor(now - n / TARGET_RATE)  # first segment, nothing skipped yet
-        self._arrivals.append((n, now))
+        self._arrivals.append((n, arrived, (t_in - arrived) + self.live.last_push[0]))
         return made
 
     def control(self, msg: Control) -> None:
@@ -259,32 +293,108 @@ class StreamSession:
     def read_audio(self, start: int, n: int) -> np.ndarray:
         return self.live.read_audio(start, n)
 
-    def arrival_time(self, sample: int) -> float | None:
-        """When session sample ``sample`` arrived (the push that brought it), if still known."""
+    def arrival(self, sample: int) -> tuple[float, float] | None:
+        """(arrival time, ingest seconds) of the push that brought session sample ``sample``, if
+        still known."""
         found = None
-        for end, t in reversed(self._arrivals):  # recent audio is what frames ask about: scan from there
+        for end, t, ingest in reversed(self._arrivals):  # recent audio is what frames ask about
             if end <= sample:
                 break
-            found = t
+            found = (t, ingest)
         return found
 
-    def frame_sent(self, frame: RenderedFrame, now: float) -> None:
-        """Latency accounting of a session frame the video track is sending now."""
-        arrived = self.arrival_time(frame.index * SAMPLES_PER_FRAME)
+    def arrival_time(self, sample: int) -> float | None:
+        """When session sample ``sample`` arrived (the push that brought it), if still known."""
+        a = self.arrival(sample)
+        return None if a is None else a[0]
+
+    def frame_sent(self, frame: RenderedFrame, now: float, pts: int | None = None) -> None:
+        """Latency accounting of a session frame the video track hands on now (as output frame
+        ``pts``). Its stages up to ``hold`` are known now; ``encode``, ``send`` and ``total`` come when
+        a watched sender (:meth:`watch_sender`) has put it on the wire; without one (or after
+        :data:`PENDING_FRAMES` frames) ``total`` ends here."""
+        a = self.arrival(frame.index * SAMPLES_PER_FRAME)
         tm = frame.timing
-        lat = self.latency
-        if arrived is not None:
-            lat["total"].append(now - arrived)
+        rec: dict = {"index": frame.index, "speech": bool(frame.is_speech), "_handed": now}
+        if a is not None:
+            t_arr, ingest = a
+            rec["_arrived"] = t_arr
+            rec["ingest"] = ingest
             if "audio" in tm:
-                lat["lookahead"].append(max(0.0, tm["audio"] - arrived))
+                rec["mel"] = mel = tm.get("mel_s", 0.0)
+                rec["window_wait"] = max(0.0, tm["audio"] - mel - t_arr - ingest)
+        done = tm.get("audio")
         if "model_start" in tm:
-            lat["queue"].append(max(0.0, tm["model_start"] - tm["audio"]))
-            lat["model"].append(tm["model_end"] - tm["model_start"])
-        base = tm.get("model_end", tm.get("audio"))
-        if "emitted" in tm and base is not None:
-            lat["emit"].append(max(0.0, tm["emitted"] - base))
-        if "emitted" in tm:
-            lat["playout"].append(max(0.0, now - tm["emitted"]))
+            model = [tm.get(f"{k}_s", 0.0) for k in MODEL_STAGES]
+            rec["queue"] = max(0.0, tm["model_end"] - tm["audio"] - sum(model))
+            rec.update(zip(MODEL_STAGES, model, strict=True))
+            rec["composite"] = tm.get("composite_s", 0.0)
+            done = tm["model_end"] + rec["composite"]
+        if done is not None:
+            rec["hold"] = max(0.0, now - done)
+        if pts is not None and self._timed_senders:
+            self._pending[pts] = rec
+            for old in [i for i in self._pending if i < pts - PENDING_FRAMES]:
+                self._commit(self._pending.pop(old), None)
+        else:
+            self._commit(rec, None)
+
+    def _commit(self, rec: dict, on_wire: float | None) -> None:
+        if on_wire is not None and "_encoded" in rec:
+            rec["send"] = on_wire - rec["_encoded"]
+        end = on_wire if on_wire is not None and "_encoded" in rec else rec["_handed"]
+        if "_arrived" in rec:
+            rec["total"] = end - rec["_arrived"]
+        # the clock times behind the stages (for benchmarks that add client-side figures)
+        rec["times"] = {"arrived": rec.get("_arrived"), "handed": rec["_handed"], "end": end}
+        for k in [k for k in rec if k.startswith("_")]:
+            del rec[k]
+        for stage in STAGES:
+            if stage in rec:
+                self.latency[stage].append(rec[stage])
+        if self.on_frame is not None:
+            self.on_frame(rec)
+
+    def watch_sender(self, sender) -> bool:
+        """Time ``encode`` and ``send`` of this session's video on an aiortc ``RTCRtpSender`` whose
+        track is one of :meth:`subscribe`'s proxies (wraps the sender's ``_next_encoded_frame`` and
+        the proxy's ``recv``; aiortc has no public hook). The first viewer to put a frame on the
+        wire is the one counted. False if the sender does not look as expected (then ``total`` is
+        measured when frames are handed on)."""
+        track = getattr(sender, "track", None)
+        nxt = getattr(sender, "_next_encoded_frame", None)
+        if track is None or track.kind != "video" or nxt is None:
+            return False
+        state: dict = {"pts": None, "encoded": None}
+        recv = track.recv
+
+        async def timed_recv():
+            frame = await recv()
+            state["pts"] = frame.pts
+            return frame
+
+        async def timed_next(codec):
+            if state["encoded"] is not None:  # the previous frame's packets are all handed on now
+                self._on_wire(state["encoded"], self.clock())
+                state["encoded"] = None
+            enc = await nxt(codec)
+            if enc is not None and state["pts"] is not None:
+                rec = self._pending.get(state["pts"])
+                if rec is not None and "_encoded" not in rec:
+                    rec["_encoded"] = t = self.clock()
+                    rec["encode"] = max(0.0, t - rec["_handed"])
+                    state["encoded"] = state["pts"]
+            return enc
+
+        track.recv = timed_recv
+        sender._next_encoded_frame = timed_next
+        self._timed_senders += 1
+        return True
+
+    def _on_wire(self, pts: int, t: float) -> None:
+        rec = self._pending.pop(pts, None)
+        if rec is not None:
+            self._commit(rec, t)
 
     # ---- tasks -------------------------------------------------------------------------------
 
@@ -346,6 +456,6 @@ class StreamSession:
         }
         out["dropped"] = out["session_frames"]["dropped"]
         if self._arrivals:  # the input clock: when the latest audio arrived (Unix time; latency tools)
-            n, t = self._arrivals[-1]
+            n, t, _ = self._arrivals[-1]
             out["input"] = {"samples": n, "rate": TARGET_RATE, "arrived": t + (time.time() - self.clock())}
         return out

@@ -178,7 +178,7 @@ class AvatarVideoTrack(_PacedTrack):
                 self.fresh += 1
                 self._late_run = 0
                 self.last_shown = p
-                session.frame_sent(frame, self._playout.clock())
+                session.frame_sent(frame, self._playout.clock(), i)
             elif self._image is not None and session.covers(p) and self._late_run < MAX_HOLD_FRAMES:
                 image = self._image  # the model is late: hold the last image (briefly)
                 self.late += 1
@@ -252,6 +252,8 @@ class MicrophoneSink:
             raise ValueError(f"MicrophoneSink needs an audio track, got {track.kind}")
         self._session = session
         self._track = track
+        # a StreamSession takes the arrival time (its clock) for its ingest stage
+        self._clock = getattr(session, "clock", None) if hasattr(session, "arrival") else None
         self._task: asyncio.Task | None = None
         self.frames = 0
         self.samples = 0  # per channel, at the incoming rate
@@ -269,10 +271,14 @@ class MicrophoneSink:
                 frame = await self._track.recv()
             except MediaStreamError:
                 break
+            arrived = self._clock() if self._clock is not None else None
             x = audio_frame_samples(frame)
             self.sample_rate, self.channels = int(frame.sample_rate), int(x.shape[1])
             try:
-                self._session.push_audio(x, frame.sample_rate)
+                if arrived is None:
+                    self._session.push_audio(x, frame.sample_rate)
+                else:  # decoding to samples counts as ingest
+                    self._session.push_audio(x, frame.sample_rate, arrived=arrived)
             except RuntimeError:  # the session was closed (or ended) under us: stop reading
                 return
             self.frames += 1

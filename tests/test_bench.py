@@ -44,6 +44,7 @@ import pytest
 
 from engine.cli import main
 from streaming.bench import (
+    SERVER_STAGES,
     LoadResult,
     SessionOptions,
     SessionResult,
@@ -58,7 +59,7 @@ from streaming.bench import (
     run_session,
 )
 from streaming.server import AvatarLibrary, ModelEngine, ServerConfig, create_app, serve_app
-from streaming.session import StreamConfig, StreamSession
+from streaming.session import STAGES, StreamConfig, StreamSession
 
 LIMIT = 60.0
 # 5 events, 1.4 s apart, in 8.8 s: short, and each burst's mouth has closed before the next one's
@@ -93,9 +94,9 @@ def measure(dirs, delay_ms: float):
     sent: list[tuple] = []  # (session, p, openness drawn, perf_counter send time)
     original = StreamSession.frame_sent
 
-    def frame_sent(self, frame, now):
+    def frame_sent(self, frame, now, pts=None):
         sent.append((self, frame.index, frame.openness, now))
-        return original(self, frame, now)
+        return original(self, frame, now, pts)
 
     signal = make_signal(SIGNAL)
     app = local_app(dirs, delay_ms)
@@ -172,6 +173,15 @@ def test_tool_agrees_with_the_servers_own_timestamps(at_400):
     # the stream: 25 fps, nothing dropped, nothing shed on this light load
     assert 24.0 <= result.fps <= 26.0 and result.video["dropped"] == 0, result.video
     assert result.server.get("dropped_windows") == 0, result.server
+    # the server's split of its total, per stage, reached the tool (stats messages)
+    stages = result.server["stages_ms"]
+    assert set(SERVER_STAGES) <= set(stages), stages.keys()
+    assert 150 <= stages["window_wait"]["p50"] <= 320, stages["window_wait"]  # the 212.5 ms look-ahead
+    assert stages["renderer"]["p50"] > 0 and stages["encode"]["p50"] > 0, stages
+
+
+def test_the_tool_knows_the_server_stages():
+    assert SERVER_STAGES == STAGES
 
 
 def test_a_longer_server_delay_shows_in_the_report(dirs, at_400):
@@ -182,6 +192,9 @@ def test_a_longer_server_delay_shows_in_the_report(dirs, at_400):
         d = r600.summary[figure]["p50"] - r400.summary[figure]["p50"]
         assert abs(d - 200.0) <= FRAME_MS, (figure, r400.summary[figure], r600.summary[figure])
     assert r600.server["delay_ms"] == 600.0
+    # and the stage split puts it where it is: frames are held 200 ms longer before they are sent
+    hold = r600.server["stages_ms"]["hold"]["p50"] - r400.server["stages_ms"]["hold"]["p50"]
+    assert abs(hold - 200.0) <= FRAME_MS, hold
 
 
 def test_load_of_two_sessions_from_the_command_line(dirs, tmp_path, capsys):
@@ -215,6 +228,8 @@ def test_load_of_two_sessions_from_the_command_line(dirs, tmp_path, capsys):
     assert report["server"]["mode"] == "preview" and report["server"]["delay_ms"] == 400.0
     assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
     assert "load 2 (2 sessions)" in text and "audio in -> mouth (send)" in text
+    assert "server stages of session 1" in text and "window_wait" in text
+    assert all(set(s["server"]["stages_ms"]) >= {"ingest", "hold", "total"} for s in run["sessions"])
 
 
 # ---- the parts, without a server ---------------------------------------------------------------

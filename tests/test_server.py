@@ -33,7 +33,7 @@ from engine.schedule import pingpong
 from engine.video import write_mp4
 from streaming.client import RtcClient
 from streaming.server import SERVER, AvatarLibrary, ModelEngine, ServerConfig, create_app, serve_app
-from streaming.session import StreamConfig
+from streaming.session import STAGES, StreamConfig
 from tests.test_live import PORTRAIT, InvertBackend
 from tests.test_live_audio import speechlike
 
@@ -188,12 +188,15 @@ def test_webrtc_session_round_trip(coded_video, avatar_cache, landmark_model, tm
     app = create_app(server_config(), engine=invert_engine(landmark_model), library=lib)
     server = app[SERVER]
 
+    records: list[dict] = []
+
     async def main():
         before = asyncio.all_tasks()
         async with serve_app(app) as url:
             client = await RtcClient(url, audio_path=str(wav)).start()
             hosted = server.sessions[client.session]
             s = hosted.stream
+            s.on_frame = records.append  # each frame's stages, once it is on the wire
             # the file ends (x16 = 3.5 s), the watchdog closes the segment; then gap frames follow
             await until(lambda: s.live.segments, timeout=LIMIT)
             want = int((3.5 + DELAY_MS / 1e3 + 0.5) * 25)
@@ -269,9 +272,24 @@ def test_webrtc_session_round_trip(coded_video, avatar_cache, landmark_model, tm
     lat = [t - client.input_time(p * 640 * 3) for t, _, p, _, ok in shown if ok and 0 <= p < p_end]
     lat_ms = 1e3 * np.asarray(lat)
     assert np.percentile(lat_ms, 95) <= DELAY_MS + 120.0, np.percentile(lat_ms, 95)
-    server_total = stats["latency_ms"]["total"]
-    assert server_total["max"] <= DELAY_MS + 40.0 + 20.0, server_total  # delay, rounded up to a frame
     assert stats["session_frames"]["model_calls"] > 0
+
+    # ---- the stages of each frame add up to its total (audio arrival -> frame on the wire)
+    wired = [r for r in records if "send" in r and "total" in r]  # encode and send timed by the sender
+    assert len(wired) >= 50, len(records)
+    for r in wired:
+        parts = sum(r[k] for k in STAGES if k != "total" and k in r)
+        assert abs(parts - r["total"]) < 1e-6, r
+        assert min(r[k] for k in STAGES if k in r) >= 0.0, r
+    computed = [r for r in wired if "renderer" in r]
+    assert computed and all(r["transformer"] > 0 and r["renderer"] > 0 for r in computed)
+    # the window waits for the model's look-ahead (212.5 ms of audio after the frame's first sample)
+    wait_ms = 1e3 * np.median([r["window_wait"] for r in wired])
+    assert 150.0 <= wait_ms <= 320.0, wait_ms
+    assert set(STAGES) <= set(stats["latency_ms"]), stats["latency_ms"].keys()
+    # frames are handed to the sender at the delay (rounded up to a frame), then encoded and sent
+    handed_ms = 1e3 * max(r["total"] - r["encode"] - r["send"] for r in wired)
+    assert handed_ms <= DELAY_MS + 40.0 + 20.0, handed_ms
 
     # ---- clean teardown: no tasks, threads or sessions left
     assert not leftover, leftover

@@ -245,8 +245,25 @@ def test_microphone_session_shows_the_avatar_and_stops_cleanly(media):
                 " return r && /^\\d+$/.test(r.children[1].textContent); }"
             )
             stages = await page.eval_on_selector_all("#stages tbody tr", "rs => rs.map(r => r.dataset.stage)")
-            assert {"lookahead", "playout", "total"} <= set(stages), stages
-            await page.screenshot(path=str(PAGE_SHOT))
+            assert {"ingest", "mel", "window_wait", "hold", "encode", "send", "total"} <= set(stages), stages
+            # the browser's side: network, jitter buffers, decoding, and their sum with the server's
+            await page.wait_for_function(
+                "() => { const r = document.querySelector('#path tr[data-figure=\"voice_to_lips\"]');"
+                " return r && /^\\d+ ms$/.test(r.children[1].textContent); }"
+            )
+            path = await page.eval_on_selector_all(
+                "#path tbody tr",
+                "rs => Object.fromEntries(rs.map(r => [r.dataset.figure, r.children[1].textContent]))",
+            )
+            ms = {k: float(v.split()[0]) for k, v in path.items() if v.endswith(" ms")}
+            server_total = hosted.stream.stats()["latency_ms"]["total"]["p50"]
+            # voice to lips = uplink + server total + downlink + video buffer + decode
+            assert server_total - 100 < ms["voice_to_lips"] < server_total + 500, (path, server_total)
+            assert ms["uplink"] < 20 and ms["video_buffer"] >= 0, path  # loopback: a short round trip
+            assert ms["capture"] == 60.0, path  # one 20 ms packet + the server's 2 (--mic-prefetch)
+            assert "interval_jitter" in ms and ms["interval_jitter"] < 40, path
+            assert path["frames_dropped"].isdigit() and path["packets_lost"].isdigit(), path
+            await page.screenshot(path=str(PAGE_SHOT), full_page=True)
 
             # the video element shows the avatar, and it speaks: a sequence of screenshots while the
             # fake microphone talks; the lower face changes between them, the upper face does not

@@ -40,6 +40,7 @@ const ui = {
   flush: $("flush"),
   sessionInfo: $("session-info"),
   stagesBody: document.querySelector("#stages tbody"),
+  pathBody: document.querySelector("#path tbody"),
 };
 
 /** An error whose message is meant for the person using the page. */
@@ -63,6 +64,9 @@ const state = {
   framesShown: 0,
   rvfc: null,
   browserFps: null,
+  serverStats: null, // the latest stats message
+  rtcPrev: null, // the previous getStats() sample (for rates over the last interval)
+  path: null, // the browser's side of the latency (see collectPath)
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -570,16 +574,24 @@ function renderStats(s) {
   ui.sessionInfo.textContent =
     `Session ${s.session}: avatar ${s.avatar}, ${s.mode}, delay ${ms(s.delay_ms)}` +
     `, ${s.video ? s.video.sent : 0} frames sent${heard}.`;
+  state.serverStats = s;
   renderStages(s.latency_ms || {});
+  renderPath();
 }
 
 const STAGES = [
-  ["lookahead", "audio in -> window ready (the model's look-ahead)"],
-  ["queue", "window ready -> model start"],
-  ["model", "model (transformer, sketches, renderer)"],
-  ["emit", "model end -> frame handed on (compositing)"],
-  ["playout", "frame ready -> sent (held to the delay)"],
-  ["total", "audio in -> frame sent"],
+  ["ingest", "audio arrival -> resampled and through the voice gate"],
+  ["mel", "mel spectrogram and window forming"],
+  ["window_wait", "waiting for the rest of the window's audio (the model's look-ahead)"],
+  ["queue", "window ready -> the model runs (worker, batching with other sessions)"],
+  ["transformer", "landmark transformer"],
+  ["sketch", "drawing the sketches"],
+  ["renderer", "renderer"],
+  ["composite", "pasting the face into the avatar frame"],
+  ["hold", "ready -> due (the playout buffer that keeps the delay constant)"],
+  ["encode", "handed to the sender -> encoded"],
+  ["send", "encoded -> its packets handed to the network"],
+  ["total", "audio arrival at the server -> frame on the wire"],
 ];
 
 function renderStages(latency) {
@@ -613,6 +625,95 @@ function onVideoFrame(now) {
   state.rvfc = ui.video.requestVideoFrameCallback(onVideoFrame);
 }
 
+/** The browser's side of the path from getStats(), over the last interval (deltas of totals). */
+async function collectPath() {
+  const pc = state.pc;
+  if (!pc) return;
+  const report = await pc.getStats();
+  const now = {};
+  report.forEach((r) => {
+    if (r.type === "candidate-pair" && r.nominated && typeof r.currentRoundTripTime === "number") {
+      now.rtt = r.currentRoundTripTime;
+    }
+    if (r.type === "inbound-rtp" && (r.kind === "video" || r.kind === "audio")) now[r.kind] = r;
+  });
+  const prev = state.rtcPrev;
+  state.rtcPrev = now;
+  const delta = (kind, key) => {
+    const a = prev && prev[kind];
+    const b = now[kind];
+    if (!b || typeof b[key] !== "number") return null;
+    return b[key] - (a && typeof a[key] === "number" ? a[key] : 0);
+  };
+  const per = (kind, key, count) => {
+    const d = delta(kind, key);
+    const n = delta(kind, count);
+    return d === null || !n ? null : (1000 * d) / n;
+  };
+  const v = now.video || {};
+  const path = {
+    rtt_half: typeof now.rtt === "number" ? (1000 * now.rtt) / 2 : null,
+    video_buffer: per("video", "jitterBufferDelay", "jitterBufferEmittedCount"),
+    video_decode: per("video", "totalDecodeTime", "framesDecoded"),
+    audio_buffer: per("audio", "jitterBufferDelay", "jitterBufferEmittedCount"),
+    frames_dropped: typeof v.framesDropped === "number" ? v.framesDropped : null,
+    packets_lost: (v.packetsLost || 0) + ((now.audio || {}).packetsLost || 0),
+    freezes: typeof v.freezeCount === "number" ? v.freezeCount : null,
+  };
+  // frame interval jitter: the standard deviation of the intervals between decoded frames
+  const n = delta("video", "framesDecoded");
+  const sum = delta("video", "totalInterFrameDelay");
+  const sq = delta("video", "totalSquaredInterFrameDelay");
+  path.interval_jitter = n > 1 && sum !== null && sq !== null
+    ? 1000 * Math.sqrt(Math.max(0, sq / n - (sum / n) ** 2))
+    : null;
+  path.av_offset = path.video_buffer !== null && path.audio_buffer !== null
+    ? path.video_buffer + (path.video_decode || 0) - path.audio_buffer
+    : null;
+  state.path = path;
+  renderPath();
+}
+
+function renderPath() {
+  const p = state.path;
+  if (!p) return;
+  const total = state.serverStats && state.serverStats.latency_ms && state.serverStats.latency_ms.total;
+  // the microphone hands over 20 ms Opus packets, and the server's receiver holds mic_prefetch of them
+  const prefetch = state.info && typeof state.info.mic_prefetch === "number" ? state.info.mic_prefetch : 2;
+  const capture = 20 * (1 + prefetch);
+  const parts = [capture, p.rtt_half, total ? total.p50 : null, p.rtt_half, p.video_buffer, p.video_decode];
+  const lips = parts.every((x) => typeof x === "number") ? parts.reduce((a, b) => a + b, 0) : null;
+  const rows = [
+    ["capture", `one 20 ms Opus packet, and ${prefetch} held by the server's receiver`, capture, "ms"],
+    ["uplink", "network to the server: half the round trip", p.rtt_half, "ms"],
+    ["server", "the server's total (p50, the table above)", total ? total.p50 : null, "ms"],
+    ["downlink", "network back: half the round trip", p.rtt_half, "ms"],
+    ["video_buffer", "the browser's video jitter buffer", p.video_buffer, "ms"],
+    ["video_decode", "video decoding", p.video_decode, "ms"],
+    ["voice_to_lips", "your voice -> the avatar's lips on screen (sum of the above)", lips, "ms"],
+    ["audio_buffer", "the browser's audio jitter buffer", p.audio_buffer, "ms"],
+    ["av_offset", "video behind audio in this browser's buffers (positive: video later)", p.av_offset, "ms"],
+    ["interval_jitter", "standard deviation of the intervals between decoded frames", p.interval_jitter, "ms"],
+    ["frames_dropped", "frames the browser dropped", p.frames_dropped, ""],
+    ["packets_lost", "RTP packets lost (audio and video)", p.packets_lost, ""],
+    ["freezes", "video freezes seen by the browser", p.freezes, ""],
+  ];
+  ui.pathBody.replaceChildren(
+    ...rows.map(([key, label, value, unit]) => {
+      const tr = document.createElement("tr");
+      tr.dataset.figure = key;
+      const th = document.createElement("th");
+      th.scope = "row";
+      th.textContent = key.replaceAll("_", " ");
+      th.title = label;
+      const td = document.createElement("td");
+      td.textContent = typeof value === "number" ? `${Math.round(value)}${unit ? ` ${unit}` : ""}` : "–";
+      tr.append(th, td);
+      return tr;
+    }),
+  );
+}
+
 async function measureBrowserFps() {
   const marks = state.frameMarks;
   if ("requestVideoFrameCallback" in HTMLVideoElement.prototype) {
@@ -638,7 +739,12 @@ function startTimers() {
   if ("requestVideoFrameCallback" in HTMLVideoElement.prototype) {
     state.rvfc = ui.video.requestVideoFrameCallback(onVideoFrame);
   }
-  state.statsTimer = setInterval(() => measureBrowserFps().catch(() => {}), 1000);
+  state.rtcPrev = null;
+  state.path = null;
+  state.statsTimer = setInterval(() => {
+    measureBrowserFps().catch(() => {});
+    collectPath().catch(() => {});
+  }, 1000);
 }
 
 function stopTimers() {
@@ -670,6 +776,10 @@ async function stop() {
   state.pc = state.dc = state.sender = state.session = null;
   state.phase = "idle";
   stopTimers();
+  state.serverStats = state.path = state.rtcPrev = null;
+  const none = document.createElement("tr");
+  none.innerHTML = '<td colspan="2">No session.</td>';
+  ui.pathBody.replaceChildren(none);
   if (dc) {
     try {
       dc.close();
