@@ -16,6 +16,7 @@ from .checkpoint import (
     schema,
     sha256,
 )
+from .discriminator import DiscriminatorConfig, MultiscaleDiscriminator
 from .landmark_generator import LandmarkGenerator, LandmarkGeneratorConfig
 from .perceptual import PerceptualLoss
 from .renderer import Renderer
@@ -28,8 +29,10 @@ __all__ = [
     "OFFICIAL_NAMES",
     "Checkpoint",
     "CheckpointError",
+    "DiscriminatorConfig",
     "LandmarkGenerator",
     "LandmarkGeneratorConfig",
+    "MultiscaleDiscriminator",
     "PerceptualLoss",
     "Renderer",
     "check_state_dict",
