@@ -1168,6 +1168,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--renderer-checkpoint", metavar="P", help="default: checkpoints/renderer_checkpoint.pth")
     p.add_argument(
+        "--checkpoint-dir",
+        default="checkpoints",
+        metavar="DIR",
+        help="where to look for both checkpoints (e.g. the output of mouthpiece train presenter)",
+    )
+    p.add_argument(
         "--random-weights", action="store_true", help="stand-in weights (noise faces; demos, tests)"
     )
     p.add_argument(
@@ -1213,6 +1219,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         cache_dir=args.cache,
         landmark_checkpoint=args.landmark_checkpoint,
         renderer_checkpoint=args.renderer_checkpoint,
+        checkpoint_dir=getattr(args, "checkpoint_dir", None) or "checkpoints",
         random_weights=args.random_weights,
         renderer=args.renderer,
         device=args.device,

@@ -517,3 +517,36 @@ def test_amp_steps_on_cuda(data_dir, standin_paths, tmp_path, amp):
     for out in (tmp_path / "lm", tmp_path / "rd"):
         assert all(math.isfinite(r["loss"]) for r in events(out, "train"))
     models.load_renderer(tmp_path / "rd" / "latest.pth")
+
+
+# ---- real clips: the tiny dataset from ../shared/media ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def media_data(tmp_path_factory, media_dir):
+    """talk_a and talk_b (40 frames each) through the real preprocessing."""
+    from engine.preprocess import PreprocessConfig, preprocess_folder
+
+    src = tmp_path_factory.mktemp("videos")
+    for name in ("talk_a_25fps.mp4", "talk_b_25fps.mp4"):
+        (src / name).symlink_to(media_dir / name)
+    out = tmp_path_factory.mktemp("media_data")
+    report = preprocess_folder(src, out, PreprocessConfig(workers=1, max_frames=40, show_progress=False))
+    assert not report["failed"], report["failed"]
+    return out
+
+
+def test_stages_learn_on_real_clips(media_data, standin_paths, tmp_path):
+    """A few steps of both stages on real, preprocessed clips: finite losses that fall when one
+    batch is learnt over and over (the landmark loss, and the renderer's warp loss in warm-up)."""
+    lm = LandmarkTrainer(lm_config(media_data, tmp_path / "lm", lr=1e-3, batch_size=4), echo=False)
+    batch = lm.first_batch()
+    assert batch["mels"].shape == (4, 5, 1, 80, 16) and batch["ref_content"].shape == (4, 15, 2, 57)
+    losses = [lm.train_step(batch) for _ in range(6)]
+    assert all(math.isfinite(v) for r in losses for v in r.values())
+    assert losses[-1]["loss"] < 0.7 * losses[0]["loss"], losses
+    r = RendererTrainer(rd_config(media_data, tmp_path / "r", standin_paths["renderer"]), echo=False)
+    batch = r.first_batch()
+    assert batch["face"].shape == (2, 1, 3, 128, 128) and batch["sketches"].shape == (2, 5, 3, 128, 128)
+    warp = [r.train_step(batch)["warp"] for _ in range(3)]
+    assert all(math.isfinite(v) for v in warp) and warp[-1] < warp[0], warp
