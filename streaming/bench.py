@@ -63,11 +63,8 @@ decoder lost), frame interval (arrival to arrival) and its jitter ``|interval - 
 the server's last stats message the windows it shed to hold its latency budget (``dropped``) and
 its late frames. **Per run** (:func:`run_load`): the server's process CPU (percent of one core),
 resident memory and GPU memory, sampled from ``/metrics`` every second while the sessions run.
-With ``--local`` the server shares this process with the clients, so its CPU figure includes the
-clients' decoding and FaceMesh: measure capacity against a server of its own (``--url``). (An
-in-process server runs under :func:`streaming.server.serve_app`; the server's start-up freezes its
-objects out of the garbage collector: with the models loaded, a full collection otherwise pauses
-the whole process, server and clients, for 100-160 ms on a 2-core CPU.)
+With ``--local`` the server is ``mouthpiece serve`` in a child process (:func:`local_server`), so
+its figures are its own; on a small machine the clients still compete with it for the cores.
 
 :func:`find_max` ramps the load K = 1, 2, ... and reports the largest K at which every session
 receives at least ``min_fps`` and keeps its p95 mouth latency within the bound.
@@ -1025,7 +1022,9 @@ async def _wait_sessions(url: str, at_most: int, timeout: float) -> None:
 
 @dataclass(frozen=True)
 class LocalServer:
-    """The server ``--local`` starts in this process (127.0.0.1, a free port, loopback ICE)."""
+    """The server ``--local`` starts: ``mouthpiece serve`` in a child process (127.0.0.1, a free
+    port, loopback ICE), so that the tool's clients and the server do not share one interpreter
+    (and its lock) and the server's CPU and memory figures are its own."""
 
     delay_ms: float = 400.0
     renderer: str = "auto"
@@ -1051,6 +1050,66 @@ class LocalServer:
             loopback=True,
             stream=StreamConfig(delay_ms=self.delay_ms),
         )
+
+    def command(self, port: int) -> list[str]:
+        """The child's command line (``python -m engine serve ...``)."""
+        import sys
+
+        cmd = [sys.executable, "-m", "engine", "serve", "--host", "127.0.0.1", "--port", str(port)]
+        cmd += ["--loopback", "--renderer", self.renderer, "--device", self.device]
+        cmd += ["--delay-ms", f"{self.delay_ms:g}", "--max-sessions", str(self.max_sessions)]
+        cmd += ["--checkpoint-dir", self.checkpoint_dir]
+        if self.avatar_file:
+            cmd += ["--avatar", self.avatar_file]
+        if self.cache_dir:
+            cmd += ["--cache", self.cache_dir]
+        return cmd
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def local_server(local: LocalServer, start_timeout_s: float = 180.0):
+    """Run ``local`` in a child process; yields its URL once /healthz answers; stops it after."""
+    import subprocess
+    import tempfile
+
+    port = _free_port()
+    log = tempfile.NamedTemporaryFile("w+b", prefix="mouthpiece-bench-server-", suffix=".log", delete=False)
+    proc = subprocess.Popen(local.command(port), stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+
+    def tail() -> str:
+        log.flush()
+        return Path(log.name).read_bytes()[-3000:].decode("utf-8", "replace")
+
+    try:
+        deadline = time.monotonic() + start_timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the local server exited with status {proc.returncode}:\n{tail()}")
+            if (await _get_json(f"{url}/healthz", timeout=2.0)).get("status") == "ok":
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the local server did not answer in {start_timeout_s:.0f} s:\n{tail()}")
+            await asyncio.sleep(0.25)
+        yield url
+    finally:
+        if proc.poll() is None:
+            proc.terminate()  # SIGTERM: the server closes its sessions and exits
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, proc.wait, 20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+        Path(log.name).unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -1107,16 +1166,16 @@ async def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = N
     """The benchmark of ``cfg``: one load (``cfg.load`` sessions) or the ramp of :func:`find_max`."""
     say = progress or (lambda _m: None)
     if cfg.local is not None:
-        from streaming.server import create_app, serve_app
-
         local = cfg.local
         need = max(cfg.load, cfg.max_load if cfg.find_max else 1)
         if local.max_sessions < need:
             local = LocalServer(**{**asdict(local), "max_sessions": need})
-        say("starting the local server (models, avatar) ...")
-        app = create_app(local.server_config())
-        async with serve_app(app) as url:
-            return await _bench(url, cfg, True, say)
+        say("starting the local server (mouthpiece serve in a child process: models, avatar) ...")
+        from streaming.ice import loopback_ice
+
+        async with local_server(local) as url:
+            with loopback_ice():
+                return await _bench(url, cfg, True, say)
     if cfg.loopback:
         from streaming.ice import loopback_ice
 
@@ -1262,7 +1321,6 @@ def format_report(report: BenchReport) -> str:
             lines.append(
                 f"  server process: CPU {srv.get('cpu_percent', '-')} % of one core, "
                 f"RSS {srv.get('rss_max_mb', '-')} MB{gpu}"
-                + (" (includes this tool's clients: --local)" if report.local else "")
             )
     if report.max_load is not None:
         lines.append(

@@ -213,18 +213,25 @@ def test_load_of_two_sessions_from_the_command_line(dirs, tmp_path, capsys):
     assert run["load"] == 2 and len(run["sessions"]) == 2
     ids = {s["session"] for s in run["sessions"]}
     assert len(ids) == 2 and None not in ids
-    # both sessions measured; on 2 cores shared by the server and both clients (decoding, FaceMesh)
-    # the server may shed a window now and then, and a mouth that did not open is reported as missed
-    measured = 0
+    # both sessions measured. --local runs the server in a child process, but on this machine's 2
+    # cores it still competes with both clients (Opus, VP8 decoding, FaceMesh on every frame): the
+    # server may shed a window now and then, and a mouth that did not open is reported as missed
+    measured = {"audio": 0, "mouth": 0}
     for s in run["sessions"]:
         assert s["error"] is None and len(s["events"]) == 3 and s["video"]["frames"] > 150
-        assert s["missed"]["audio"] == 0 and s["summary"]["audio_ms"]["n"] == 3, s["events"]
-        n = 3 - s["missed"]["mouth"]
-        assert n >= 1 and s["summary"]["mouth_ms"]["n"] == n, s["events"]
+        assert s["missed"]["audio"] == 0, s["events"]
+        for kind in ("audio", "mouth"):
+            n = 3 - s["missed"][kind]
+            assert n >= 1 and s["summary"][f"{kind}_ms"]["n"] == n, (kind, s["events"])
+            measured[kind] += n
         assert s["video"]["fps"] > 20 and "dropped_windows" in s["server"]
-        measured += n
-    assert run["summary"]["mouth_ms"]["n"] == measured
-    assert run["server"]["cpu_percent"] > 0 and run["server"]["rss_max_mb"] > 100
+        assert s["uplink_ms"] < 200, s["uplink_ms"]  # the clients keep their pace
+        # the server's own share: the delay, rounded up to a frame (and encoding on a busy machine)
+        assert s["server"]["stages_ms"]["total"]["p50"] < 400.0 + 100.0, s["server"]["stages_ms"]["total"]
+    assert run["summary"]["mouth_ms"]["n"] == measured["mouth"]
+    assert run["summary"]["audio_ms"]["n"] == measured["audio"]
+    # the server's process figures are its own (a child process), not the clients'
+    assert 0 < run["server"]["cpu_percent"] < 200 and run["server"]["rss_max_mb"] > 100
     assert report["server"]["mode"] == "preview" and report["server"]["delay_ms"] == 400.0
     assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
     assert "load 2 (2 sessions)" in text and "audio in -> mouth (send)" in text
