@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import threading
 import time
 import wave
@@ -470,7 +471,22 @@ def test_two_sessions_share_model_calls(coded_video, avatar_cache, landmark_mode
             await until(lambda: engine.worker.avatars_loaded == 0)  # the bank went with the last session
         return clients, worker_stats, server_fps
 
-    clients, ws, server_fps = asyncio.run(asyncio.wait_for(main(), 4 * LIMIT))
+    import gc
+
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the server does on a CPU (ModelEngine.from_config): a core for the loop
+    # This test is about batching, on a machine the two sessions' codecs already fill: after the
+    # streaming tests before it, garbage collections of this test process (not of a server of its
+    # own) starved the model thread into shedding most windows (pytest runs in this order made it
+    # fail in 2 of 3 runs, with or without this change set); the collector waits until the end.
+    gc.disable()
+    try:
+        clients, ws, server_fps = asyncio.run(asyncio.wait_for(main(), 4 * LIMIT))
+    finally:
+        gc.enable()
+        torch.set_num_threads(threads)
     for c in clients:
         # both streams stay on the 25 fps clock (RTP steps of one frame, almost none lost); the rate
         # as received is checked in the single-session test (here both sessions' VP8 encoding and
@@ -478,7 +494,7 @@ def test_two_sessions_share_model_calls(coded_video, avatar_cache, landmark_mode
         steps = [(b.pts - a.pts) % (1 << 32) for a, b in itertools.pairwise(c.video)]
         assert sum(st == 3600 for st in steps) >= 0.95 * len(steps)
     assert all(24.0 <= f <= 26.0 for f in server_fps), server_fps  # the server's own send rate
-    assert ws["shared_calls"] >= 1 and ws["max_sessions_per_call"] == 2, ws
+    assert ws["shared_calls"] >= 1 and ws["max_sessions_per_call"] == 2, json.dumps(ws, default=str)
 
 
 def test_renderer_choice_on_a_cpu(tmp_path):
