@@ -96,6 +96,31 @@ class MelWindow:
     mel_indices: tuple[int, ...] = ()
 
 
+#: The stages of one frame, in order; they add up to ``total`` (audio arrival -> frame on the wire):
+#: ``ingest`` (the audio of the frame's first sample: arrival -> resampled and through the voice
+#: gate), ``window_wait`` (-> the rest of its window's audio is in: the model's look-ahead),
+#: ``mel`` (mel + window forming of the push that completed the window), ``queue`` (window ready
+#: -> the model's stages run: waiting for the worker, batching with other sessions, hand-offs),
+#: ``transformer``, ``sketch``, ``renderer`` (the model call that computed it), ``composite``
+#: (pasting into the avatar frame), ``hold`` (ready -> its due time: the playout buffer that keeps
+#: the delay constant), ``encode`` (handed to the sender -> encoded), ``send`` (encoded -> its last
+#: packet handed to the transport). Rest frames (silence, shed windows) have no model stages.
+STAGES = (
+    "ingest",
+    "mel",
+    "window_wait",
+    "queue",
+    "transformer",
+    "sketch",
+    "renderer",
+    "composite",
+    "hold",
+    "encode",
+    "send",
+    "total",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class RenderedFrame:
     """One output video frame.

@@ -91,6 +91,8 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from engine.messages import STAGES
+
 __all__ = [
     "BenchConfig",
     "BenchReport",
@@ -616,21 +618,7 @@ class EventResult:
     mouth_frame: int | None = None  # received video frame index (RTP time / 40 ms, from the first)
 
 
-# streaming.session.STAGES (not imported: that pulls in the engine; a test keeps them equal)
-SERVER_STAGES = (
-    "ingest",
-    "mel",
-    "window_wait",
-    "queue",
-    "transformer",
-    "sketch",
-    "renderer",
-    "composite",
-    "hold",
-    "encode",
-    "send",
-    "total",
-)
+SERVER_STAGES = STAGES  # the server's stages (engine.messages: no engine or torch import)
 FIGURES = ("audio_ms", "audio_arrival_ms", "mouth_ms", "mouth_arrival_ms", "av_offset_ms", "server_mouth_ms")
 
 

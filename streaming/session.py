@@ -32,35 +32,12 @@ from aiortc.contrib.media import MediaRelay
 from engine.avatar import Avatar
 from engine.live import SAMPLES_PER_FRAME, LiveConfig, LiveSession
 from engine.live_audio import TARGET_RATE
-from engine.messages import FPS, Control, ControlKind, RenderedFrame
+from engine.messages import FPS, STAGES, Control, ControlKind, RenderedFrame
 from streaming.tracks import AvatarVideoTrack, Playout, PlayoutAudioTrack, wait_cancelled
 
 __all__ = ["LOOKAHEAD_MS", "MODEL_STAGES", "STAGES", "StreamConfig", "StreamSession"]
 
 LOOKAHEAD_MS = 212.5  # engine.live_audio.LiveWindowScheduler.lookahead_ms at 25 fps
-#: The stages of one frame, in order; they add up to ``total`` (audio arrival -> frame on the wire):
-#: ``ingest`` (the audio of the frame's first sample: arrival -> resampled and through the voice
-#: gate), ``window_wait`` (-> the rest of its window's audio is in: the model's look-ahead),
-#: ``mel`` (mel + window forming of the push that completed the window), ``queue`` (window ready
-#: -> the model's stages run: waiting for the worker, batching with other sessions, hand-offs),
-#: ``transformer``, ``sketch``, ``renderer`` (the model call that computed it), ``composite``
-#: (pasting into the avatar frame), ``hold`` (ready -> its due time: the playout buffer that keeps
-#: the delay constant), ``encode`` (handed to the sender -> encoded), ``send`` (encoded -> its last
-#: packet handed to the transport). Rest frames (silence, shed windows) have no model stages.
-STAGES = (
-    "ingest",
-    "mel",
-    "window_wait",
-    "queue",
-    "transformer",
-    "sketch",
-    "renderer",
-    "composite",
-    "hold",
-    "encode",
-    "send",
-    "total",
-)
 MODEL_STAGES = ("transformer", "sketch", "renderer")
 PENDING_FRAMES = 25  # frames not on the wire after this many frames are accounted without encode/send
 DEADLINE_MARGIN_S = 1.0 / FPS  # a frame must be ready this long before it is shown

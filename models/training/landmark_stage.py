@@ -33,6 +33,7 @@ from .trainer import (
     TrainingError,
     add_common_arguments,
     config_from_args,
+    stage_main,
     step_name,
 )
 
@@ -149,18 +150,13 @@ def run_from_args(args: argparse.Namespace, echo: bool = True) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m models.training.landmark_stage",
-        description="Train the IP_LAP landmark transformer (L1 + velocity loss).",
+    return stage_main(
+        "python -m models.training.landmark_stage",
+        "Train the IP_LAP landmark transformer (L1 + velocity loss).",
+        add_arguments,
+        run_from_args,
+        argv,
     )
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        run_from_args(args)
-    except (TrainingError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
 
 
 if __name__ == "__main__":

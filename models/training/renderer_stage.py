@@ -65,6 +65,7 @@ from .trainer import (
     TrainingError,
     add_common_arguments,
     config_from_args,
+    stage_main,
     step_name,
 )
 
@@ -393,18 +394,13 @@ def run_from_args(args: argparse.Namespace, echo: bool = True) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m models.training.renderer_stage",
-        description="Train the IP_LAP renderer (warp + perceptual + style + LSGAN + feature matching).",
+    return stage_main(
+        "python -m models.training.renderer_stage",
+        "Train the IP_LAP renderer (warp + perceptual + style + LSGAN + feature matching).",
+        add_arguments,
+        run_from_args,
+        argv,
     )
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        run_from_args(args)
-    except (TrainingError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
 
 
 if __name__ == "__main__":

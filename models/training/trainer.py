@@ -17,6 +17,7 @@ possible) and ``samples/step000123.png``.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import math
@@ -636,3 +637,16 @@ def config_from_args(cls: type[TrainConfig], args) -> TrainConfig:
     else:
         d["resume"] = False
     return cls.from_dict(d, base)  # with resume, a recorded init is not used again
+
+
+def stage_main(prog: str, description: str, add_arguments, run_from_args, argv: list[str] | None) -> int:
+    """The ``main`` of a stage module: parse, run, and turn a failure into one ``error:`` line and 2."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        run_from_args(args)
+    except (TrainingError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
