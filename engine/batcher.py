@@ -18,6 +18,7 @@ avatar share one reference bank.
 from __future__ import annotations
 
 import collections
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -140,6 +141,7 @@ class SharedModelWorker:
         self._drops: collections.deque[str] = collections.deque()
         self._cond = threading.Condition()
         self._closed = False
+        self._held = 0
         self._thread: threading.Thread | None = None
 
     # ---- client side (any thread) -------------------------------------------------------------
@@ -188,6 +190,25 @@ class SharedModelWorker:
             self._thread.join()
         self._states.clear()
 
+    @contextlib.contextmanager
+    def held(self):
+        """While inside, no new call starts (a running one finishes): requests queue up, and the
+        first call after it takes all of them (batched as usual). For maintenance that must not race
+        a call, and for tests that need several sessions' requests in one call whatever the load."""
+        with self._cond:
+            self._held += 1
+        try:
+            yield self
+        finally:
+            with self._cond:
+                self._held -= 1
+                self._cond.notify_all()
+
+    def queued_owners(self) -> int:
+        """How many distinct sessions have a request waiting."""
+        with self._cond:
+            return len({id(r.owner) for r in self._queue})
+
     @property
     def avatars_loaded(self) -> int:
         return len(self._states)
@@ -213,7 +234,7 @@ class SharedModelWorker:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._queue and not self._drops and not self._closed:
+                while (not self._queue and not self._drops or self._held) and not self._closed:
                     self._cond.wait()
                 drops = list(self._drops)
                 self._drops.clear()

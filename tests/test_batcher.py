@@ -120,6 +120,40 @@ def test_requests_of_several_sessions_share_one_call(avatars, landmark_model):
         np.testing.assert_array_equal(out[owner], own_faces(landmark_model, InvertBackend(), avatar, wins))
 
 
+def test_a_held_worker_queues_requests_into_one_call(avatars, landmark_model):
+    """While ``held()``, no call starts: the requests of two sessions wait, and the first call after
+    it serves both (one backend call of 1 + 2 windows), each session getting its own faces."""
+    a = avatars[0]
+    backends: list[GatedInvert] = []
+    gate = threading.Event()
+    gate.set()
+
+    def factory():
+        backends.append(GatedInvert(gate, threading.Event()))
+        return backends[-1]
+
+    worker = SharedModelWorker(landmark_model, factory, linger_s=0.0)
+    reqs = {"s1": live_windows(a, 0.5, seed=5)[:1], "s2": live_windows(a, 0.7, seed=6)[:2]}
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            with worker.held():
+                futs = {k: pool.submit(worker.faces, a, w, k) for k, w in reqs.items()}
+                for _ in range(int(LIMIT * 100)):
+                    if worker.queued_owners() == 2:
+                        break
+                    threading.Event().wait(0.01)
+                assert worker.queued_owners() == 2
+                assert worker.stats.calls == 0 and not any(f.done() for f in futs.values())
+            out = {k: f.result(LIMIT) for k, f in futs.items()}
+        stats = worker.stats.snapshot()
+    finally:
+        worker.close()
+    assert backends[0].batches == [3]
+    assert stats["calls"] == 1 and stats["shared_calls"] == 1 and stats["max_sessions_per_call"] == 2
+    for owner, wins in reqs.items():
+        np.testing.assert_array_equal(out[owner], own_faces(landmark_model, InvertBackend(), a, wins))
+
+
 def test_worker_errors_reach_every_waiting_session_and_close_stops_it(avatars, landmark_model):
     class Broken(InvertBackend):
         def render(self, faces, sketches, mels):
