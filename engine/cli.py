@@ -10,6 +10,26 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 
+def tool_main(
+    parser: argparse.ArgumentParser,
+    run,
+    argv: list[str] | None = None,
+    errors: tuple[type[BaseException], ...] = (FileNotFoundError, ValueError, RuntimeError),
+) -> int:
+    """The ``main`` of a command module (``python -m engine.evaluate`` and the like): parse ``argv``,
+    call ``run(args)`` for the exit status, and turn one of ``errors`` into a single
+    ``PROG: error: ...`` line on stderr and status 2 (argparse's own convention), Ctrl+C into 130."""
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except errors as e:
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return 130
+
+
 @dataclass
 class VerifyReport:
     path: str
@@ -463,17 +483,10 @@ def cmd_serve(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     from models import CheckpointError
 
-    try:
-        return args.func(args)
-    except (FileNotFoundError, CheckpointError, ValueError, RuntimeError) as e:
-        print(f"mouthpiece: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("mouthpiece: interrupted", file=sys.stderr)
-        return 130
+    errors = (FileNotFoundError, CheckpointError, ValueError, RuntimeError)
+    return tool_main(build_parser(), lambda args: args.func(args), argv, errors)
 
 
 if __name__ == "__main__":

@@ -1479,12 +1479,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "talking-head video against reference frames.",
     )
     add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run_from_args(args)
-    except (EvaluationError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    from engine.cli import tool_main
+
+    return tool_main(parser, run_from_args, argv, (EvaluationError, FileNotFoundError, ValueError))
 
 
 if __name__ == "__main__":

@@ -423,12 +423,10 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from engine.cli import tool_main
+
     parser = add_arguments(argparse.ArgumentParser(prog="mouthpiece train presenter", description=__doc__))
-    try:
-        return run_from_args(parser.parse_args(argv))
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return tool_main(parser, run_from_args, argv)
 
 
 if __name__ == "__main__":

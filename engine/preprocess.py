@@ -1097,12 +1097,10 @@ def main(argv: list[str] | None = None) -> int:
         "(25 fps, FaceMesh, 128x128 crops, sketches, landmarks, mel). Reruns resume.",
     )
     add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run_from_args(args)
-    except (PreprocessError, ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"preprocess: error: {e}", file=sys.stderr)
-        return 2
+    from engine.cli import tool_main
+
+    errors = (PreprocessError, ValueError, FileNotFoundError, RuntimeError)
+    return tool_main(parser, run_from_args, argv, errors)
 
 
 if __name__ == "__main__":

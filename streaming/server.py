@@ -1254,9 +1254,6 @@ def serve(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="server.py", description="mouthpiece live lip-sync server")
     add_arguments(p)
-    args = p.parse_args(argv)
-    try:
-        return serve(args)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"mouthpiece: error: {e}", file=sys.stderr)
-        return 2
+    from engine.cli import tool_main
+
+    return tool_main(p, serve, argv, (FileNotFoundError, ValueError))

@@ -205,3 +205,32 @@ def test_verify_flags_non_finite_weights(tmp_path, landmark_sd, capsys):
     assert main(["checkpoints", "verify", str(path)]) == 1
     assert "non-finite values in: Norm.weight" in capsys.readouterr().out
     assert np.isnan(sd["Norm.weight"].numpy()).all()
+
+
+def test_command_modules_share_one_error_convention(capsys):
+    """Every command's main (mouthpiece, python -m engine.evaluate / engine.preprocess, server.py)
+    goes through engine.cli.tool_main: a listed error is one ``PROG: error: ...`` line and status 2,
+    Ctrl+C is status 130, anything else propagates."""
+    import argparse
+
+    from engine.cli import tool_main
+
+    parser = argparse.ArgumentParser(prog="tool")
+    parser.add_argument("what")
+
+    def run(args):
+        if args.what == "ok":
+            return 0
+        if args.what == "missing":
+            raise FileNotFoundError("avatar file not found: x.png")
+        if args.what == "stop":
+            raise KeyboardInterrupt
+        raise KeyError(args.what)
+
+    assert tool_main(parser, run, ["ok"]) == 0
+    assert tool_main(parser, run, ["missing"]) == 2
+    assert capsys.readouterr().err == "tool: error: avatar file not found: x.png\n"
+    assert tool_main(parser, run, ["stop"]) == 130
+    assert capsys.readouterr().err == "tool: interrupted\n"
+    with pytest.raises(KeyError):  # not a user error: a bug, with its traceback
+        tool_main(parser, run, ["other"])

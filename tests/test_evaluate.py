@@ -490,7 +490,9 @@ def test_cli_compares_two_videos_and_writes_json(media_dir, tmp_path, capsys):
     }
     assert result["metrics"]["lip_lmd"]["value"] == 0.0 and result["metrics"]["psnr_full"]["value"] == "inf"
     assert ev.main(["--generated", talk]) == 2
-    assert "--generated and --reference go together" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("python -m engine.evaluate: error: ")
+    assert "--generated and --reference go together" in err
     assert ev.main(["--generated", talk, "--reference", talk, "--video", talk]) == 2
 
 

@@ -463,7 +463,7 @@ def test_command_line(data, tmp_path, capsys):
     assert pp.main([str(tmp_path / "empty"), str(tmp_path / "o2"), "--quiet"]) == 1
     assert "no videos found" in capsys.readouterr().err
     assert pp.main([str(tmp_path / "nope"), str(out)]) == 2
-    assert "input folder not found" in capsys.readouterr().err
+    assert capsys.readouterr().err.startswith("python -m engine.preprocess: error: input folder not found")
 
 
 # --------------------------------------------------------------------------------------------
