@@ -6,7 +6,8 @@ the lip-synced video and the delayed audio come out of two aiortc tracks, shared
 of viewers through an aiortc ``MediaRelay`` (:meth:`StreamSession.subscribe`).
 
 Timing (:mod:`streaming.tracks`): the first audio fixes the anchor; session frame ``p`` and its
-audio leave ``delay_ms`` after the audio of frame ``p`` came in (rounded up to a frame). The
+audio leave ``delay_ms`` after the audio of frame ``p`` came in (the output grid's phase is set by
+the first audio, so the delay is not rounded up to a frame). The
 model worker's deadline for frame ``p`` is one frame before it is shown (``LiveSession.deadline``);
 windows that cannot make it are shed (rest frames) and the delay never grows. (Before the anchor
 exists the fallback budget is ``delay_ms - 212.5 - 40``: a window is ready at the earliest

@@ -9,15 +9,21 @@ agree. aiortc maps pts to RTP timestamps and its RTCP sender reports pair them w
 which is what a receiver synchronises the two streams with.
 
 **Anchor.** The session's audio is the master clock. When its first audio arrives (at
-``first_audio_time``), the playout fixes ``anchor``: the output frame that shows session frame 0,
-``ceil((first_audio_time - start + delay) * 25)``. From then on output frame ``i`` shows session
-frame ``p = i - anchor`` and the audio frame at 48 kHz position ``P`` carries session playout sample
-``P - 1920 anchor``: lips and sound leave together, ``delay`` after the sound came in.
+``first_audio_time``), the playout fixes ``anchor``: the output frame that shows session frame 0.
+So that frame is due at exactly ``first_audio_time + delay``, the grid's phase is moved to it:
+``start`` moves by at most half a frame, earlier or later (before any frame of the session is shown:
+one frame interval and one audio packet interval are up to 20 ms shorter or longer), and ``anchor``
+is ``(first_audio_time - start + delay) * 25``, a whole number. (Without the move, the delay would be
+rounded up to the grid: 0-40 ms more, depending on where the first audio fell between two frames.)
+From then on output frame ``i`` shows session frame ``p = i - anchor`` and the audio frame at 48 kHz
+position ``P`` carries session playout sample ``P - 1920 anchor``: lips and sound leave together,
+``delay`` after the sound came in.
 
 Packets that come out of a receiver's jitter buffer in a burst make the first audio arrive late
 relative to the steady flow; until session frame 0 is shown, each push refines the anchor to the
-earliest arrival the audio implies (``arrival - samples / 16000``, the least transit time), so the
-delay is ``delay`` for the audio that arrives soonest and never more for the rest.
+earliest arrival the audio implies (``arrival - samples / 16000``, the least transit time; the
+phase moves with it), so the delay is ``delay`` for the audio that arrives soonest and never more
+for the rest.
 
 **What the video shows at frame i** (:class:`AvatarVideoTrack`): the session's frame ``p`` when it
 is ready (frames older than ``p`` that arrived too late are skipped, counted in ``skipped``); when
@@ -57,6 +63,7 @@ AUDIO_TIME_BASE = fractions.Fraction(1, PLAYOUT_RATE)
 AUDIO_FRAME = PLAYOUT_RATE // 50  # 960 samples: 20 ms, one Opus frame
 PLAYOUT_PER_FRAME = SAMPLES_PER_FRAME * PLAYOUT_SCALE  # 1920 48 kHz samples per video frame
 MAX_BEHIND_S = 0.5  # a track this far behind its clock (a stalled loop) jumps to the present
+REFINE_MIN_S = 0.002  # the anchor follows an earlier arrival of sample 0 by at least this much
 MAX_HOLD_FRAMES = 3  # a late frame repeats the last image this many times, then shows the avatar at rest
 
 
@@ -70,25 +77,42 @@ class Playout:
         self.clock = clock
         self.start = clock()
         self.anchor: int | None = None
+        self.first_audio: float | None = None  # the arrival time of session sample 0 the anchor is for
 
     def set_anchor(self, first_audio_time: float) -> int:
         """Fix the anchor from the arrival time of the session's first audio (once)."""
         if self.anchor is None:
-            self.anchor = self._anchor_for(first_audio_time)
+            self.anchor, shift = self._place(first_audio_time)
+            self.start += shift
+            self.first_audio = first_audio_time
         return self.anchor
 
-    def _anchor_for(self, t0: float) -> int:
-        return math.ceil((t0 - self.start + self.delay_s) * FPS - 1e-9)
+    def _place(self, t0: float) -> tuple[int, float]:
+        """The anchor for session sample 0 arriving at ``t0``, and the shift of ``start`` (at most half
+        a frame, either way) that makes that output frame due at exactly ``t0 + delay``. No shift
+        when the frame would be due too soon for the tracks to follow (a delay under two frames):
+        then the anchor is the next frame on the present grid (``ceil``), up to a frame late."""
+        x = (t0 - self.start + self.delay_s) * FPS
+        k = round(x)
+        shift = (x - k) / FPS
+        if abs(shift) < 1e-6:
+            return k, 0.0
+        if k >= int((self.clock() - self.start - shift) * FPS) + 2:
+            return k, shift
+        return math.ceil(x - 1e-6), 0.0
 
     def refine_anchor(self, t0: float) -> bool:
         """Move the anchor earlier when audio shows that sample 0 would have arrived at ``t0``
         (before the first audio's arrival: the first packets came late, as out of a jitter buffer),
         while nothing of the session has been shown yet. Returns whether it moved."""
-        if self.anchor is None:
+        if self.anchor is None or t0 > self.first_audio - REFINE_MIN_S:
             return False
-        new = self._anchor_for(t0)
-        if new < self.anchor and self.frame_now() < new - 1:
+        new, shift = self._place(t0)
+        due_new, due_old = self.start + shift + new / FPS, self.start + self.anchor / FPS
+        if due_new < due_old - 1e-6 and int((self.clock() - self.start - shift) * FPS) < new - 1:
             self.anchor = new
+            self.start += shift
+            self.first_audio = t0
             return True
         return False
 

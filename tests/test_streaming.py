@@ -147,3 +147,55 @@ def test_webrtc_loopback_mic_in_avatar_video_out(avatar, landmark_model, tmp_pat
     assert video.readyState == "ended"
     assert not leftover, leftover
     assert not [t for t in threading.enumerate() if t.name.startswith("mouthpiece-live")]
+
+
+class FakeClock:
+    def __init__(self, t: float = 100.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.mark.parametrize("phase_ms", [0.0, 3.0, 19.0, 21.0, 39.0])
+def test_playout_puts_session_frame_zero_at_exactly_the_delay(phase_ms):
+    """The first audio fixes the anchor and moves the grid's phase (by at most half a frame) so that
+    session frame 0, and its audio, are due exactly ``delay`` after the audio came in, wherever it
+    fell between two frames; an earlier implied arrival (a late first packet) moves it again."""
+    from streaming.tracks import Playout
+
+    clock = FakeClock()
+    pl = Playout(0.4, clock=clock)
+    start0 = pl.start
+    clock.t += 1.0 + phase_ms / 1e3  # the first audio arrives 1 s + phase into the session
+    t0 = clock.t
+    anchor = pl.set_anchor(t0)
+    assert pl.time_of_session_frame(0) == pytest.approx(t0 + 0.4, abs=1e-9)
+    assert pl.start + anchor / 25 == pytest.approx(t0 + 0.4, abs=1e-9)
+    assert abs(pl.start - start0) <= 0.020 + 1e-9 and float(anchor).is_integer()
+    assert pl.set_anchor(t0 + 5.0) == anchor  # once
+
+    # audio pushed 15 ms later says sample 0 would have arrived 12 ms before the first packet did
+    clock.t += 0.015
+    assert pl.refine_anchor(t0 - 0.012)
+    assert pl.time_of_session_frame(0) == pytest.approx(t0 - 0.012 + 0.4, abs=1e-9)
+    assert not pl.refine_anchor(t0 - 0.0125)  # under REFINE_MIN_S earlier: no churn
+    assert not pl.refine_anchor(t0)  # later: never
+    # once session frame 0 is about to be shown, the anchor stays
+    clock.t = pl.time_of_session_frame(0) - 0.030
+    assert not pl.refine_anchor(t0 - 0.2)
+    assert pl.time_of_session_frame(0) == pytest.approx(t0 - 0.012 + 0.4, abs=1e-9)
+
+
+def test_playout_with_a_delay_under_two_frames_keeps_the_grid():
+    """A delay too short to move the grid (the frame would be due before the tracks could follow):
+    the next frame on the present grid, as late as a frame."""
+    from streaming.tracks import Playout
+
+    clock = FakeClock()
+    pl = Playout(0.0, clock=clock)
+    start0 = pl.start
+    clock.t += 0.515  # between frames 12 (0.48) and 13 (0.52)
+    anchor = pl.set_anchor(clock.t)
+    assert pl.start == start0 and anchor == 13
+    assert 0.0 <= pl.time_of_session_frame(0) - clock.t < 0.040
