@@ -20,7 +20,7 @@ from aiortc.mediastreams import MediaStreamError
 from streaming.ice import loopback_configuration
 from streaming.server import SERVER, AvatarLibrary, ServerConfig, create_app, serve_app
 from tests.test_live_audio import speechlike
-from tests.test_server import LIMIT, invert_engine, server_config, until, write_wav
+from tests.test_server import DELAY_MS, LIMIT, invert_engine, server_config, until, write_wav
 
 
 @pytest.fixture(scope="module")
@@ -232,7 +232,7 @@ def test_health_metrics_and_avatar_api(library_factory, landmark_model):
     assert out["/healthz"] == (200, out["/healthz"][1]) and out["/healthz"][1]["status"] == "ok"
     status, info = out["/api/info"]
     assert status == 200 and info["mode"] == "neural" and info["default_avatar"] == "portrait"
-    assert info["max_sessions"] == 4 and info["delay_ms"] == 600.0
+    assert info["max_sessions"] == 4 and info["delay_ms"] == DELAY_MS
     assert [a["name"] for a in out["/api/avatars"][1]["avatars"]] == ["portrait"]
     assert out["/api/sessions"] == (200, {"sessions": []})
     status, ctype, jpg = out["poster"]
