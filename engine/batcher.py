@@ -207,7 +207,11 @@ class SharedModelWorker:
     def queued_owners(self) -> int:
         """How many distinct sessions have a request waiting."""
         with self._cond:
-            return len({id(r.owner) for r in self._queue})
+            return len(self._queued_ids())
+
+    def _queued_ids(self) -> set[int]:
+        """(With the lock held.) The ids of the sessions that have a request waiting."""
+        return {id(r.owner) for r in self._queue}
 
     @property
     def avatars_loaded(self) -> int:
@@ -271,7 +275,7 @@ class SharedModelWorker:
             del self._active[k]
         end = now + self.linger_s
         while not self._closed:
-            queued = {id(r.owner) for r in self._queue}
+            queued = self._queued_ids()
             left = end - time.perf_counter()
             if left <= 0 or all(k in queued for k in self._active):
                 return

@@ -1022,23 +1022,6 @@ class LocalServer:
     cache_dir: str | None = None
     max_sessions: int = 4
 
-    def server_config(self):
-        from streaming.server import ServerConfig
-        from streaming.session import StreamConfig
-
-        return ServerConfig(
-            host="127.0.0.1",
-            port=0,
-            avatars=(self.avatar_file,) if self.avatar_file else (),
-            cache_dir=self.cache_dir,
-            checkpoint_dir=self.checkpoint_dir,
-            renderer=self.renderer,
-            device=self.device,
-            max_sessions=self.max_sessions,
-            loopback=True,
-            stream=StreamConfig(delay_ms=self.delay_ms),
-        )
-
     def command(self, port: int) -> list[str]:
         """The child's command line (``python -m engine serve ...``)."""
         import sys

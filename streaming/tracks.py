@@ -97,7 +97,7 @@ class Playout:
         shift = (x - k) / FPS
         if abs(shift) < 1e-6:
             return k, 0.0
-        if k >= int((self.clock() - self.start - shift) * FPS) + 2:
+        if k >= self.frame_now(shift) + 2:
             return k, shift
         return math.ceil(x - 1e-6), 0.0
 
@@ -109,16 +109,16 @@ class Playout:
             return False
         new, shift = self._place(t0)
         due_new, due_old = self.start + shift + new / FPS, self.start + self.anchor / FPS
-        if due_new < due_old - 1e-6 and int((self.clock() - self.start - shift) * FPS) < new - 1:
+        if due_new < due_old - 1e-6 and self.frame_now(shift) < new - 1:
             self.anchor = new
             self.start += shift
             self.first_audio = t0
             return True
         return False
 
-    def frame_now(self) -> int:
-        """The output frame index due now."""
-        return int((self.clock() - self.start) * FPS)
+    def frame_now(self, shift: float = 0.0) -> int:
+        """The output frame index due now (were ``start`` ``shift`` seconds later)."""
+        return int((self.clock() - self.start - shift) * FPS)
 
     def due(self, index: int, rate: float) -> float:
         """Clock time at which item ``index`` of a stream of ``rate`` items per second is due."""

@@ -39,6 +39,15 @@ def live_windows(avatar, seconds: float, seed: int):
     return LiveWindowScheduler(avatar.n_frames).push(IncrementalMel().push(speechlike(seconds, seed=seed)))
 
 
+def eventually(predicate) -> bool:
+    """Poll ``predicate`` (worker state that has no event to wait on) for up to LIMIT seconds."""
+    for _ in range(int(LIMIT * 100)):
+        if predicate():
+            return True
+        threading.Event().wait(0.01)
+    return predicate()
+
+
 def own_faces(lm, backend, avatar, wins) -> np.ndarray:
     backend.set_references(*avatar.reference_tensors())
     import torch
@@ -96,15 +105,7 @@ def test_requests_of_several_sessions_share_one_call(avatars, landmark_model):
             assert entered.wait(LIMIT)  # the worker is busy with "first"; the others queue up
             others = {k: pool.submit(worker.faces, *reqs[k], k) for k in ("s1", "s2", "s3")}
 
-            def queued() -> int:
-                with worker._cond:
-                    return len(worker._queue)
-
-            for _ in range(int(LIMIT * 100)):
-                if queued() == 3:
-                    break
-                threading.Event().wait(0.01)
-            assert queued() == 3
+            assert eventually(lambda: worker.queued_owners() == 3)
             gate.set()
             out = {"first": first.result(LIMIT), **{k: f.result(LIMIT) for k, f in others.items()}}
         stats = worker.stats.snapshot()
@@ -138,11 +139,7 @@ def test_a_held_worker_queues_requests_into_one_call(avatars, landmark_model):
         with ThreadPoolExecutor(2) as pool:
             with worker.held():
                 futs = {k: pool.submit(worker.faces, a, w, k) for k, w in reqs.items()}
-                for _ in range(int(LIMIT * 100)):
-                    if worker.queued_owners() == 2:
-                        break
-                    threading.Event().wait(0.01)
-                assert worker.queued_owners() == 2
+                assert eventually(lambda: worker.queued_owners() == 2)
                 assert worker.stats.calls == 0 and not any(f.done() for f in futs.values())
             out = {k: f.result(LIMIT) for k, f in futs.items()}
         stats = worker.stats.snapshot()

@@ -452,8 +452,7 @@ def test_two_sessions_share_model_calls(coded_video, avatar_cache, landmark_mode
         write_wav(tmp_path / f"mic{k}.wav", speechlike(3.0, seed=10 + k))
     lib = make_library(coded_video, avatar_cache)
     engine = ModelEngine(landmark_model, renderer=object(), backend_factory=InvertBackend)
-    stream = StreamConfig(delay_ms=1000.0, live=LiveConfig(batch=BATCH))
-    app = create_app(server_config(stream=stream), engine=engine, library=lib)
+    app = create_app(server_config(), engine=engine, library=lib)
     server = app[SERVER]
 
     async def main():
