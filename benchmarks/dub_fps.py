@@ -18,9 +18,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import RESULTS, run_meta, write_results  # noqa: E402
-from engine.audio import load_audio, mel_chunks, melspectrogram  # noqa: E402
-from engine.avatar import AvatarConfig, prepare_avatar  # noqa: E402
-from engine.pipeline import DubConfig, load_models, make_dubber  # noqa: E402
+from engine.core.audio import load_audio, mel_chunks, melspectrogram  # noqa: E402
+from engine.core.avatar import AvatarConfig, prepare_avatar  # noqa: E402
+from engine.synth.neural import DubConfig, load_models, make_dubber  # noqa: E402
 
 
 def main() -> None:

@@ -148,7 +148,7 @@ def input_audio(args) -> tuple[np.ndarray, str]:
 
         x = np.concatenate([np.zeros(SR16 // 2, np.float32), speechlike(args.seconds - 0.5, seed=3)])
         return x[: int(args.seconds * SR16)], "synthetic speech (tests.test_live_audio.speechlike)"
-    from engine.audio import load_audio
+    from engine.core.audio import load_audio
 
     start = (
         args.audio_start if args.audio_start is not None else (DEFAULT_AUDIO_START if not args.audio else 0)
@@ -218,7 +218,7 @@ async def wait_idle(max_load: float, max_wait: float) -> dict:
 
 def build_app(opts):
     """The aiohttp app for these options (models loaded, default avatar not yet prepared)."""
-    from engine.live import LiveConfig
+    from engine.live.session import LiveConfig
     from streaming.server import AvatarLibrary, ModelEngine, ServerConfig, create_app
     from streaming.session import StreamConfig
 

@@ -13,7 +13,7 @@ GPU (one command; needs mouthpiece[gpu] for the onnx rows):
 For every N: two baselines, (a) the authors' procedure re-enacted (a Python loop over the N
 references, float32, one frame per call) and (b) the plain model (all references batched, float32,
 ``batch`` frames per call); then every backend x precision x batch through the common backend
-interface (``engine.renderers``), with the reference bank built once beforehand. Per call: p50, p95
+interface (``engine.synth.backends``), with the reference bank built once beforehand. Per call: p50, p95
 and p99 latency; per frame: p50 latency; throughput in frames per second.
 
 Fidelity: each fast path against the plain float32 model (eager), max abs difference and PSNR
@@ -51,14 +51,14 @@ from benchmarks.common import (  # noqa: E402
     write_results,
 )
 from benchmarks.renderer_speed import authors_loop  # noqa: E402
-from engine.renderers import DTYPES, make_renderer_backend  # noqa: E402
+from engine.synth.backends import DTYPES, make_renderer_backend  # noqa: E402
 
 MEDIA = ROOT.parent / "shared" / "media"
 
 
 def make_backend(name: str, renderer: models.Renderer, dtype: torch.dtype, device: str):
     if name == "onnx":
-        from engine.onnx_backend import OnnxRenderer
+        from engine.synth.backends.onnx import OnnxRenderer
 
         if dtype != torch.float32:
             raise ValueError("the onnx rows are float32")
@@ -142,9 +142,9 @@ def real_cases(n: int):
     """Real frames: talk_b crops and landmark sketches, speech_a mel; None when media is absent."""
     if not (MEDIA / "talk_b_25fps.mp4").is_file():
         return None
-    from engine.audio import load_audio, mel_chunks, melspectrogram
-    from engine.avatar import AvatarConfig, prepare_avatar
-    from engine.sketch import sketches_to_tensor
+    from engine.core.audio import load_audio, mel_chunks, melspectrogram
+    from engine.core.avatar import AvatarConfig, prepare_avatar
+    from engine.core.sketch import sketches_to_tensor
 
     with tempfile.TemporaryDirectory() as cache:
         av = prepare_avatar(MEDIA / "talk_b_25fps.mp4", AvatarConfig(n_refs=n), cache)

@@ -1,8 +1,8 @@
-"""Frame time of the CPU retrieval renderer (engine.retrieval), one session, per avatar.
+"""Frame time of the CPU retrieval renderer (engine.synth.preview), one session, per avatar.
 
     .venv/bin/python benchmarks/retrieval_speed.py --media ../shared/media --seconds 20
 
-Renders ``--seconds`` of speech (openness from engine.retrieval.openness_curve) over the template
+Renders ``--seconds`` of speech (openness from engine.synth.preview.openness_curve) over the template
 frames ping-pong, as a live session does, and times every ``render()`` call (a full output frame:
 template copy, mouth choice, alignment, mask, blend), plus the per-frame openness tracker. Avatars:
 the bundled still portrait (512x512, warp mode) and, when ``--media`` holds them, talk_b resized
@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import cv2  # noqa: E402
 
 from benchmarks.common import RESULTS, ROOT, percentile, run_meta, write_results  # noqa: E402
-from engine.audio import load_audio, mel_chunks, melspectrogram  # noqa: E402
-from engine.avatar import AvatarConfig, prepare_avatar  # noqa: E402
-from engine.retrieval import OpennessTracker, RetrievalConfig, RetrievalRenderer, openness_curve  # noqa: E402
-from engine.schedule import pingpong  # noqa: E402
+from engine.core.audio import load_audio, mel_chunks, melspectrogram  # noqa: E402
+from engine.core.avatar import AvatarConfig, prepare_avatar  # noqa: E402
+from engine.core.schedule import pingpong  # noqa: E402
+from engine.synth.preview import OpennessTracker, RetrievalConfig, RetrievalRenderer, openness_curve  # noqa: E402
 
 
 def synthetic_speech(seconds: float, seed: int = 0) -> np.ndarray:
@@ -45,7 +45,7 @@ def synthetic_speech(seconds: float, seed: int = 0) -> np.ndarray:
 
 
 def resized_video(src: Path, size: int, out: Path) -> Path:
-    from engine.video import read_frames, write_mp4
+    from engine.core.video import read_frames, write_mp4
 
     frames, _ = read_frames(src, fps=25)
     write_mp4(out, (cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in frames), fps=25)

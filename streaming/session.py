@@ -1,4 +1,4 @@
-"""A streaming session: a :class:`engine.live.LiveSession` with its clock, tracks and watchdog.
+"""A streaming session: a :class:`engine.live.session.LiveSession` with its clock, tracks and watchdog.
 
 :class:`StreamSession` is what a transport holds. Audio goes in by :meth:`StreamSession.push_audio`
 (a WebRTC microphone through :class:`streaming.tracks.MicrophoneSink`, websocket PCM, anything);
@@ -30,15 +30,15 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from aiortc.contrib.media import MediaRelay
 
-from engine.avatar import Avatar
-from engine.live import SAMPLES_PER_FRAME, LiveConfig, LiveSession
-from engine.live_audio import TARGET_RATE
-from engine.messages import FPS, STAGES, Control, ControlKind, RenderedFrame
+from engine.core.avatar import Avatar
+from engine.live.audio import TARGET_RATE
+from engine.live.messages import FPS, STAGES, Control, ControlKind, RenderedFrame
+from engine.live.session import SAMPLES_PER_FRAME, LiveConfig, LiveSession
 from streaming.tracks import AvatarVideoTrack, Playout, PlayoutAudioTrack, wait_cancelled
 
 __all__ = ["LOOKAHEAD_MS", "MODEL_STAGES", "STAGES", "StreamConfig", "StreamSession"]
 
-LOOKAHEAD_MS = 212.5  # engine.live_audio.LiveWindowScheduler.lookahead_ms at 25 fps
+LOOKAHEAD_MS = 212.5  # engine.live.audio.LiveWindowScheduler.lookahead_ms at 25 fps
 MODEL_STAGES = ("transformer", "sketch", "renderer")
 PENDING_FRAMES = 25  # frames not on the wire after this many frames are accounted without encode/send
 DEADLINE_MARGIN_S = 1.0 / FPS  # a frame must be ready this long before it is shown

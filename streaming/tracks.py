@@ -44,9 +44,9 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from engine.live import PLAYOUT_RATE, PLAYOUT_SCALE, SAMPLES_PER_FRAME
-from engine.messages import FPS, Control, ControlKind
-from engine.schedule import pingpong
+from engine.core.schedule import pingpong
+from engine.live.messages import FPS, Control, ControlKind
+from engine.live.session import PLAYOUT_RATE, PLAYOUT_SCALE, SAMPLES_PER_FRAME
 
 __all__ = [
     "AUDIO_FRAME",
@@ -266,7 +266,7 @@ class MicrophoneSink:
     """Push the audio of a remote track into a session until the track ends, then send END.
 
     ``session``: anything with ``push_audio(samples, rate)`` and ``control(Control)`` (a
-    :class:`streaming.session.StreamSession` or an :class:`engine.live.LiveSession`).
+    :class:`streaming.session.StreamSession` or an :class:`engine.live.session.LiveSession`).
     :meth:`start` runs it as a task; :meth:`wait` waits for the end of the track; :meth:`aclose`
     stops it early (no END is sent then unless the track had ended).
     """

@@ -1,4 +1,4 @@
-"""Tests of engine.audio: loading, the mel spectrogram (vs the authors' golden output) and chunking."""
+"""Tests of engine.core.audio: loading, the mel spectrogram (vs the authors' golden output) and chunking."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.audio import (
+from engine.core.audio import (
     AudioError,
     MelConfig,
     MelSpectrogram,

@@ -6,9 +6,9 @@ import av
 import numpy as np
 import pytest
 
-from engine.avatar import AvatarConfig, AvatarError, prepare_avatar
-from engine.schedule import reference_indices
-from engine.sketch import draw_sketches
+from engine.core.avatar import AvatarConfig, AvatarError, prepare_avatar
+from engine.core.schedule import reference_indices
+from engine.core.sketch import draw_sketches
 from tests.conftest import ROOT
 
 PORTRAIT = ROOT / "assets" / "portrait.png"

@@ -13,11 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from engine.avatar import AvatarConfig, prepare_avatar
-from engine.batcher import SharedModelWorker, window_faces
-from engine.live_audio import IncrementalMel, LiveWindowScheduler
-from engine.pipeline import Dubber, DubConfig
-from engine.renderers import make_renderer_backend
+from engine.core.avatar import AvatarConfig, prepare_avatar
+from engine.live.audio import IncrementalMel, LiveWindowScheduler
+from engine.synth.backends import make_renderer_backend
+from engine.synth.batcher import SharedModelWorker, window_faces
+from engine.synth.neural import Dubber, DubConfig
 from tests.test_live import PORTRAIT, InvertBackend
 from tests.test_live_audio import speechlike
 

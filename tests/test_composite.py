@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from engine.composite import MASK_POINTS_MP, MaskConfig, composite, face_polygon, paste_mask
+from engine.core.composite import MASK_POINTS_MP, MaskConfig, composite, face_polygon, paste_mask
 
 
 def _mesh(cx: float, cy: float, r: float, seed: int = 0) -> np.ndarray:

@@ -8,11 +8,11 @@ import av
 import numpy as np
 import pytest
 
-from engine.audio import load_audio, mel_chunks, melspectrogram
-from engine.avatar import AvatarConfig, prepare_avatar
 from engine.cli import main
-from engine.pipeline import DubConfig, DubError, make_dubber
-from engine.schedule import pingpong
+from engine.core.audio import load_audio, mel_chunks, melspectrogram
+from engine.core.avatar import AvatarConfig, prepare_avatar
+from engine.core.schedule import pingpong
+from engine.synth.neural import DubConfig, DubError, make_dubber
 from tests.conftest import ROOT
 
 PORTRAIT = ROOT / "assets" / "portrait.png"
@@ -118,7 +118,7 @@ def test_cli_dub_of_a_still_image_writes_a_playable_mp4(tmp_path, capsys):
 def test_cli_dub_with_the_retrieval_renderer_needs_no_weights(tmp_path, capsys):
     """``--renderer retrieval``: the CPU preview renderer, no checkpoints; one frame per mel chunk and
     the portrait's mouth moves with the speech."""
-    from engine.video import read_frames
+    from engine.core.video import read_frames
 
     wav = np.concatenate([np.zeros(8000, np.float32), _speech_like(1.0)])
     audio = _write_wav(tmp_path / "speech.wav", wav)
@@ -212,7 +212,7 @@ def test_fast_and_plain_backends_give_the_same_faces(talk_b_run, landmark_model,
 
 
 def test_background_writer_keeps_order_and_reports_errors():
-    from engine.dub import BackgroundWriter
+    from engine.offline.dub import BackgroundWriter
 
     class Sink:
         def __init__(self, fail_at=None):

@@ -1,4 +1,4 @@
-"""Evaluation metrics (engine.evaluate): exact values on constructed cases, the optional networks
+"""Evaluation metrics (engine.evaluation): exact values on constructed cases, the optional networks
 through tiny TorchScript / ONNX stand-ins, null metrics with reasons, clear errors, real clips."""
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from engine import evaluate as ev
-from engine.face import crop_box
-from engine.landmark_sets import LIP_MP
+import engine.evaluation as ev
+from engine.cli import main as cli_main
+from engine.core.face import crop_box
+from engine.core.landmark_sets import LIP_MP
 from tests.conftest import ROOT
 
 PORTRAIT = ROOT / "assets" / "portrait.png"
@@ -103,7 +104,7 @@ def standin_networks(standin_files):
 
 @pytest.fixture(scope="module")
 def landmarker():
-    from engine.face import FaceLandmarker
+    from engine.core.face import FaceLandmarker
 
     with FaceLandmarker() as fm:
         yield fm
@@ -463,7 +464,7 @@ def test_all_metrics_on_the_bundled_portrait_with_standin_networks(standin_netwo
 
 
 def test_lip_lmd_on_a_real_clip(media_dir, landmarker):
-    from engine.video import read_frames
+    from engine.core.video import read_frames
 
     frames, _ = read_frames(media_dir / "talk_b_25fps.mp4", max_frames=6)
     same = ev.evaluate_frames(frames, frames, landmarker=landmarker)
@@ -477,7 +478,23 @@ def test_lip_lmd_on_a_real_clip(media_dir, landmarker):
 def test_cli_compares_two_videos_and_writes_json(media_dir, tmp_path, capsys):
     talk = str(media_dir / "talk_b_25fps.mp4")
     out = tmp_path / "r.json"
-    assert ev.main(["--generated", talk, "--reference", talk, "--max-frames", "6", "--json", str(out)]) == 0
+    assert (
+        cli_main(
+            [
+                "train",
+                "eval",
+                "--generated",
+                talk,
+                "--reference",
+                talk,
+                "--max-frames",
+                "6",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "PSNR face crop" in printed and "LPIPS: no --lpips-model given" in printed
     result = json.loads(out.read_text())
@@ -489,11 +506,11 @@ def test_cli_compares_two_videos_and_writes_json(media_dir, tmp_path, capsys):
         "no_face_generated": 0,
     }
     assert result["metrics"]["lip_lmd"]["value"] == 0.0 and result["metrics"]["psnr_full"]["value"] == "inf"
-    assert ev.main(["--generated", talk]) == 2
+    assert cli_main(["train", "eval", "--generated", talk]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("python -m engine.evaluate: error: ")
+    assert err.startswith("mouthpiece: error: ")
     assert "--generated and --reference go together" in err
-    assert ev.main(["--generated", talk, "--reference", talk, "--video", talk]) == 2
+    assert cli_main(["train", "eval", "--generated", talk, "--reference", talk, "--video", talk]) == 2
 
 
 def test_evaluate_checkpoints_with_standin_weights(media_dir, standin_paths, tmp_path, landmarker):

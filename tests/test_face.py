@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.face import (
+from engine.core.face import (
     FaceLandmarker,
     FaceMeshConfig,
     FaceRecord,
@@ -25,8 +25,8 @@ from engine.face import (
     records_to_arrays,
     split_pose_content,
 )
-from engine.landmark_sets import ALL_MP, CONTENT_MP, FULL_MP, ORDER, POSE_MP
-from engine.sketch import draw_sketch
+from engine.core.landmark_sets import ALL_MP, CONTENT_MP, FULL_MP, ORDER, POSE_MP
+from engine.core.sketch import draw_sketch
 
 MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
 CLIPS = ["talk_a_25fps.mp4", "talk_b_25fps.mp4", "talk_c_30fps.mp4"]
@@ -211,7 +211,7 @@ def test_serialisation_round_trip(tmp_path):
 
 
 def test_import_is_lazy():
-    code = "import sys, engine.face; print('mediapipe' in sys.modules)"
+    code = "import sys, engine.core.face; print('mediapipe' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -12,7 +12,7 @@ import torch
 
 import models
 from engine.cli import main
-from engine.finetune import PresenterConfig, PresenterError, fine_tune_presenter
+from engine.training.finetune import PresenterConfig, PresenterError, fine_tune_presenter
 
 
 def test_missing_weights_say_how_to_start(tmp_path):

@@ -16,12 +16,12 @@ import threading
 import numpy as np
 import pytest
 
-from engine.audio import mel_chunks, melspectrogram
-from engine.avatar import AvatarConfig, prepare_avatar
-from engine.live import LiveConfig, LiveSession
-from engine.messages import Control, ControlKind
-from engine.pipeline import Dubber, DubConfig
-from engine.renderers import make_renderer_backend
+from engine.core.audio import mel_chunks, melspectrogram
+from engine.core.avatar import AvatarConfig, prepare_avatar
+from engine.live.messages import Control, ControlKind
+from engine.live.session import LiveConfig, LiveSession
+from engine.synth.backends import make_renderer_backend
+from engine.synth.neural import Dubber, DubConfig
 from tests.conftest import ROOT
 from tests.test_live_audio import speechlike
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.audio import load_audio, mel_chunks, melspectrogram, to_mono_16k
-from engine.live_audio import IncrementalMel, LiveWindowScheduler, SpeechGate, StreamingResampler
-from engine.messages import AudioChunk, Control, ControlKind, MelWindow, RenderedFrame, is_control
-from engine.schedule import make_window, pingpong, windows
+from engine.core.audio import load_audio, mel_chunks, melspectrogram, to_mono_16k
+from engine.core.schedule import make_window, pingpong, windows
+from engine.live.audio import IncrementalMel, LiveWindowScheduler, SpeechGate, StreamingResampler
+from engine.live.messages import AudioChunk, Control, ControlKind, MelWindow, RenderedFrame, is_control
 
 SR = 16000
 MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"

@@ -11,7 +11,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 import models  # noqa: E402
-from engine.onnx_backend import OnnxLandmarkGenerator, OnnxRenderer, providers  # noqa: E402
+from engine.synth.backends.onnx import OnnxLandmarkGenerator, OnnxRenderer, providers  # noqa: E402
 from models.fast_renderer import FastRenderer  # noqa: E402
 from models.onnx_export import (  # noqa: E402
     ONNX_FORMAT_VERSION,

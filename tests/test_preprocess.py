@@ -20,12 +20,13 @@ import cv2
 import numpy as np
 import pytest
 
-from engine import preprocess as pp
-from engine.audio import load_audio, melspectrogram, num_video_frames
-from engine.face import FaceLandmarker, FaceMeshConfig, crop_box
-from engine.landmark_sets import ALL_MP, FULL_MP
-from engine.sketch import draw_sketch
-from engine.video import iter_frames, read_image, write_mp4
+from engine.cli import main as cli_main
+from engine.core.audio import load_audio, melspectrogram, num_video_frames
+from engine.core.face import FaceLandmarker, FaceMeshConfig, crop_box
+from engine.core.landmark_sets import ALL_MP, FULL_MP
+from engine.core.sketch import draw_sketch
+from engine.core.video import iter_frames, read_image, write_mp4
+from engine.training import preprocess as pp
 
 ROOT = Path(__file__).resolve().parents[1]
 PORTRAIT = ROOT / "assets" / "portrait.png"
@@ -382,7 +383,18 @@ def test_ctrl_c_with_a_pool(data, tmp_path):
     for i in range(40):
         (inp / f"v{i:02d}.mp4").symlink_to(v["good"])
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "engine.preprocess", str(inp), str(out), "--workers", "2", "--quiet"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "engine",
+        "train",
+        "preprocess",
+        str(inp),
+        str(out),
+        "--workers",
+        "2",
+        "--quiet",
+    ]
     proc = subprocess.Popen(
         cmd,
         cwd=ROOT,
@@ -448,22 +460,22 @@ def test_command_line(data, tmp_path, capsys):
     fl.write_text("spk2/00001\n")
     out = tmp_path / "cli"
     argv = [str(root / "main"), str(out), "--workers", "1", "--filelist", str(fl), "--quiet"]
-    assert pp.main([*argv, "--json"]) == 0
+    assert cli_main(["train", "preprocess", *argv, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["processed"] == ["spk2__00001"] and report["config"]["filelist"] == str(fl)
-    assert pp.main(argv) == 0
+    assert cli_main(["train", "preprocess", *argv]) == 0
     assert "0 processed, 1 already done, 0 failed" in capsys.readouterr().out
-    assert pp.main([*argv, "--overwrite"]) == 0
+    assert cli_main(["train", "preprocess", *argv, "--overwrite"]) == 0
     assert "1 processed, 0 already done, 0 failed" in capsys.readouterr().out
     assert sorted(p.name for p in (out / "clips").iterdir()) == ["spk2__00001"]  # the old one replaced
     fl.write_text("spk3/silent\n")
-    assert pp.main(argv) == 1  # nothing usable
+    assert cli_main(["train", "preprocess", *argv]) == 1  # nothing usable
     assert "failed: spk3/silent.mp4: no audio stream" in capsys.readouterr().out
     (tmp_path / "empty").mkdir()
-    assert pp.main([str(tmp_path / "empty"), str(tmp_path / "o2"), "--quiet"]) == 1
+    assert cli_main(["train", "preprocess", str(tmp_path / "empty"), str(tmp_path / "o2"), "--quiet"]) == 1
     assert "no videos found" in capsys.readouterr().err
-    assert pp.main([str(tmp_path / "nope"), str(out)]) == 2
-    assert capsys.readouterr().err.startswith("python -m engine.preprocess: error: input folder not found")
+    assert cli_main(["train", "preprocess", str(tmp_path / "nope"), str(out)]) == 2
+    assert capsys.readouterr().err.startswith("mouthpiece: error: input folder not found")
 
 
 # --------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.renderers import BACKENDS, DTYPES, CudaGraphRenderer, make_renderer_backend
+from engine.synth.backends import BACKENDS, DTYPES, CudaGraphRenderer, make_renderer_backend
 from tests.conftest import golden
 
 CUDA = torch.cuda.is_available()

@@ -1,4 +1,4 @@
-"""The CPU retrieval renderer and the audio -> openness curve (engine.retrieval, issue 6).
+"""The CPU retrieval renderer and the audio -> openness curve (engine.synth.preview, issue 6).
 
 Without ../shared/media everything runs on the bundled still portrait, and on a small synthetic
 "video" avatar made from it (the portrait warped to several mouth openings, each frame moved and
@@ -16,18 +16,18 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.audio import load_audio, mel_chunks, melspectrogram, num_video_frames
-from engine.avatar import AvatarConfig, prepare_avatar
-from engine.face import FaceLandmarker, lip_openness, split_pose_content
-from engine.live_audio import IncrementalMel, LiveWindowScheduler, SpeechGate
-from engine.retrieval import (
+from engine.core.audio import load_audio, mel_chunks, melspectrogram, num_video_frames
+from engine.core.avatar import AvatarConfig, prepare_avatar
+from engine.core.face import FaceLandmarker, lip_openness, split_pose_content
+from engine.core.schedule import pingpong
+from engine.live.audio import IncrementalMel, LiveWindowScheduler, SpeechGate
+from engine.synth.preview import (
     OpennessConfig,
     OpennessTracker,
     RetrievalConfig,
     RetrievalRenderer,
     openness_curve,
 )
-from engine.schedule import pingpong
 
 ROOT = Path(__file__).resolve().parents[1]
 PORTRAIT = ROOT / "assets" / "portrait.png"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.schedule import make_window, num_windows, pingpong, reference_indices, windows
+from engine.core.schedule import make_window, num_windows, pingpong, reference_indices, windows
 
 
 def test_pingpong_matches_the_authors_sequence():

@@ -27,11 +27,11 @@ import aiohttp
 import numpy as np
 import pytest
 
-from engine.audio import mel_chunks, melspectrogram
-from engine.avatar import AvatarConfig
-from engine.live import LiveConfig
-from engine.schedule import pingpong
-from engine.video import write_mp4
+from engine.core.audio import mel_chunks, melspectrogram
+from engine.core.avatar import AvatarConfig
+from engine.core.schedule import pingpong
+from engine.core.video import write_mp4
+from engine.live.session import LiveConfig
 from streaming.client import RtcClient
 from streaming.server import SERVER, AvatarLibrary, ModelEngine, ServerConfig, create_app, serve_app
 from streaming.session import STAGES, StreamConfig

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.landmark_sets import FULL_EDGES, N_ALL
-from engine.sketch import (
+from engine.core.landmark_sets import FULL_EDGES, N_ALL
+from engine.core.sketch import (
     LINE_VALUE,
     SKETCH_SIZE,
     canvas_shape,
@@ -150,7 +150,7 @@ def test_batched_many_same_size_chunks():
 
 def test_batched_equals_single_with_tiny_pages(monkeypatch):
     # Force many drawing pages (same-size runs split across pages) and small resize chunks.
-    import engine.sketch as sk
+    import engine.core.sketch as sk
 
     monkeypatch.setattr(sk, "_MAX_PAGE_BYTES", 60_000)
     monkeypatch.setattr(sk, "_MAX_STACK_BYTES", 400_000)
@@ -163,7 +163,7 @@ def test_batched_equals_single_with_tiny_pages(monkeypatch):
 
 
 def test_edge_chains_cover_every_edge_once():
-    import engine.sketch as sk
+    import engine.core.sketch as sk
 
     drawn = []
     for cols in sk._CHAINS:

@@ -22,7 +22,7 @@ from aiortc import RTCPeerConnection
 from aiortc.contrib.media import MediaPlayer
 from aiortc.mediastreams import MediaStreamError
 
-from engine.avatar import AvatarConfig, prepare_avatar
+from engine.core.avatar import AvatarConfig, prepare_avatar
 from streaming.ice import LOOPBACK, local_candidate_hosts, loopback_ice, selected_pairs
 from streaming.session import StreamConfig, StreamSession
 from streaming.tracks import MicrophoneSink

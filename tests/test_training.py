@@ -11,9 +11,8 @@ import pytest
 import torch
 
 import models
-from models.discriminator import DiscriminatorConfig, MultiscaleDiscriminator
-from models.perceptual import PERCEPTUAL_PREFIX, PerceptualLoss
-from models.training import (
+from engine.cli import main as cli_main
+from engine.training import (
     LandmarkWindows,
     RendererLossWeights,
     RendererSamples,
@@ -30,12 +29,12 @@ from models.training import (
     velocity_loss,
     write_synthetic_dataset,
 )
-from models.training.data import mel_chunk_count
-from models.training.landmark_stage import LandmarkTrainer
-from models.training.landmark_stage import main as landmark_main
-from models.training.renderer_stage import RendererTrainer, vgg_state_dict
-from models.training.renderer_stage import main as renderer_main
-from models.training.trainer import LandmarkTrainConfig, RendererTrainConfig
+from engine.training.data import mel_chunk_count
+from engine.training.landmark_stage import LandmarkTrainer
+from engine.training.renderer_stage import RendererTrainer, vgg_state_dict
+from engine.training.trainer import LandmarkTrainConfig, RendererTrainConfig
+from models.discriminator import DiscriminatorConfig, MultiscaleDiscriminator
+from models.perceptual import PERCEPTUAL_PREFIX, PerceptualLoss
 from tests.conftest import GOLDEN
 
 VAL_CLIP = "synthetic__clip02"
@@ -202,7 +201,7 @@ def test_perceptual_terms_equal_perceptual_loss():
 
 
 def test_synthetic_dataset_follows_the_contract(data_dir):
-    from engine.audio import mel_chunk_starts
+    from engine.core.audio import mel_chunk_starts
 
     m = read_manifest(data_dir)
     assert m["version"] == 1 and m["image_size"] == 32 and len(m["clips"]) == 3
@@ -373,12 +372,12 @@ def test_landmark_cli(data_dir, tmp_path, capsys):
         "--num-workers",
         "1",
     ]
-    assert landmark_main(argv) == 0
+    assert cli_main(["train", "landmark", *argv]) == 0
     assert [r["step"] for r in events(out, "val")] == [1]
     assert json.loads((out / "config.json").read_text())["val_clips"] == [VAL_CLIP]
-    assert landmark_main(argv) == 2  # the folder holds a run: --resume or another folder
+    assert cli_main(["train", "landmark", *argv]) == 2  # the folder holds a run: --resume or another folder
     assert "--resume" in capsys.readouterr().err
-    assert landmark_main([str(data_dir), str(tmp_path / "none"), "--resume"]) == 2
+    assert cli_main(["train", "landmark", str(data_dir), str(tmp_path / "none"), "--resume"]) == 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -478,7 +477,7 @@ def test_renderer_needs_vgg_weights(data_dir, tmp_path):
     cfg = rd_config(data_dir, tmp_path / "x", None)
     with pytest.raises(TrainingError, match="--perceptual random"):
         RendererTrainer(cfg, echo=False)
-    assert renderer_main([str(data_dir), str(tmp_path / "y"), "--max-steps", "0"]) == 2
+    assert cli_main(["train", "renderer", str(data_dir), str(tmp_path / "y"), "--max-steps", "0"]) == 2
     cfg = rd_config(data_dir, tmp_path / "z", None, perceptual="random", disc_during_warmup=True)
     RendererTrainer(cfg, echo=False).run()
     assert any("RANDOM" in w["message"] for w in events(tmp_path / "z", "warning"))
@@ -525,7 +524,7 @@ def test_amp_steps_on_cuda(data_dir, standin_paths, tmp_path, amp):
 @pytest.fixture(scope="module")
 def media_data(tmp_path_factory, media_dir):
     """talk_a and talk_b (40 frames each) through the real preprocessing."""
-    from engine.preprocess import PreprocessConfig, preprocess_folder
+    from engine.training.preprocess import PreprocessConfig, preprocess_folder
 
     src = tmp_path_factory.mktemp("videos")
     for name in ("talk_a_25fps.mp4", "talk_b_25fps.mp4"):

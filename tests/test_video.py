@@ -1,4 +1,4 @@
-"""Tests of engine.video: probing, decoding with frame-rate conversion, images and MP4 writing."""
+"""Tests of engine.core.video: probing, decoding with frame-rate conversion, images and MP4 writing."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.audio import load_audio
-from engine.video import (
+from engine.core.audio import load_audio
+from engine.core.video import (
     AAC_RATES,
     EncoderConfig,
     Mp4Writer,
