@@ -31,10 +31,14 @@ import numpy as np
 from aiortc.contrib.media import MediaRelay
 
 from engine.core.avatar import Avatar
-from engine.live.audio import TARGET_RATE
-from engine.live.messages import FPS, STAGES, Control, ControlKind, RenderedFrame
-from engine.live.session import SAMPLES_PER_FRAME, LiveConfig, LiveSession
-from streaming.tracks import AvatarVideoTrack, Playout, PlayoutAudioTrack, wait_cancelled
+from engine.core.clock import AUDIO_RATE as TARGET_RATE
+from engine.core.clock import FPS, SAMPLES_PER_FRAME
+from engine.core.frames import Frame
+from engine.core.stats import summary
+from engine.live.messages import STAGES, Control, ControlKind
+from engine.live.session import LiveConfig, LiveSession
+from engine.synth.base import Synthesizer
+from streaming.tracks import AvatarVideoTrack, Playout, PlayoutAudio, PlayoutAudioTrack, wait_cancelled
 
 __all__ = ["LOOKAHEAD_MS", "MODEL_STAGES", "STAGES", "StreamConfig", "StreamSession"]
 
@@ -42,6 +46,8 @@ LOOKAHEAD_MS = 212.5  # engine.live.audio.LiveWindowScheduler.lookahead_ms at 25
 MODEL_STAGES = ("transformer", "sketch", "renderer")
 PENDING_FRAMES = 25  # frames not on the wire after this many frames are accounted without encode/send
 DEADLINE_MARGIN_S = 1.0 / FPS  # a frame must be ready this long before it is shown
+MODES = {"none": "passthrough"}  # the stats' name of a synthesizer, where it differs
+PERCENTILES = ("p50", "p95", "p99", "max", "n")
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,7 @@ class StreamConfig:
     stats_interval_s: float = 0.5
     latency_budget_ms: float | None = None
     history: int = 2000
+    playout_keep_s: float = 30.0  # playout audio kept ahead of the reader (older is dropped)
     live: LiveConfig = field(default_factory=LiveConfig)
 
     def __post_init__(self) -> None:
@@ -75,46 +82,32 @@ class StreamConfig:
         return max(1000.0 / FPS, self.delay_ms - LOOKAHEAD_MS - 1000.0 / FPS)
 
 
-def _percentiles(values) -> dict[str, float]:
-    v = np.asarray(values, dtype=np.float64) * 1e3
-    return {
-        "p50": float(np.percentile(v, 50)),
-        "p95": float(np.percentile(v, 95)),
-        "p99": float(np.percentile(v, 99)),
-        "max": float(v.max()),
-        "n": int(v.size),
-    }
-
-
 class StreamSession:
     """A live session with its playout clock, tracks and watchdog (see the module docstring)."""
 
     def __init__(
         self,
         avatar: Avatar,
-        landmark_model=None,
-        renderer_backend=None,
+        synth: Synthesizer,
         config: StreamConfig | None = None,
         session_id: str | None = None,
         avatar_name: str | None = None,
         clock=time.perf_counter,
-        worker=None,
-        preview=None,
     ) -> None:
         self.config = config or StreamConfig()
         self.id = session_id or uuid.uuid4().hex[:12]
         self.avatar_name = avatar_name
         live_cfg = replace(self.config.live, latency_budget_ms=self.config.budget_ms)
-        self.live = LiveSession(
-            avatar, landmark_model, renderer_backend, live_cfg, worker=worker, preview=preview
-        )
         self.clock = clock
         self.playout = Playout(self.config.delay_ms / 1e3, clock)
-        self.live.deadline = self._deadline
+        self.playout_audio = PlayoutAudio(self.config.playout_keep_s)
+        self.live = LiveSession(
+            avatar, synth, live_cfg, deadline=self._deadline, audio_tap=self.playout_audio
+        )
         self.video = AvatarVideoTrack(self)
         self.audio = PlayoutAudioTrack(self)
         self._relay = MediaRelay()
-        self._ready: collections.deque[RenderedFrame] = collections.deque()
+        self._ready: collections.deque[Frame] = collections.deque()
         # (session samples after the push, its arrival time, its ingest seconds)
         self._arrivals: collections.deque[tuple[int, float, float]] = collections.deque(maxlen=8192)
         self.latency: dict[str, collections.deque] = {
@@ -199,7 +192,7 @@ class StreamSession:
         if msg.kind is ControlKind.END:
             self.ended = True
         self.live.control(msg)
-        if msg.kind in (ControlKind.FLUSH, ControlKind.INTERRUPT, ControlKind.SWITCH_AVATAR):
+        if msg.kind in (ControlKind.FLUSH, ControlKind.SWITCH_AVATAR):
             self._ready.clear()
             self.video.forget_image()  # the next frames are rest frames, not the last image held
 
@@ -248,13 +241,13 @@ class StreamSession:
 
     @property
     def error(self) -> BaseException | None:
-        return self.live._error
+        return self.live.error
 
     def subscribe(self) -> tuple:
         """(video, audio) tracks for one more viewer (aiortc MediaRelay proxies)."""
         return self._relay.subscribe(self.video), self._relay.subscribe(self.audio)
 
-    def take_frame(self, p: int) -> tuple[RenderedFrame | None, int]:
+    def take_frame(self, p: int) -> tuple[Frame | None, int]:
         """Session frame ``p`` if it is ready (and the number of older frames skipped)."""
         skipped = 0
         while self._ready and self._ready[0].index < p:
@@ -269,7 +262,7 @@ class StreamSession:
         return p >= 0 and not self.ended and self.live.samples_received > p * SAMPLES_PER_FRAME
 
     def read_audio(self, start: int, n: int) -> np.ndarray:
-        return self.live.read_audio(start, n)
+        return self.playout_audio.read(start, n)
 
     def arrival(self, sample: int) -> tuple[float, float] | None:
         """(arrival time, ingest seconds) of the push that brought session sample ``sample``, if
@@ -286,7 +279,7 @@ class StreamSession:
         a = self.arrival(sample)
         return None if a is None else a[0]
 
-    def frame_sent(self, frame: RenderedFrame, now: float, pts: int | None = None) -> None:
+    def frame_sent(self, frame: Frame, now: float, pts: int | None = None) -> None:
         """Latency accounting of a session frame the video track hands on now (as output frame
         ``pts``). Its stages up to ``hold`` are known now; ``encode``, ``send`` and ``total`` come when
         a watched sender (:meth:`watch_sender`) has put it on the wire; without one (or after
@@ -298,16 +291,16 @@ class StreamSession:
             t_arr, ingest = a
             rec["_arrived"] = t_arr
             rec["ingest"] = ingest
-            if "audio" in tm:
-                rec["mel"] = mel = tm.get("mel_s", 0.0)
-                rec["window_wait"] = max(0.0, tm["audio"] - mel - t_arr - ingest)
-        done = tm.get("audio")
-        if "model_start" in tm:
-            model = [tm.get(f"{k}_s", 0.0) for k in MODEL_STAGES]
-            rec["queue"] = max(0.0, tm["model_end"] - tm["audio"] - sum(model))
+            if tm.ready is not None:
+                rec["mel"] = mel = tm.mel_s
+                rec["window_wait"] = max(0.0, tm.ready - mel - t_arr - ingest)
+        done = tm.ready
+        if tm.model_start is not None:
+            model = [getattr(tm, f"{k}_s") for k in MODEL_STAGES]
+            rec["queue"] = max(0.0, tm.model_end - tm.ready - sum(model))
             rec.update(zip(MODEL_STAGES, model, strict=True))
-            rec["composite"] = tm.get("composite_s", 0.0)
-            done = tm["model_end"] + rec["composite"]
+            rec["composite"] = tm.composite_s
+            done = tm.model_end + rec["composite"]
         if done is not None:
             rec["hold"] = max(0.0, now - done)
         if pts is not None and self._timed_senders:
@@ -420,17 +413,17 @@ class StreamSession:
             "type": "stats",
             "session": self.id,
             "avatar": self.avatar_name,
-            "mode": "preview" if self.live.preview else ("neural" if self.live.can_render else "passthrough"),
+            "mode": MODES.get(self.live.synth.name, self.live.synth.name),
             "delay_ms": self.config.delay_ms,
             "budget_ms": self.config.budget_ms,
             "uptime_s": self.clock() - self.created,
             "fps": self.fps,
-            "speaking": bool(self.live._gate.speaking) if self.live._gate is not None else None,
+            "speaking": self.live.speaking,
             "lead_s": self.lead_s(),
             "video": {"sent": v.sent, "fresh": v.fresh, "late": v.late, "idle": v.idle, "skipped": v.skipped},
-            "audio": {"sent": self.audio.sent, "late_samples": self.live.audio_late},
+            "audio": {"sent": self.audio.sent, "late_samples": self.playout_audio.late},
             "session_frames": self.live.stats.snapshot(),
-            "latency_ms": {s: _percentiles(d) for s, d in self.latency.items() if d},
+            "latency_ms": {s: summary(d, 1e3, PERCENTILES) for s, d in self.latency.items() if d},
         }
         out["dropped"] = out["session_frames"]["dropped"]
         if self._arrivals:  # the input clock: when the latest audio arrived (Unix time; latency tools)

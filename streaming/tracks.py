@@ -36,6 +36,7 @@ at rest, template ``pingpong(p)`` (``idle``).
 from __future__ import annotations
 
 import asyncio
+import collections
 import fractions
 import math
 import time
@@ -44,20 +45,24 @@ import av
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from engine.core.clock import AUDIO_RATE, FPS, SAMPLES_PER_FRAME
 from engine.core.schedule import pingpong
-from engine.live.messages import FPS, Control, ControlKind
-from engine.live.session import PLAYOUT_RATE, PLAYOUT_SCALE, SAMPLES_PER_FRAME
+from engine.live.audio import StreamingResampler
+from engine.live.messages import Control, ControlKind
 
 __all__ = [
     "AUDIO_FRAME",
     "AvatarVideoTrack",
     "MicrophoneSink",
     "Playout",
+    "PlayoutAudio",
     "PlayoutAudioTrack",
     "audio_frame_samples",
     "wait_cancelled",
 ]
 
+PLAYOUT_RATE = 48000  # the playout audio rate
+PLAYOUT_SCALE = PLAYOUT_RATE // AUDIO_RATE  # 48 kHz samples per session (16 kHz) sample
 VIDEO_TIME_BASE = fractions.Fraction(1, FPS)
 AUDIO_TIME_BASE = fractions.Fraction(1, PLAYOUT_RATE)
 AUDIO_FRAME = PLAYOUT_RATE // 50  # 960 samples: 20 ms, one Opus frame
@@ -131,6 +136,79 @@ class Playout:
     def time_of_session_frame(self, p: int) -> float | None:
         """Clock time at which session frame ``p`` is shown (None before the anchor exists)."""
         return None if self.anchor is None else self.start + (p + self.anchor) / FPS
+
+
+class PlayoutAudio:
+    """The session's input audio at 48 kHz mono on the session clock (48 kHz sample ``3 s`` is 16 kHz
+    sample ``s``), for the audio track to send back delayed like the video: the live session's
+    :class:`engine.live.session.AudioTap`. Dropped on a flush (the avatar stops talking at once); at most
+    ``keep_s`` seconds are kept ahead of the reader."""
+
+    def __init__(self, keep_s: float = 30.0) -> None:
+        self.keep = int(keep_s * PLAYOUT_RATE)
+        self._resampler: StreamingResampler | None = None
+        self._pos = 0  # playout position of the next 48 kHz sample written
+        self._chunks: collections.deque[tuple[int, np.ndarray]] = collections.deque()
+        self._read = 0  # read() has consumed everything before this position
+        self.late = 0  # 48 kHz samples written behind the reader (never played)
+
+    # ---- AudioTap ------------------------------------------------------------------------------
+
+    def start(self, sample_rate: int, channels: int, position: int) -> None:
+        self._resampler = StreamingResampler(sample_rate, channels, target_rate=PLAYOUT_RATE)
+        self._pos = PLAYOUT_SCALE * position
+
+    def push(self, samples: np.ndarray) -> None:
+        self._write(self._resampler.push(samples))
+
+    def finish(self) -> None:
+        if self._resampler is not None:
+            self._write(self._resampler.flush())
+        self._resampler = None
+
+    def drop(self) -> None:
+        self._chunks.clear()
+        self._resampler = None
+
+    # ---- reading -------------------------------------------------------------------------------
+
+    @property
+    def end(self) -> int:
+        """One past the last 48 kHz sample written (on the session clock)."""
+        return self._pos
+
+    def _write(self, y: np.ndarray) -> None:
+        if not y.size:
+            return
+        start = self._pos
+        self._pos += int(y.size)
+        if self._pos <= self._read:
+            self.late += int(y.size)
+            return
+        if start < self._read:
+            self.late += self._read - start
+            y, start = y[self._read - start :], self._read
+        self._chunks.append((start, y))
+        while self._chunks and self._chunks[-1][0] - self._chunks[0][0] > self.keep:
+            self._chunks.popleft()
+
+    def read(self, start: int, n: int) -> np.ndarray:
+        """Samples ``[start, start + n)`` (48 kHz, session clock) as float32 (n,), zeros where there is
+        none (before the first sample, in gaps, dropped by a flush, not yet arrived). Reading consumes:
+        what lies before ``start + n`` is discarded, and audio that arrives later for those positions is
+        counted in :attr:`late`."""
+        out = np.zeros(int(n), np.float32)
+        end = int(start) + int(n)
+        for s0, y in self._chunks:
+            if s0 >= end:
+                break
+            lo, hi = max(s0, start), min(s0 + y.size, end)
+            if hi > lo:
+                out[lo - start : hi - start] = y[lo - s0 : hi - s0]
+        while self._chunks and self._chunks[0][0] + self._chunks[0][1].size <= end:
+            self._chunks.popleft()
+        self._read = max(self._read, end)
+        return out
 
 
 class _PacedTrack(MediaStreamTrack):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.core.schedule import make_window, num_windows, pingpong, reference_indices, windows
+from engine.core.schedule import CENTER, make_window, num_windows, pingpong, reference_indices, windows
 
 
 def test_pingpong_matches_the_authors_sequence():
@@ -29,7 +29,7 @@ def test_windows_cover_every_output_frame_once_and_use_the_right_mels():
     assert w0.output_indices == (0, 1, 2)
     assert w0.mel_indices == (0, 0, 0, 1, 2)
     assert w0.templates == (0, 1, 2, 3, 3)
-    assert w0.render_template == 2 and w0.render_mel == 0
+    assert w0.render_template == 2 and w0.mel_indices[CENTER] == 0
     w = make_window(6, n_chunks, L)
     assert w.mel_indices == (4, 5, 6, 7, 8)
     assert w.templates == tuple(pingpong(i, L) for i in range(6, 11))
@@ -38,7 +38,7 @@ def test_windows_cover_every_output_frame_once_and_use_the_right_mels():
     assert max(last.mel_indices) == n_chunks - 1
     for p in range(2, n_chunks):  # output frame p shows template f(p), audio chunk p - 2
         (win,) = [w for w in plan if p in w.output_indices]
-        assert win.render_template == pingpong(p, L) and win.render_mel == p - 2
+        assert win.render_template == pingpong(p, L) and win.mel_indices[CENTER] == p - 2
 
 
 def test_too_few_chunks_give_no_windows():
@@ -64,3 +64,12 @@ def test_reference_indices_follow_stable_sort_and_float32_linspace():
     )
     with pytest.raises(ValueError):
         reference_indices(np.array([]), 3)
+
+
+def test_windows_with_chunks_carry_their_mel():
+    chunks = np.random.default_rng(0).standard_normal((9, 80, 16)).astype(np.float32)
+    for w in windows(len(chunks), 3, chunks):
+        assert w.mel.shape == (5, 80, 16) and w.index == w.output_indices[0]
+        np.testing.assert_array_equal(w.mel, chunks[list(w.mel_indices)])
+        np.testing.assert_array_equal(w.render_mel, chunks[w.start])
+    assert windows(9, 3)[0].mel.size == 0  # a plan without audio

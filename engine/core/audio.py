@@ -32,8 +32,7 @@ __all__ = [
     "to_mono_16k",
 ]
 
-MEL_CHUNK_LEN = 16  # mel frames per video-frame chunk
-MEL_FPS = 80.0  # mel frames per second (16000 / hop 200)
+from engine.core.clock import MEL_CHUNK_LEN, MEL_FPS  # noqa: E402  (re-exported)
 
 
 class AudioError(ValueError):

@@ -17,6 +17,9 @@ import numpy as np
 
 T = 5  # frames per transformer window
 CENTER = 2  # the window's frame that is rendered
+#: The audio a window needs beyond its frame's own time, worst case over frames (the live scheduler
+#: computes it from the mel arithmetic: engine.live.audio.LiveWindowScheduler.lookahead_ms).
+LOOKAHEAD_MS = 212.5
 
 
 def pingpong(i: int | np.ndarray, n_frames: int) -> int | np.ndarray:
@@ -28,41 +31,69 @@ def pingpong(i: int | np.ndarray, n_frames: int) -> int | np.ndarray:
     return int(out) if np.ndim(out) == 0 else out
 
 
-@dataclass(frozen=True)
-class Window:
-    """One transformer window and the frame it renders."""
+NO_MEL = np.zeros((0, 80, 16), np.float32)
+NO_MEL.flags.writeable = False
 
-    start: int  # b
-    templates: tuple[int, ...]  # f(b), ..., f(b+4)
-    mel_indices: tuple[int, ...]  # max(0, i - 2) for i = b..b+4
-    render_template: int  # f(b + 2)
-    render_mel: int  # b
-    output_indices: tuple[
-        int, ...
-    ]  # output frames showing this window's face: (0, 1, 2) for b = 0, else (b + 2,)
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """One transformer window and the frame(s) it renders: the one window type of offline and live.
+
+    - ``index``: the output frame it makes; ``output_indices``: the frames that show it, ``(p, p+1, p+2)``
+      for the first window of a segment (the first face is shown 3 times, as offline), else ``(p,)``.
+    - ``templates``: the 5 template frames (poses) ``f(b)..f(b+4)``; ``render_template``: ``f(b + 2)``,
+      the frame the face is drawn into.
+    - ``mel``: the 5 transformer mel chunks, (5, 80, 16) float32, ``chunks[max(0, i - 2)]`` for
+      ``i = b..b+4`` (empty for a plan without audio, or a gap of rest frames); the renderer's chunk is
+      ``mel[CENTER]`` (= ``chunks[b]``).
+    - ``start`` (b) and ``mel_indices``: the window and chunk numbers inside its segment.
+    - ``span`` / ``render_span``: ``[start, end)`` session samples (16 kHz) of all 5 chunks / of the
+      renderer's chunk (live windows); ``is_speech``: the speech gate's verdict on ``render_span``.
+    """
+
+    index: int
+    output_indices: tuple[int, ...]
+    templates: tuple[int, ...]
+    render_template: int
+    mel: np.ndarray = NO_MEL
+    start: int = 0
+    mel_indices: tuple[int, ...] = ()
+    span: tuple[int, int] = (0, 0)
+    render_span: tuple[int, int] = (0, 0)
+    is_speech: bool = True
+
+    @property
+    def render_mel(self) -> np.ndarray:
+        """The renderer's mel chunk (80, 16): ``mel[CENTER]``."""
+        return self.mel[CENTER]
 
 
 def num_windows(n_chunks: int) -> int:
     return max(0, n_chunks - 2)
 
 
-def make_window(b: int, n_chunks: int, n_frames: int) -> Window:
+def make_window(b: int, n_chunks: int, n_frames: int, chunks: np.ndarray | None = None) -> Window:
+    """Window ``b`` of a clip of ``n_chunks`` mel chunks on ``n_frames`` template frames; with ``chunks``
+    (n_chunks, 80, 16) it carries its 5 mel chunks."""
     if not 0 <= b < num_windows(n_chunks):
         raise IndexError(f"window {b} out of range for {n_chunks} mel chunks")
     frames = range(b, b + T)
+    mel_indices = tuple(max(0, i - CENTER) for i in frames)
+    outputs = (0, 1, 2) if b == 0 else (b + CENTER,)
     return Window(
-        start=b,
+        index=outputs[0],
+        output_indices=outputs,
         templates=tuple(int(pingpong(i, n_frames)) for i in frames),
-        mel_indices=tuple(max(0, i - CENTER) for i in frames),
         render_template=int(pingpong(b + CENTER, n_frames)),
-        render_mel=b,
-        output_indices=(0, 1, 2) if b == 0 else (b + CENTER,),
+        mel=NO_MEL if chunks is None else np.ascontiguousarray(chunks[list(mel_indices)], dtype=np.float32),
+        start=b,
+        mel_indices=mel_indices,
     )
 
 
-def windows(n_chunks: int, n_frames: int) -> list[Window]:
+def windows(n_chunks: int, n_frames: int, chunks: np.ndarray | None = None) -> list[Window]:
     """All windows of a clip; their output indices cover ``0..n_chunks-1`` exactly once."""
-    return [make_window(b, n_chunks, n_frames) for b in range(num_windows(n_chunks))]
+    return [make_window(b, n_chunks, n_frames, chunks) for b in range(num_windows(n_chunks))]
 
 
 def reference_indices(lip_openness: np.ndarray, count: int) -> np.ndarray:

@@ -8,7 +8,7 @@ returns what became complete, so that the concatenated results equal the offline
   (equal to :func:`engine.core.audio.to_mono_16k` on the whole signal).
 - :class:`IncrementalMel`: 16 kHz samples -> mel frames (80, k) as soon as each is complete (equal
   to :func:`engine.core.audio.melspectrogram`), with bounded history.
-- :class:`LiveWindowScheduler`: mel frames -> :class:`engine.live.messages.MelWindow` per output frame,
+- :class:`LiveWindowScheduler`: mel frames -> :class:`engine.core.schedule.Window` per output frame,
   in order, as soon as the mel it needs exists (equal to :func:`engine.core.schedule.windows`).
 - :class:`SpeechGate`: webrtcvad + energy floor, per 20 ms frame, with onset and hangover.
 
@@ -24,8 +24,8 @@ import av
 import numpy as np
 
 from engine.core.audio import MEL_CHUNK_LEN, MEL_FPS, MelConfig, _padded_window, mel_filterbank
-from engine.core.schedule import CENTER, T, pingpong
-from engine.live.messages import MelWindow
+from engine.core.clock import AUDIO_RATE
+from engine.core.schedule import CENTER, T, Window, pingpong
 
 __all__ = [
     "IncrementalMel",
@@ -35,7 +35,7 @@ __all__ = [
     "mel_chunk_start",
 ]
 
-TARGET_RATE = 16000
+TARGET_RATE = AUDIO_RATE  # the session clock (engine.core.clock)
 DEFAULT_MEL = MelConfig()  # the IP_LAP mel constants
 
 
@@ -349,7 +349,7 @@ class LiveWindowScheduler:
 
     # ---- streaming --------------------------------------------------------------------------
 
-    def push(self, mel_frames: np.ndarray) -> list[MelWindow]:
+    def push(self, mel_frames: np.ndarray) -> list[Window]:
         """Append mel frames (n_mels, k) of the current segment; return the windows now possible."""
         m = np.asarray(mel_frames, dtype=np.float32)
         if m.ndim != 2 or m.shape[0] != self.cfg.n_mels:
@@ -357,7 +357,7 @@ class LiveWindowScheduler:
         if m.shape[1]:
             self._mel = np.concatenate([self._mel, m], axis=1)
             self.mel_total += m.shape[1]
-        out: list[MelWindow] = []
+        out: list[Window] = []
         while self.mel_frames_needed(self._next_b) <= self.mel_total:
             out.append(self._make(self._next_b))
             self._next_b += 1
@@ -380,7 +380,7 @@ class LiveWindowScheduler:
         hi = (s + MEL_CHUNK_LEN - 1) * hop + half
         return lo + self.sample_offset, hi + self.sample_offset
 
-    def _make(self, b: int) -> MelWindow:
+    def _make(self, b: int) -> Window:
         g = self.segment_start + b  # global position for the template ping-pong
         mel_indices = tuple(max(0, i - CENTER) for i in range(b, b + T))
         mel = np.stack([self._chunk(k) for k in mel_indices])  # (5, M, 16)
@@ -390,11 +390,10 @@ class LiveWindowScheduler:
         is_speech = True
         if self.speech_gate is not None:
             is_speech = self.speech_gate.is_speech_between(*render_span)
-        return MelWindow(
+        return Window(
             index=p,
             output_indices=outputs,
             mel=mel,
-            render_mel=mel[CENTER].copy(),
             templates=tuple(int(pingpong(g + i, self.n_template_frames)) for i in range(T)),
             render_template=int(pingpong(g + CENTER, self.n_template_frames)),
             span=(self._chunk_span(mel_indices[0])[0], self._chunk_span(mel_indices[-1])[1]),

@@ -1,78 +1,29 @@
 """The live session engine: audio in, lip-synced frames out, with audio as the master clock.
 
-A :class:`LiveSession` is transport-agnostic: a transport (WebRTC later) pushes audio with
-:meth:`LiveSession.push_audio`, steers it with :meth:`LiveSession.control` and pulls frames from
-:meth:`LiveSession.frames`::
+A :class:`LiveSession` is transport-agnostic: a transport pushes audio with :meth:`push_audio`, steers it
+with :meth:`control` and iterates :meth:`frames`; a :class:`engine.synth.base.Synthesizer` makes the
+frames, and the session never knows which one::
 
-    async with LiveSession(avatar, landmark_model, renderer_backend, LiveConfig()) as session:
+    async with LiveSession(avatar, synth, LiveConfig()) as session:
         session.push_audio(pcm, 48000)            # any rate / channel count, any chunk size
-        async for frame in session.frames():      # RenderedFrame, pts 0, 1, 2, ... in order
+        async for frame in session.frames():      # Frame, index 0, 1, 2, ... in order
             ...
-        session.control(Control(ControlKind.END))
 
-**Clock.** Output frame ``p`` has ``pts = p`` (1/25 s) and covers samples ``[640 p, 640 (p + 1))``
-of the session's 16 kHz clock (the resampled audio, counted from the first sample pushed). The
-front end is that of :mod:`engine.live.audio` in its order: resample -> speech gate -> incremental
-mel -> window scheduler; each :class:`engine.live.messages.MelWindow` is *ready* at the time the push
-that completed it arrived (``timing["audio"]``), about ``lookahead_ms`` (212.5 ms) after its
-nominal time in a real-time stream.
-
-**Threading model.** Everything except model compute runs on the event loop thread, and none of it
-is thread-safe: call :meth:`push_audio`, :meth:`control` and iterate :meth:`frames` from the loop
-that owns the session. The front end costs well under a millisecond per 20 ms chunk, so it runs
-inline in :meth:`push_audio`. One worker task (an ``asyncio.Task``) takes the ready windows in
-order and hands each *group* (up to ``batch`` speech windows, plus the silence or dropped windows
-before and between them) to a private single-thread executor, which runs transformer + sketches +
-renderer (the offline :class:`engine.synth.neural.Dubber`'s ``faces``, so the faces are the offline
-ones; with a :class:`engine.synth.batcher.SharedModelWorker` the model call is a request to the worker
-that several sessions share, batched with theirs), pastes the faces
-(:func:`engine.core.composite.composite`) and blends the cross-fades. The executor thread touches only
-its arguments and the read-only avatar and models; all session state (queues, counters, fade
-state) is changed on the loop thread only, after the job returns. A generation counter makes the
-result of a job that was running during a FLUSH / INTERRUPT be
-discarded. The loop therefore never blocks on a model call.
-
-**Silence.** A window the speech gate calls silence makes no model call: its frames are the
-template at rest, the avatar frame ``f(p)`` itself (a read-only view, no copy). Transitions cross-
-fade over ``crossfade`` frames: entering speech, the rendered frame is blended over the rest frame
-with weights ``1/(K+1) .. K/(K+1)``; leaving it, the last generated face is pasted into the rest
-frames with falling weights (a paste, no model call).
-
-**Latency bound.** A speech window whose frame would be ready later than its deadline (an
-estimate of the model time made before the call, the real end time after it) is skipped: its frames
-are rest frames, counted in :attr:`LiveStats.dropped`. Late windows are thus shed instead of
-queued, and the delay cannot grow. The deadline is ``ready + latency_budget_ms``, or, when the
-transport sets :attr:`LiveSession.deadline` (a function of the output frame index returning a
-``perf_counter()`` time or None), the time the transport must have the frame by to show it.
-
-The renderer backend holds the avatar's references (set in the constructor), so each session needs
-a backend instance of its own. :meth:`frames` has one consumer at a time.
-
-**Controls** (they act at once, on the loop thread): ``FLUSH`` and ``INTERRUPT`` drop the queued
-audio, windows and not yet consumed frames, discard an in-flight model result, and emit rest frames
-(hard cut) up to the audio clock, so the next frames out are rest frames without waiting for the
-worker; the next audio starts a new segment on the next frame boundary of the session clock.
-``END`` flushes the resampler, pads the mel end (:meth:`IncrementalMel.finish`), schedules the last
-windows, and closes :meth:`frames` after their frames. ``STATS`` fills a dict payload (or calls a
-callable payload) with :meth:`LiveStats.snapshot`. ``SWITCH_AVATAR`` (payload: a prepared
-:class:`engine.core.avatar.Avatar`) drops the queued work like ``FLUSH`` but keeps the audio, swaps the
-avatar (its references are loaded into the renderer on the worker thread, after any running call)
-and goes on with the new one from the next frame.
-
-**Playout audio.** The input audio is also resampled to 48 kHz mono (a second stateful
-resampler) and kept on the same session clock (48 kHz sample ``3 s`` is 16 kHz sample ``s``), so
-a transport can send it back, delayed like the video: :meth:`read_audio`. It is dropped with the
-queued frames on ``FLUSH`` / ``INTERRUPT`` (the avatar stops talking at once).
-
-**Gaps.** A live source that pauses (a TTS engine between sentences, a muted microphone) leaves
-the session clock behind the wall clock. :meth:`close_segment` ends the current segment (the
-audio so far is finished like ``END`` would, so its last windows are made) and moves the session
-clock forward to a given sample, filling the gap with rest frames; the transport calls it when its
-watchdog sees the input stall.
-
-**No models.** With ``landmark_model`` or ``renderer_backend`` ``None`` the session never calls a
-model: every frame is a rest frame and the audio passes through (what a server with no weights
-streams).
+**Clock.** Output frame ``p`` covers samples ``[640 p, 640 (p + 1))`` of the session's 16 kHz clock
+(:mod:`engine.core.clock`). The front end (:mod:`engine.live.audio`: resample -> speech gate -> mel ->
+window scheduler) runs inline in :meth:`push_audio`; a window is *ready* when the push that completed
+it arrived. **Threading:** everything but synthesis runs on the event loop thread; one worker task hands
+each group of ready windows (up to ``batch`` speech windows and the rest around them) to a private
+single-thread executor that runs the synthesizer's stream (``compute`` then ``compose``). A generation
+counter discards the result of a job that ran across a flush. **Latency bound:** a speech window whose
+frame could not be ready by its deadline (the ``deadline(p)`` given at construction, else ``ready +
+latency_budget_ms``; estimated before the call from the recent call time, checked again after it) is
+shed: rest frames, counted as dropped. **Controls** act at once: ``FLUSH`` drops queued audio, windows
+and frames and emits rest frames up to the audio clock; ``SWITCH_AVATAR`` does the same but keeps the
+audio; ``END`` finishes the segment and closes :meth:`frames` after its last frame. **Gaps:**
+:meth:`close_segment` ends the current segment and moves the clock on (the transport's watchdog calls
+it when the input stalls). An ``audio_tap`` (:class:`AudioTap`) sees the input audio with its session
+clock position, so a transport can play it back in step with the frames.
 """
 
 from __future__ import annotations
@@ -80,45 +31,35 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
-import torch
 
 from engine.core.avatar import Avatar
-from engine.core.composite import composite
-from engine.core.schedule import pingpong
-from engine.live.audio import TARGET_RATE, IncrementalMel, LiveWindowScheduler, SpeechGate, StreamingResampler
-from engine.live.messages import FPS, Control, ControlKind, MelWindow, RenderedFrame
-from engine.synth.backends import RendererBackend, make_renderer_backend
-from engine.synth.batcher import SharedModelWorker, window_content, window_faces
-from engine.synth.neural import Dubber, DubConfig
-from engine.synth.preview import OpennessTracker, RetrievalConfig, RetrievalRenderer
+from engine.core.clock import FPS, SAMPLES_PER_FRAME
+from engine.core.frames import Frame, FrameKind, FrameTiming
+from engine.core.schedule import NO_MEL, Window
+from engine.core.stats import summary
+from engine.live.audio import IncrementalMel, LiveWindowScheduler, SpeechGate, StreamingResampler
+from engine.live.messages import Control, ControlKind
+from engine.synth.base import Planned, Synthesizer, rest_frame
 
-__all__ = ["LiveConfig", "LiveSession", "LiveStats"]
+__all__ = ["AudioTap", "LiveConfig", "LiveSession", "LiveStats"]
 
-SAMPLES_PER_FRAME = TARGET_RATE // FPS  # 640 session samples per output frame
-PLAYOUT_RATE = 48000  # the playout audio (read_audio) rate
-PLAYOUT_SCALE = PLAYOUT_RATE // TARGET_RATE  # 48 kHz samples per session (16 kHz) sample
-_NO_MEL = np.zeros((0, 80, 16), np.float32)
 ESTIMATE_HALF_LIFE_S = 2.0  # without model calls, the model-time estimate halves this often
-
-# Frame kinds (stats and tests): a rendered frame (full or fading in), a rest frame (possibly
-# fading out), a frame whose window was skipped by the latency bound.
-SPEECH, REST, DROPPED = "speech", "rest", "dropped"
 
 
 @dataclass(frozen=True)
 class LiveConfig:
     fps: int = FPS  # output frame rate (the schedule is defined at 25 fps)
-    batch: int = 2  # max speech windows per model call
-    latency_budget_ms: float | None = 600.0  # ready -> frame bound; None: never drop
+    batch: int = 2  # max speech windows per synthesizer call
+    latency_budget_ms: float | None = 600.0  # ready -> frame bound without a deadline; None: never drop
     crossfade: int = 3  # frames of blend between rest and speech (0: hard cuts)
-    backend: str = "fast"  # renderer backend used when a bare models.Renderer is passed
     speech_gate: bool = True  # False: every window is speech (no gate)
     stats_history: int = 10_000  # entries kept per latency list
-    playout_keep_s: float = 30.0  # playout audio kept ahead of the reader (older is dropped)
 
     def __post_init__(self) -> None:
         if self.fps != FPS:
@@ -129,6 +70,22 @@ class LiveConfig:
             raise ValueError("crossfade must be >= 0")
         if self.latency_budget_ms is not None and self.latency_budget_ms <= 0:
             raise ValueError("latency_budget_ms must be positive (or None)")
+
+
+class AudioTap(Protocol):
+    """Sees the session's input audio in session-clock order (a transport's playout copy)."""
+
+    def start(self, sample_rate: int, channels: int, position: int) -> None:
+        """New input (a first push, a format change, a new segment) starts at session sample ``position``."""
+
+    def push(self, samples: np.ndarray) -> None:
+        """Input samples as pushed (after :meth:`start`)."""
+
+    def finish(self) -> None:
+        """The input so far is complete (flush any filter state)."""
+
+    def drop(self) -> None:
+        """Discard the audio buffered and not yet played (a flush)."""
 
 
 @dataclass
@@ -161,39 +118,10 @@ class LiveStats:
         out.update(model_calls=self.model_calls, windows=self.windows, flushes=self.flushes)
         out.update(gaps=self.gaps, avatar_switches=self.avatar_switches, audio_seconds=self.audio_seconds)
         for stage, values in self.latency.items():
-            v = np.asarray(values, dtype=np.float64)
-            if v.size:
-                out[f"{stage}_ms"] = {
-                    "mean": float(v.mean() * 1e3),
-                    "p50": float(np.percentile(v, 50) * 1e3),
-                    "p95": float(np.percentile(v, 95) * 1e3),
-                    "max": float(v.max() * 1e3),
-                }
+            s = summary(values, 1e3, ("mean", "p50", "p95", "max"))
+            if s is not None:
+                out[f"{stage}_ms"] = s
         return out
-
-
-@dataclass(slots=True)
-class _Item:
-    """A ready window and what the worker decided for it."""
-
-    window: MelWindow
-    ready: float  # perf_counter() when the push that completed it had made it (after the mel)
-    action: str = REST  # SPEECH (compute), REST (silence), DROPPED (skipped: too late)
-    mel: float = 0.0  # seconds of mel + window forming in that push
-
-
-@dataclass(slots=True)
-class _Fade:
-    """Cross-fade state, carried from group to group: ``level`` in 0..K+1 (K+1: fully speech)."""
-
-    level: int = 0
-    face: np.ndarray | None = None  # the last generated face (128, 128, 3) uint8
-
-
-def _readonly(a: np.ndarray) -> np.ndarray:
-    v = a.view()
-    v.flags.writeable = False
-    return v
 
 
 class LiveSession:
@@ -202,43 +130,21 @@ class LiveSession:
     def __init__(
         self,
         avatar: Avatar,
-        landmark_model=None,
-        renderer_backend: RendererBackend | torch.nn.Module | None = None,
+        synth: Synthesizer,
         config: LiveConfig | None = None,
-        worker: SharedModelWorker | None = None,
-        preview: RetrievalConfig | bool | None = None,
+        deadline: Callable[[int], float | None] | None = None,
+        audio_tap: AudioTap | None = None,
     ) -> None:
         self.config = config or LiveConfig()
-        self.preview: RetrievalConfig | None = (
-            (RetrievalConfig() if preview is True else preview) if preview not in (None, False) else None
-        )
-        if isinstance(renderer_backend, torch.nn.Module):
-            renderer_backend = make_renderer_backend(self.config.backend, renderer_backend)
-        self._shared = worker
-        self.can_render = (
-            self.preview is not None
-            or worker is not None
-            or (landmark_model is not None and renderer_backend is not None)
-        )
-        self._backend = renderer_backend if self.can_render and worker is None and not self.preview else None
-        self._dubber = None
-        # preview (the retrieval renderer): per avatar, made and used on the worker thread only
-        self._retrieval: dict[str, RetrievalRenderer] = {}
-        self._tracker = OpennessTracker() if self.preview is not None else None
-        self._preview_gen = 0
-        self._preview_lm = None
-        if self.preview is not None and landmark_model is not None:  # the transformer drives the mouth
-            self._preview_lm = Dubber(landmark_model, None, DubConfig(batch=self.config.batch))
-        if self._backend is not None:
-            self._dubber = Dubber(landmark_model, renderer_backend, DubConfig(batch=self.config.batch))
-        self.avatar = avatar
-        self._lm_refs: tuple[torch.Tensor, ...] | None = None  # written on the worker thread only
-        self._load_references(avatar)
-        self.stats = LiveStats(history=self.config.stats_history)
-        self.first_audio_time: float | None = None  # perf_counter() of the first push_audio
-        self.last_push: tuple[float, float] = (0.0, 0.0)  # the latest push's (ingest, mel) seconds
-        #: finished segments: (first output frame, end frame (exclusive), 16 kHz samples received)
-        self.segments: list[tuple[int, int, int]] = []
+        self.synth = synth
+        self._deadline = deadline  # f(frame index) -> perf_counter() time the frame must be ready by, or None
+        self._tap = audio_tap
+        self._avatar = avatar
+        self._stream = synth.open(avatar, crossfade=self.config.crossfade)
+        self._stats = LiveStats(history=self.config.stats_history)
+        self._first_audio: float | None = None  # perf_counter() of the first push_audio
+        self._last_push: tuple[float, float] = (0.0, 0.0)  # the latest push's (ingest, mel) seconds
+        self._segments: list[tuple[int, int, int]] = []
 
         # audio front end (loop thread)
         self._resampler: StreamingResampler | None = None
@@ -247,27 +153,17 @@ class LiveSession:
         self._sched = LiveWindowScheduler(avatar.n_frames, fps=self.config.fps, speech_gate=self._gate)
         self._samples = 0  # session-clock samples (16 kHz) received, plus the frame-boundary skips
 
-        # playout audio: 48 kHz mono on the session clock (loop thread)
-        self._resampler48: StreamingResampler | None = None
-        self._pos48 = 0  # playout position of the next 48 kHz sample written
-        self._playout: collections.deque[tuple[int, np.ndarray]] = collections.deque()
-        self._read48 = 0  # read_audio() has consumed everything before this position
-        self.audio_late = 0  # 48 kHz samples written behind the reader (never played)
-
         # work and output (loop thread)
-        self._windows: collections.deque[_Item] = collections.deque()
-        self._out: collections.deque[tuple[RenderedFrame, str]] = collections.deque()
-        self._next_out = 0  # pts of the next frame the worker will queue
-        self._consumed = 0  # pts of the next frame the consumer will get
-        self._fade = _Fade()
-        self._gen = 0  # bumped by FLUSH / INTERRUPT: in-flight results of older generations are discarded
+        self._windows: collections.deque[Planned] = collections.deque()
+        self._out: collections.deque[Frame] = collections.deque()
+        self._next_out = 0  # index of the next frame the worker will queue
+        self._consumed = 0  # index of the next frame the consumer will get
+        self._gen = 0  # bumped by FLUSH / SWITCH_AVATAR: in-flight results of older generations are discarded
         self._ending = False  # END received: no more audio
         self._out_closed = False
         self._error: BaseException | None = None
-        self._est_call = 0.0  # seconds per model call (moving average over recent calls)
+        self._est_call = 0.0  # seconds per synthesizer call (moving average over recent calls)
         self._last_model_end = 0.0
-        #: optional ``f(frame index) -> perf_counter() time or None``: when a frame must be ready
-        self.deadline = None
 
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mouthpiece-live")
         self._inflight: Future | None = None
@@ -276,23 +172,58 @@ class LiveSession:
         self._out_event: asyncio.Event | None = None
         self._closed = False
 
-    def _load_references(self, avatar: Avatar) -> None:
-        """Give the renderer the avatar's references and keep its landmark references on the device
-        (in the constructor, then only on the worker thread, between model calls). A shared model
-        worker keeps its own per-avatar state: nothing to do then."""
-        if self._preview_lm is not None:
-            dev = self._preview_lm.device
-            self._lm_refs = tuple(
-                torch.from_numpy(np.ascontiguousarray(a)).to(dev) for a in avatar.landmark_refs()
-            )
-        if self._backend is None:
-            return
-        ref_imgs, ref_sketches = avatar.reference_tensors()
-        self._backend.set_references(ref_imgs, ref_sketches)
-        dev = self._dubber.device
-        self._lm_refs = tuple(
-            torch.from_numpy(np.ascontiguousarray(a)).to(dev) for a in avatar.landmark_refs()
-        )
+    # ---- what a transport reads ------------------------------------------------------------------
+
+    @property
+    def avatar(self) -> Avatar:
+        return self._avatar
+
+    @property
+    def stats(self) -> LiveStats:
+        return self._stats
+
+    def stats_snapshot(self) -> dict:
+        """A JSON-ready snapshot of :attr:`stats`."""
+        return self._stats.snapshot()
+
+    @property
+    def error(self) -> BaseException | None:
+        """Why the synthesizer failed (then :meth:`frames` raises), or None."""
+        return self._error
+
+    @property
+    def first_audio_time(self) -> float | None:
+        """``perf_counter()`` of the first :meth:`push_audio`."""
+        return self._first_audio
+
+    @property
+    def last_push(self) -> tuple[float, float]:
+        """The latest push's ``(ingest, mel)`` seconds."""
+        return self._last_push
+
+    @property
+    def segments(self) -> tuple[tuple[int, int, int], ...]:
+        """Finished segments: (first output frame, end frame (exclusive), 16 kHz samples received)."""
+        return tuple(self._segments)
+
+    @property
+    def speaking(self) -> bool | None:
+        """The speech gate's state now (None without a gate)."""
+        return None if self._gate is None else bool(self._gate.speaking)
+
+    @property
+    def samples_received(self) -> int:
+        """The session clock: 16 kHz samples received, plus the skips of flushes and gaps."""
+        return self._samples
+
+    @property
+    def queued_frames(self) -> int:
+        """Frames made and not yet taken by :meth:`frames`."""
+        return len(self._out)
+
+    @property
+    def pending_windows(self) -> int:
+        return len(self._windows)
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -311,7 +242,7 @@ class LiveSession:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Stop the worker, wait for an in-flight model call to return, and stop the worker thread."""
+        """Stop the worker, wait for an in-flight call to return, and stop the worker thread."""
         if self._closed:
             return
         self._closed = True
@@ -341,73 +272,29 @@ class LiveSession:
             raise RuntimeError("push_audio() after END")
         self._ensure_started()
         t = time.perf_counter()
-        if self.first_audio_time is None:
-            self.first_audio_time = t
+        if self._first_audio is None:
+            self._first_audio = t
         x = np.asarray(samples)
         if x.ndim not in (1, 2) or x.shape[0] == 0:
             if x.ndim in (1, 2):
                 return 0
             raise ValueError(f"audio must be (n,) or (n, channels), got shape {x.shape}")
         channels = 1 if x.ndim == 1 else int(x.shape[1])
-        self.stats.audio_seconds += x.shape[0] / float(sample_rate)
+        self._stats.audio_seconds += x.shape[0] / float(sample_rate)
         r = self._resampler
         made = 0
         if r is None or r.sample_rate_in != int(sample_rate) or r.channels_in != channels:
             if r is not None:  # the format changed mid-stream: drain the old filters first
                 made += self._feed(r.flush(), t)
-                self._write_playout(self._resampler48.flush())
+                if self._tap is not None:
+                    self._tap.finish()
             r = self._resampler = StreamingResampler(int(sample_rate), channels)
-            self._resampler48 = StreamingResampler(int(sample_rate), channels, target_rate=PLAYOUT_RATE)
-            self._pos48 = PLAYOUT_SCALE * self._samples
-        self._write_playout(self._resampler48.push(x))
+            if self._tap is not None:
+                self._tap.start(int(sample_rate), channels, self._samples)
+        if self._tap is not None:
+            self._tap.push(x)
         made += self._feed(r.push(x), t)
         return made
-
-    # ---- playout audio -------------------------------------------------------------------------
-
-    def _write_playout(self, y: np.ndarray) -> None:
-        if not y.size:
-            return
-        start = self._pos48
-        self._pos48 += int(y.size)
-        if self._pos48 <= self._read48:
-            self.audio_late += int(y.size)
-            return
-        if start < self._read48:
-            self.audio_late += self._read48 - start
-            y, start = y[self._read48 - start :], self._read48
-        self._playout.append((start, y))
-        keep = int(self.config.playout_keep_s * PLAYOUT_RATE)
-        while self._playout and self._playout[-1][0] - self._playout[0][0] > keep:
-            self._playout.popleft()
-
-    def read_audio(self, start: int, n: int) -> np.ndarray:
-        """Playout audio ``[start, start + n)`` (48 kHz samples of the session clock) as float32 (n,),
-        zeros where there is none (before the first sample, in gaps, dropped by a flush, not yet
-        arrived). Reading consumes: what lies before ``start + n`` is discarded, and audio that
-        arrives later for those positions is counted in :attr:`audio_late`."""
-        out = np.zeros(int(n), np.float32)
-        end = int(start) + int(n)
-        for s0, y in self._playout:
-            if s0 >= end:
-                break
-            lo, hi = max(s0, start), min(s0 + y.size, end)
-            if hi > lo:
-                out[lo - start : hi - start] = y[lo - s0 : hi - s0]
-        while self._playout and self._playout[0][0] + self._playout[0][1].size <= end:
-            self._playout.popleft()
-        self._read48 = max(self._read48, end)
-        return out
-
-    @property
-    def samples_received(self) -> int:
-        """The session clock: 16 kHz samples received, plus the skips of flushes and gaps."""
-        return self._samples
-
-    @property
-    def playout_end(self) -> int:
-        """One past the last 48 kHz playout sample written (on the session clock)."""
-        return self._pos48
 
     def _feed(self, x: np.ndarray, t: float, finish: bool = False) -> int:
         """16 kHz samples -> gate -> mel -> scheduler -> ready windows. ``t``: when the push began;
@@ -424,17 +311,17 @@ class LiveSession:
             mel = np.concatenate([mel, self._mel.finish()], axis=1)
         wins = self._sched.push(mel)
         ready = time.perf_counter()
-        self.last_push = (t_mel - t, ready - t_mel)
-        self._windows.extend(_Item(w, ready, mel=ready - t_mel) for w in wins)
-        self.stats.windows += len(wins)
+        self._last_push = (t_mel - t, ready - t_mel)
+        self._windows.extend(Planned(w, ready, mel_s=ready - t_mel) for w in wins)
+        self._stats.windows += len(wins)
         if wins:
             self._work_event.set()
         return len(wins)
 
     def control(self, msg: Control) -> None:
-        """Act on a control message now (it overtakes queued data)."""
+        """Act on a control message now (it overtakes queued audio and windows)."""
         self._ensure_started()
-        if msg.kind in (ControlKind.FLUSH, ControlKind.INTERRUPT):
+        if msg.kind is ControlKind.FLUSH:
             self._reset_to_idle()
         elif msg.kind is ControlKind.END:
             if self._ending:
@@ -443,36 +330,29 @@ class LiveSession:
             self._record_segment()
             self._ending = True
             self._work_event.set()
-        elif msg.kind is ControlKind.STATS:
-            snap = self.stats.snapshot()
-            if callable(msg.payload):
-                msg.payload(snap)
-            elif isinstance(msg.payload, dict):
-                msg.payload.update(snap)
         elif msg.kind is ControlKind.SWITCH_AVATAR:
             self._switch_avatar(msg.payload)
         else:  # pragma: no cover - exhaustive
             raise ValueError(f"unknown control {msg.kind}")
 
     def _finish_segment(self, t: float) -> None:
-        """Drain the resamplers and pad the mel end, so the segment's last windows are made."""
+        """Drain the resampler and pad the mel end, so the segment's last windows are made."""
         tail = self._resampler.flush() if self._resampler is not None else np.zeros(0, np.float32)
-        if self._resampler48 is not None:
-            self._write_playout(self._resampler48.flush())
-        self._resampler = self._resampler48 = None
+        if self._tap is not None:
+            self._tap.finish()
+        self._resampler = None
         self._feed(tail, t, finish=self._mel.samples_total + tail.size > 0)
 
     def _record_segment(self) -> None:
         start = self._sched.segment_start
         n = self._samples - start * SAMPLES_PER_FRAME
         if n > 0:
-            self.segments.append((start, self._sched.next_index, n))
+            self._segments.append((start, self._sched.next_index, n))
 
     def _start_segment(self, p0: int) -> None:
         """The next audio starts a new segment at output frame ``p0`` (its sample ``640 p0``)."""
         self._samples = p0 * SAMPLES_PER_FRAME
-        self._pos48 = PLAYOUT_SCALE * self._samples
-        self._resampler = self._resampler48 = None
+        self._resampler = None
         self._mel.reset()
         if self._gate is not None:
             self._gate.reset(self._samples)
@@ -494,56 +374,50 @@ class LiveSession:
         target = self._samples if to_sample is None else max(self._samples, int(to_sample))
         p0 = max(-(-target // SAMPLES_PER_FRAME), q0)
         if p0 > q0:  # the gap: rest frames, in order after the segment's last windows
-            s0 = q0 * SAMPLES_PER_FRAME
-            gap = MelWindow(
-                index=q0,
-                output_indices=tuple(range(q0, p0)),
-                mel=_NO_MEL,
-                render_mel=_NO_MEL[:, 0],
-                templates=(),
-                render_template=-1,
-                span=(s0, p0 * SAMPLES_PER_FRAME),
-                render_span=(s0, p0 * SAMPLES_PER_FRAME),
-                is_speech=False,
-            )
-            self._windows.append(_Item(gap, t))
+            s0, s1 = q0 * SAMPLES_PER_FRAME, p0 * SAMPLES_PER_FRAME
+            gap = Window(q0, tuple(range(q0, p0)), (), -1, NO_MEL, span=(s0, s1), render_span=(s0, s1))
+            self._windows.append(Planned(gap, t))
             self._work_event.set()
-            self.stats.gaps += 1
+            self._stats.gaps += 1
         self._start_segment(p0)
         return p0
 
     def _reset_to_idle(self, drop_audio: bool = True) -> None:
-        """FLUSH / INTERRUPT: drop audio, windows and queued frames; rest frames up to the audio clock."""
+        """FLUSH: drop audio, windows and queued frames; rest frames up to the audio clock."""
         self._gen += 1
         self._windows.clear()
         self._out.clear()
-        self._fade = _Fade()
         if drop_audio:
-            self.stats.flushes += 1
-            self._playout.clear()
+            self._stats.flushes += 1
+            if self._tap is not None:
+                self._tap.drop()
         p0 = max(-(-self._samples // SAMPLES_PER_FRAME), self._next_out, self._consumed)
+        now = time.perf_counter()
         for q in range(self._consumed, p0):
-            self._out.append((self._rest(self.avatar, q, time.perf_counter()), REST))
+            self._out.append(self._rest(q, now))
         self._next_out = p0
         if not self._ending:  # a new segment starts on the next frame boundary of the session clock
-            if not drop_audio and self._resampler48 is not None:
-                self._write_playout(self._resampler48.flush())
+            if not drop_audio and self._tap is not None:
+                self._tap.finish()
             self._start_segment(p0)
         if self._out:
             self._out_event.set()
         self._work_event.set()
 
+    def _rest(self, q: int, ready: float) -> Frame:
+        return rest_frame(self._avatar, q, FrameTiming(ready=ready))
+
     def _switch_avatar(self, avatar: Avatar) -> None:
         """SWITCH_AVATAR: queued work is dropped (hard cut), the audio kept; new avatar from now on."""
         if not isinstance(avatar, Avatar):
             raise TypeError(f"SWITCH_AVATAR needs a prepared Avatar, got {type(avatar).__name__}")
-        self.avatar = avatar
+        self._avatar = avatar
         self._sched.n_template_frames = avatar.n_frames
         self._reset_to_idle(drop_audio=False)
-        self.stats.avatar_switches += 1
-        if self.can_render:  # after any running model call, before the next (one worker thread)
-            job = self._pool.submit(self._load_references, avatar)
-            job.add_done_callback(self._job_failed)
+        self._stats.avatar_switches += 1
+        # after any running call, before the next (one worker thread)
+        job = self._pool.submit(self._stream.set_avatar, avatar)
+        job.add_done_callback(self._job_failed)
 
     def _job_failed(self, job: Future) -> None:
         if not job.cancelled() and job.exception() is not None and self._error is None:
@@ -554,40 +428,31 @@ class LiveSession:
 
     # ---- output --------------------------------------------------------------------------------
 
-    @property
-    def queued_frames(self) -> int:
-        """Frames made and not yet taken by :meth:`frames`."""
-        return len(self._out)
-
-    @property
-    def pending_windows(self) -> int:
-        return len(self._windows)
-
     async def frames(self):
-        """The output frames in pts order; ends after END (or :meth:`aclose`)."""
+        """The output frames in index order; ends after END (or :meth:`aclose`)."""
         self._ensure_started()
         while True:
             while not self._out:
                 if self._error is not None:
-                    raise RuntimeError("the live model worker failed") from self._error
+                    raise RuntimeError("the live synthesizer failed") from self._error
                 if self._out_closed:
                     return
                 self._out_event.clear()
                 await self._out_event.wait()
-            frame, kind = self._out.popleft()
+            frame = self._out.popleft()
             now = time.perf_counter()
-            frame.timing["emitted"] = now
-            self._consumed = frame.pts + 1
-            s = self.stats
+            frame.timing.emitted = now
+            self._consumed = frame.index + 1
+            s = self._stats
             s.frames += 1
-            if kind == SPEECH:
+            if frame.kind is FrameKind.SPEECH:
                 s.speech_frames += 1
-            elif kind == REST:
+            elif frame.kind is FrameKind.REST:
                 s.rest_frames += 1
             else:
                 s.dropped += 1
-            if "audio" in frame.timing:
-                s.add("total", now - frame.timing["audio"])
+            if frame.timing.ready is not None:
+                s.add("total", now - frame.timing.ready)
             yield frame
 
     def _close_output(self) -> None:
@@ -608,18 +473,16 @@ class LiveSession:
                     return
                 gen = self._gen
                 group = self._take_group()
-                job = self._process_preview if self.preview is not None else self._process
-                self._inflight = self._pool.submit(job, group, self._fade, self.avatar, gen)
-                frames, fade, info = await asyncio.wrap_future(self._inflight)
+                self._inflight = self._pool.submit(self._synthesize, group, self._avatar, gen)
+                frames, info = await asyncio.wrap_future(self._inflight)
                 self._inflight = None
                 if gen != self._gen:
                     continue  # flushed while the job ran: its frames are obsolete
-                self._fade = fade
                 self._account(group, info)
-                for frame, kind in frames:
-                    if frame.pts >= self._next_out:
-                        self._out.append((frame, kind))
-                        self._next_out = frame.pts + 1
+                for frame in frames:
+                    if frame.index >= self._next_out:
+                        self._out.append(frame)
+                        self._next_out = frame.index + 1
                 self._out_event.set()
         except asyncio.CancelledError:
             raise
@@ -627,7 +490,13 @@ class LiveSession:
             self._error = e
             self._close_output()
 
-    def _take_group(self) -> list[_Item]:
+    def _synthesize(self, group: list[Planned], avatar: Avatar, gen: int):
+        """(Worker thread: reads only its arguments, the avatar and the synthesizer's stream.)"""
+        computed = self._stream.compute(avatar, group)
+        frames = self._stream.compose(avatar, computed, gen)
+        return frames, computed.info
+
+    def _take_group(self) -> list[Planned]:
         """The next windows in order: up to ``batch`` to compute, with the silent / late ones around."""
         now, group, n_speech = time.perf_counter(), [], 0
         # An estimate from a slow call (a warm-up, a load spike) would shed every window and never be
@@ -636,191 +505,41 @@ class LiveSession:
         est = self._est_call * 0.5 ** (idle / ESTIMATE_HALF_LIFE_S)
         while self._windows:
             item = self._windows[0]
-            if item.window.is_speech and self.can_render:
-                limit = self._deadline_of(item)
+            if item.window.is_speech and self.synth.computes:
+                item.deadline = limit = self._deadline_of(item)
                 # one call carries the whole group: a window is late if that call would end after its
                 # deadline (a call that turns out slower is checked again when it returns)
                 late = limit is not None and now + est > limit
                 if not late and n_speech == self.config.batch:
                     break
-                item.action = DROPPED if late else SPEECH
+                item.action = FrameKind.DROPPED if late else FrameKind.SPEECH
                 n_speech += not late
             else:
-                item.action = REST
+                item.action = FrameKind.REST
             group.append(self._windows.popleft())
         return group
 
-    def _deadline_of(self, item: _Item) -> float | None:
+    def _deadline_of(self, item: Planned) -> float | None:
         """When the window's (first) frame must be ready; None: no bound."""
-        if self.deadline is not None:
-            t = self.deadline(item.window.index)
+        if self._deadline is not None:
+            t = self._deadline(item.window.index)
             if t is not None:
                 return t
         budget = self.config.latency_budget_ms
         return None if budget is None else item.ready + budget / 1e3
 
-    def _account(self, group: list[_Item], info: dict) -> None:
-        if "model_start" not in info:
+    def _account(self, group: list[Planned], info) -> None:
+        if info is None:
             return
-        s = self.stats
+        s = self._stats
         s.model_calls += 1
-        n = info["n_model"]
-        dt = info["model_end"] - info["model_start"]
+        dt = info.model_end - info.model_start
         s.add("model", dt)
-        s.add("per_window", dt / n)
-        s.add("composite", info["composite"])
+        s.add("per_window", dt / max(1, info.windows))
+        s.add("composite", info.composite_s)
         for item in group:
-            if item.action == SPEECH:  # computed and shown
-                s.add("wait", max(0.0, info["model_start"] - item.ready))
-        self._last_model_end = info["model_end"]
+            if item.action is FrameKind.SPEECH:  # computed and shown
+                s.add("wait", max(0.0, info.model_start - item.ready))
+        self._last_model_end = info.model_end
         a = 0.5 if self._est_call else 1.0
         self._est_call += a * (dt - self._est_call)
-
-    # ---- the executor job (worker thread: reads only its arguments, the avatar and the models) ----
-
-    @staticmethod
-    def _rest(av: Avatar, q: int, ready: float) -> RenderedFrame:
-        ti = int(pingpong(q, av.n_frames))
-        return RenderedFrame(
-            index=q, pts=q, image=_readonly(av.frames[ti]), is_speech=False, timing={"audio": ready}
-        )
-
-    def _process_preview(
-        self, group: list[_Item], fade: _Fade, av: Avatar, gen: int
-    ) -> tuple[list, _Fade, dict]:
-        """The preview path: every audio window through the retrieval renderer (cheap: a few ms), its
-        mouth following the audio's openness (or the transformer's landmarks when it is loaded)."""
-        if gen != self._preview_gen:  # a FLUSH / INTERRUPT / avatar switch happened: no carry-over
-            self._preview_gen = gen
-            self._tracker.reset()
-            for r in self._retrieval.values():
-                r.reset()
-        key = str(av.folder)
-        renderer = self._retrieval.get(key)
-        if renderer is None:
-            renderer = self._retrieval[key] = RetrievalRenderer(av, self.preview)
-        info: dict = {}
-        todo = [it for it in group if it.action != DROPPED and it.window.mel.size]
-        todo_ids = {id(it) for it in todo}
-        contents: dict[int, np.ndarray] = {}
-        info["model_start"] = time.perf_counter()
-        speech = [it for it in todo if it.action == SPEECH]
-        transformer_s = 0.0
-        if self._preview_lm is not None and speech:
-            with torch.inference_mode():
-                cont = window_content(self._preview_lm, av, [it.window for it in speech], self._lm_refs)
-            contents = {id(it): c for it, c in zip(speech, cont, strict=True)}
-            transformer_s = time.perf_counter() - info["model_start"]
-        out: list[tuple[RenderedFrame, str]] = []
-        for it in group:
-            w = it.window
-            timing = {"audio": it.ready, "mel_s": it.mel}
-            if id(it) in todo_ids:
-                o = self._tracker.push_window(w)
-                content = contents.get(id(it))
-                img = renderer.render(w.render_template, None if content is not None else o, content)
-                img.flags.writeable = False
-                y1, y2, x1, x2 = renderer.last.box
-                end = time.perf_counter()
-                timing.update(model_start=info["model_start"], model_end=end)
-                # the renderer share: from the model start, all that is not the transformer (earlier
-                # windows of the group were drawn first: this frame waited for them too)
-                timing.update(transformer_s=transformer_s, sketch_s=0.0, composite_s=0.0)
-                timing["renderer_s"] = end - info["model_start"] - transformer_s
-                kind = SPEECH if w.is_speech else REST
-                drawn = float(renderer.last.openness)
-                for q in w.output_indices:
-                    frame = RenderedFrame(q, q, img, (x1, y1, x2, y2), w.is_speech, dict(timing), drawn)
-                    out.append((frame, kind))
-            else:
-                kind = DROPPED if it.action == DROPPED else REST
-                out += [(self._rest(av, q, it.ready), kind) for q in w.output_indices]
-        info["model_end"] = time.perf_counter()
-        info["n_model"] = max(1, len(todo))
-        info["composite"] = 0.0
-        if not speech:
-            del info["model_start"], info["model_end"]  # silence: no "model" work to account
-        return out, fade, info
-
-    def _process(self, group: list[_Item], fade: _Fade, av: Avatar, gen: int) -> tuple[list, _Fade, dict]:
-        K = self.config.crossfade
-        fade = _Fade(fade.level, fade.face)
-        info: dict = {}
-        speech = [it for it in group if it.action == SPEECH]
-        faces: dict[int, np.ndarray] = {}
-        computed = {id(it) for it in speech}
-        split: dict[str, float] = {}
-        if speech:
-            info["model_start"] = time.perf_counter()
-            with torch.inference_mode():
-                batch_faces = self._faces([it.window for it in speech], av, split)
-            info["model_end"] = end = time.perf_counter()
-            info["n_model"] = len(speech)
-            for it, face in zip(speech, batch_faces, strict=True):
-                limit = self._deadline_of(it)
-                if limit is not None and end > limit:
-                    it.action = DROPPED  # computed, but too late to show
-                else:
-                    faces[id(it)] = face
-        t0 = time.perf_counter()
-        out: list[tuple[RenderedFrame, str]] = []
-        for it in group:
-            w = it.window
-            timing = {"audio": it.ready, "mel_s": it.mel}
-            if id(it) in computed:  # went through the model (possibly too late to show)
-                timing.update(model_start=info["model_start"], model_end=info["model_end"])
-                timing.update({f"{k}_s": v for k, v in split.items()})
-            face = faces.get(id(it))
-            if face is not None:
-                ti = w.render_template
-                y1, y2, x1, x2 = (int(v) for v in av.boxes[ti])
-                rest = av.frames[ti]
-                full = composite(rest, face, (y1, y2, x1, x2), av.mask(ti))
-                full.flags.writeable = False
-                timing["composite_s"] = time.perf_counter() - t0  # this frame and the group's before it
-                fade.face = face
-                for q in w.output_indices:
-                    fade.level = min(fade.level + 1, K + 1)
-                    img = full
-                    if fade.level <= K:  # fading in: blend over the rest frame inside the box
-                        img = self._blend(rest, full, (y1, y2, x1, x2), fade.level / (K + 1))
-                    out.append(
-                        (
-                            RenderedFrame(q, q, img, (x1, y1, x2, y2), True, dict(timing)),
-                            SPEECH,
-                        )
-                    )
-                continue
-            kind = DROPPED if it.action == DROPPED else REST
-            for q in w.output_indices:
-                fade.level = max(fade.level - 1, 0)
-                if fade.level == 0 or fade.face is None:
-                    frame = self._rest(av, q, it.ready)
-                    frame.timing.update(timing)
-                else:  # fading out: the last face pasted into the rest frame, falling weight
-                    ti = int(pingpong(q, av.n_frames))
-                    y1, y2, x1, x2 = (int(v) for v in av.boxes[ti])
-                    rest = av.frames[ti]
-                    pasted = composite(rest, fade.face, (y1, y2, x1, x2), av.mask(ti))
-                    img = self._blend(rest, pasted, (y1, y2, x1, x2), fade.level / (K + 1), inplace=True)
-                    frame = RenderedFrame(q, q, img, (x1, y1, x2, y2), False, dict(timing))
-                out.append((frame, kind))
-        info["composite"] = time.perf_counter() - t0
-        return out, fade, info
-
-    @staticmethod
-    def _blend(rest: np.ndarray, full: np.ndarray, box, alpha: float, inplace: bool = False) -> np.ndarray:
-        """``rest + alpha (full - rest)``; the two differ only inside ``box`` (y1, y2, x1, x2)."""
-        y1, y2, x1, x2 = box
-        img = full if inplace else full.copy()
-        r = rest[y1:y2, x1:x2].astype(np.float32)
-        img[y1:y2, x1:x2] = np.rint(r + alpha * (full[y1:y2, x1:x2].astype(np.float32) - r)).astype(np.uint8)
-        img.flags.writeable = False
-        return img
-
-    def _faces(self, wins: list[MelWindow], avatar: Avatar, split: dict | None = None) -> np.ndarray:
-        """Faces for ``wins``: through the shared model worker (batched with other sessions' windows)
-        or this session's own backend. ``split``: filled with the call's seconds per model stage."""
-        if self._shared is not None:
-            return self._shared.faces(avatar, wins, owner=self, split=split)
-        return window_faces(self._dubber, avatar, wins, self._lm_refs, split)

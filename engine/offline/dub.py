@@ -5,16 +5,25 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from engine.core.audio import load_audio, mel_chunks, melspectrogram
-from engine.core.avatar import AvatarConfig, prepare_avatar
-from engine.synth.neural import DubConfig, DubError, load_models, make_dubber
+from engine.core.avatar import Avatar, AvatarConfig, prepare_avatar
+from engine.core.frames import Frame, FrameKind
+from engine.core.schedule import make_window, num_windows
+from engine.synth.base import Planned, Synthesizer
+from engine.synth.neural import DubConfig, NeuralSynthesizer
+from engine.synth.preview.synthesizer import PreviewSynthesizer
+from engine.synth.weights import DubError, load_models
 
 OUTPUT_AUDIO_RATE = 48000
+MIN_CHUNKS = 3
+PREVIEW_NAMES = ("preview", "retrieval")  # the CPU preview renderer (retrieval: its old name)
 
 
 @dataclass
@@ -42,6 +51,57 @@ class DubSummary:
         )
 
 
+def dub_frames(
+    synth: Synthesizer, avatar: Avatar, chunks: np.ndarray, batch: int = 4, audio: np.ndarray | None = None
+) -> Iterator[Frame]:
+    """Frames for mel ``chunks`` (n, 80, 16): ``n`` frames, output indices 0..n-1 in order (the authors'
+    schedule, IPLAP_FACTS.md section 8), ``batch`` windows per synthesizer call. ``audio``: the whole
+    16 kHz audio, for synthesizers that analyse it ahead (the preview renderer's openness curve).
+
+    The synthesizer's model work runs on the calling thread; composing a batch's frames runs on a worker
+    thread while the next batch goes through the models (one batch of look-ahead)."""
+    n = len(chunks)
+    if n < MIN_CHUNKS:
+        raise DubError(
+            f"the audio is too short: {n} mel chunk(s), at least {MIN_CHUNKS} are needed (about 0.27 s)"
+        )
+    if batch < 1:
+        raise ValueError("batch must be >= 1")
+    stream = synth.open(avatar, crossfade=0, audio=audio)
+    total = num_windows(n)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mouthpiece-composite") as pool:
+        pending = None
+        for s in range(0, total, batch):
+            now = time.perf_counter()
+            group = [
+                Planned(make_window(b, n, avatar.n_frames, chunks), now, FrameKind.SPEECH)
+                for b in range(s, min(s + batch, total))
+            ]
+            job = pool.submit(stream.compose, avatar, stream.compute(avatar, group))
+            if pending is not None:
+                yield from pending.result()
+            pending = job
+        if pending is not None:
+            yield from pending.result()
+
+
+def make_synthesizer_for_dub(
+    renderer: str,
+    config: DubConfig,
+    landmark_checkpoint: str | Path | None = None,
+    renderer_checkpoint: str | Path | None = None,
+    random_weights: bool = False,
+) -> Synthesizer:
+    """The synthesizer ``mouthpiece dub --renderer`` names: ``neural`` (the checkpoints' networks, or
+    stand-in weights) or ``preview`` (the CPU preview renderer; ``retrieval`` is its old name)."""
+    if renderer in PREVIEW_NAMES:
+        return PreviewSynthesizer()
+    if renderer != "neural":
+        raise ValueError(f"unknown renderer {renderer!r}; choose neural or preview")
+    lm, net = load_models(landmark_checkpoint, renderer_checkpoint, config.device, random_weights)
+    return NeuralSynthesizer.from_models(lm, net, config)
+
+
 def dub_file(
     avatar_path: str | Path,
     audio_path: str | Path,
@@ -56,14 +116,14 @@ def dub_file(
     progress: bool = True,
     renderer: str = "neural",
 ) -> DubSummary:
-    """``renderer``: ``neural`` (IP_LAP) or ``retrieval`` (the CPU preview renderer, driven by the
+    """``renderer``: ``neural`` (IP_LAP) or ``preview`` (the CPU preview renderer, driven by the
     audio's openness curve; no weights needed)."""
     from engine.core.video import Mp4Writer
 
-    if renderer not in ("neural", "retrieval"):
-        raise ValueError(f"unknown renderer {renderer!r}; choose neural or retrieval")
-    if renderer == "retrieval" and save_faces is not None:
-        raise ValueError("--save-faces needs the neural renderer (the retrieval renderer makes no faces)")
+    if renderer not in ("neural", *PREVIEW_NAMES):
+        raise ValueError(f"unknown renderer {renderer!r}; choose neural or preview")
+    if renderer != "neural" and save_faces is not None:
+        raise ValueError("--save-faces needs the neural renderer (the preview renderer makes no faces)")
     config = config or DubConfig()
     avatar_config = avatar_config or AvatarConfig()
     out_path = Path(out_path)
@@ -73,9 +133,11 @@ def dub_file(
         raise FileNotFoundError(f"audio file not found: {audio_path}")
     seconds: dict[str, float] = {}
 
+    t0 = time.perf_counter()
+    synth = make_synthesizer_for_dub(
+        renderer, config, landmark_checkpoint, renderer_checkpoint, random_weights
+    )
     if renderer == "neural":
-        t0 = time.perf_counter()
-        lm, net = load_models(landmark_checkpoint, renderer_checkpoint, config.device, random_weights)
         seconds["load models"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -88,10 +150,6 @@ def dub_file(
     out_audio = load_audio(audio_path, OUTPUT_AUDIO_RATE)
     seconds["audio"] = time.perf_counter() - t0
 
-    if renderer == "neural":
-        dubber = make_dubber(lm, net, config)
-    else:
-        dubber = RetrievalDubber(wav, avatar_config.fps)
     h, w = avatar.frame_size
     faces: list[np.ndarray] = []
     n_written = 0
@@ -105,12 +163,12 @@ def dub_file(
         ) as writer:
             encoder = BackgroundWriter(writer)
             try:
-                last_window = -1
-                for result in dubber.run(avatar, chunks):
-                    if save_faces is not None and result.window != last_window:
-                        faces.append(result.face)
-                        last_window = result.window
-                    encoder.write(result.frame)
+                last_face = None
+                for frame in dub_frames(synth, avatar, chunks, config.batch, wav):
+                    if save_faces is not None and frame.face is not None and frame.face is not last_face:
+                        faces.append(frame.face)
+                        last_face = frame.face
+                    encoder.write(frame.image)
                     n_written += 1
                     bar.update(1)
             finally:
@@ -122,7 +180,7 @@ def dub_file(
         bar.close()
     dubbing_seconds = time.perf_counter() - t_dub
     tmp.replace(out_path)
-    seconds.update({k: v for k, v in dubber.times.seconds.items()})
+    seconds.update({k: v for k, v in synth.times.seconds.items()})
     seconds["encode (overlapped)"] = encoder.seconds
     faces_file = None
     if save_faces is not None:
@@ -138,35 +196,6 @@ def dub_file(
         random_weights=random_weights,
         dubbing_seconds=round(dubbing_seconds, 3),
     )
-
-
-class RetrievalDubber:
-    """The retrieval (preview) renderer as a dubber: the mouth follows the audio's openness curve
-    (:func:`engine.synth.preview.openness_curve`), one frame per mel chunk on template ``pingpong(i)``."""
-
-    def __init__(self, wav16k: np.ndarray, fps: float = 25.0):
-        from engine.synth.neural import StageTimes
-
-        self.wav, self.fps = wav16k, fps
-        self.times = StageTimes()
-
-    def run(self, avatar, chunks: np.ndarray):
-        from engine.core.schedule import pingpong
-        from engine.synth.neural import FrameResult
-        from engine.synth.preview import RetrievalRenderer, openness_curve
-
-        t0 = time.perf_counter()
-        curve = openness_curve(self.wav, fps=self.fps)
-        n = min(len(curve), len(chunks))
-        t0 = self.times.add("openness", t0)
-        r = RetrievalRenderer(avatar)
-        for i in range(n):
-            t = int(pingpong(i, avatar.n_frames))
-            t0 = time.perf_counter()
-            frame = r.render(t, float(curve[i]))
-            self.times.add("retrieval", t0)
-            y1, y2, x1, x2 = r.last.box
-            yield FrameResult(i, t, i, None, (y1, y2, x1, x2), frame)
 
 
 class BackgroundWriter:

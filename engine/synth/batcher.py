@@ -21,7 +21,6 @@ import collections
 import contextlib
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -29,51 +28,9 @@ import numpy as np
 import torch
 
 from engine.core.avatar import Avatar
-from engine.core.schedule import CENTER, T, Window
-from engine.live.messages import MelWindow
-from engine.synth.neural import Dubber, DubConfig
+from engine.core.schedule import Window
 
-__all__ = ["SharedModelWorker", "WorkerStats", "window_content", "window_faces"]
-
-
-def _stacked(dubber: Dubber, wins: list[MelWindow]):
-    mel = np.stack([w.mel for w in wins])  # (B, 5, 80, 16), the one copy the batch needs
-    chunks = torch.from_numpy(mel.reshape(-1, *mel.shape[2:])).to(dubber.device)
-    plan = [
-        Window(
-            start=w.start,
-            templates=w.templates,
-            mel_indices=tuple(range(T * j, T * j + T)),
-            render_template=w.render_template,
-            render_mel=T * j + CENTER,
-            output_indices=w.output_indices,
-        )
-        for j, w in enumerate(wins)
-    ]
-    return chunks, plan
-
-
-def window_faces(
-    dubber: Dubber, avatar: Avatar, wins: list[MelWindow], lm_refs, split: dict | None = None
-) -> np.ndarray:
-    """The offline Dubber's transformer + sketches + renderer on live windows: (B, 128, 128, 3) uint8.
-
-    Each window carries its own 5 mel chunks; they are stacked into one (5B, 80, 16) tensor and the
-    windows are re-indexed into it (chunk ``5 j + i`` is window j's i-th chunk, its renderer chunk
-    is ``5 j + CENTER``), so that :meth:`Dubber.faces` runs unchanged. ``split``: filled with the
-    call's seconds per stage (:meth:`Dubber.faces`)."""
-    chunks, plan = _stacked(dubber, wins)
-    with torch.inference_mode():
-        return dubber.faces(avatar, plan, chunks, *lm_refs, split=split)
-
-
-def window_content(dubber: Dubber, avatar: Avatar, wins: list[MelWindow], lm_refs) -> np.ndarray:
-    """The transformer's predicted content landmarks (B, 2, 57) of each live window's frame (the
-    window's centre position, the frame the renderer draws)."""
-    chunks, plan = _stacked(dubber, wins)
-    with torch.inference_mode():
-        full = dubber.landmarks(avatar, plan, chunks, *lm_refs)  # (B*T, 2, 131)
-    return full.reshape(len(wins), T, 2, -1)[:, CENTER, :, -57:]
+__all__ = ["SharedModelWorker", "WorkerStats"]
 
 
 @dataclass
@@ -104,39 +61,33 @@ class WorkerStats:
 @dataclass
 class _Request:
     avatar: Avatar
-    wins: list[MelWindow]
+    wins: list[Window]
     owner: object
     future: Future
     split: dict | None = None  # filled with the call's seconds per stage before the future is set
 
 
-@dataclass
-class _AvatarState:
-    dubber: Dubber
-    lm_refs: tuple
-
-
 class SharedModelWorker:
-    """See the module docstring. ``backend_factory()`` makes one renderer backend (per avatar)."""
+    """See the module docstring. ``model``: what the calls run, with ``prepare(avatar) -> state`` (the
+    per-avatar state: a backend with its references) and ``infer(state, avatar, windows, split) -> faces``
+    (:class:`engine.synth.neural.NeuralSynthesizer`)."""
 
     def __init__(
         self,
-        landmark_model,
-        backend_factory: Callable[[], object],
+        model,
         max_batch: int = 16,
         max_avatars: int = 8,
         linger_s: float = 0.005,
     ) -> None:
         if max_batch < 1 or max_avatars < 1:
             raise ValueError("max_batch and max_avatars must be >= 1")
-        self._lm = landmark_model
-        self._factory = backend_factory
+        self._model = model
         self.max_batch = int(max_batch)
         self.max_avatars = int(max_avatars)
         self.linger_s = float(linger_s)
         self._active: dict[int, float] = {}  # owner id -> time of its last request
         self.stats = WorkerStats()
-        self._states: collections.OrderedDict[str, _AvatarState] = collections.OrderedDict()
+        self._states: collections.OrderedDict[str, object] = collections.OrderedDict()
         self._queue: collections.deque[_Request] = collections.deque()
         self._drops: collections.deque[str] = collections.deque()
         self._cond = threading.Condition()
@@ -147,7 +98,7 @@ class SharedModelWorker:
     # ---- client side (any thread) -------------------------------------------------------------
 
     def faces(
-        self, avatar: Avatar, wins: list[MelWindow], owner: object = None, split: dict | None = None
+        self, avatar: Avatar, wins: list[Window], owner: object = None, split: dict | None = None
     ) -> np.ndarray:
         """Faces for ``wins`` of ``avatar`` (blocks until the call that includes them returns).
         ``split``: filled with the seconds per stage of the (shared) call that computed them."""
@@ -162,17 +113,6 @@ class SharedModelWorker:
             self._active[id(owner)] = time.perf_counter()
             self._cond.notify()
         return fut.result()
-
-    def warm_up(self, avatar: Avatar, windows: int = 2) -> float:
-        """One call on silent windows of ``avatar`` (loads its bank, runs the first, slow, call);
-        returns its seconds. Blocking."""
-        from engine.live.audio import IncrementalMel, LiveWindowScheduler
-
-        mel = IncrementalMel()
-        wins = LiveWindowScheduler(avatar.n_frames).push(mel.push(np.zeros(16000, np.float32)))[:windows]
-        t0 = time.perf_counter()
-        self.faces(avatar, wins, owner=self)
-        return time.perf_counter() - t0
 
     def release(self, avatar: Avatar) -> None:
         """Free the avatar's state (backend, reference bank) once no session uses it; non-blocking
@@ -219,17 +159,11 @@ class SharedModelWorker:
 
     # ---- worker thread -----------------------------------------------------------------------
 
-    def _state(self, avatar: Avatar) -> _AvatarState:
+    def _state(self, avatar: Avatar):
         key = str(avatar.folder)
         st = self._states.get(key)
         if st is None:
-            backend = self._factory()
-            dubber = Dubber(self._lm, backend, DubConfig(batch=self.max_batch))
-            backend.set_references(*avatar.reference_tensors())
-            refs = tuple(
-                torch.from_numpy(np.ascontiguousarray(a)).to(dubber.device) for a in avatar.landmark_refs()
-            )
-            st = self._states[key] = _AvatarState(dubber, refs)
+            st = self._states[key] = self._model.prepare(avatar)
             while len(self._states) > self.max_avatars:
                 self._states.popitem(last=False)  # the least recently used avatar's bank goes
         self._states.move_to_end(key)
@@ -287,7 +221,8 @@ class SharedModelWorker:
             st = self._state(call[0].avatar)
             split: dict[str, float] = {}
             wins = [w for r in call for w in r.wins]
-            faces = window_faces(st.dubber, call[0].avatar, wins, st.lm_refs, split)
+            with torch.inference_mode():
+                faces = self._model.infer(st, call[0].avatar, wins, split)
         except BaseException as e:  # noqa: BLE001 - handed to every waiting session
             for r in call:
                 r.future.set_exception(e)

@@ -1,0 +1,43 @@
+"""The ``none`` synthesizer: the avatar at rest for every frame, no model and no look-ahead (what a
+server without weights streams while the audio passes through)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.core.avatar import Avatar
+from engine.core.frames import Frame
+from engine.synth.base import Computed, Planned, planned_timing, rest_frame
+
+__all__ = ["NoneSynthesizer"]
+
+
+class NoneSynthesizer:
+    name = "none"
+    lookahead_ms = 0.0
+    computes = False
+
+    def open(self, avatar: Avatar, crossfade: int = 0, audio: np.ndarray | None = None) -> NoneSynthesizer:
+        return self  # stateless: one stream serves every session
+
+    def set_avatar(self, avatar: Avatar) -> None:
+        pass
+
+    def compute(self, avatar: Avatar, group: list[Planned]) -> Computed:
+        return Computed(group, {})
+
+    def compose(self, avatar: Avatar, computed: Computed, gen: int = 0) -> list[Frame]:
+        return [
+            rest_frame(avatar, q, planned_timing(it), it.action)
+            for it in computed.group
+            for q in it.window.output_indices
+        ]
+
+    def warm_up(self, avatar: Avatar) -> float:
+        return 0.0
+
+    def release(self, avatar: Avatar) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
