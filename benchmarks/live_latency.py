@@ -144,10 +144,10 @@ def input_audio(args) -> tuple[np.ndarray, str]:
     """The microphone signal (16 kHz mono, ``--seconds`` long) and a description of it."""
     path = Path(args.audio) if args.audio else (DEFAULT_AUDIO if DEFAULT_AUDIO.is_file() else None)
     if path is None:
-        from tests.test_live_audio import speechlike
+        from tests.helpers import speechlike
 
         x = np.concatenate([np.zeros(SR16 // 2, np.float32), speechlike(args.seconds - 0.5, seed=3)])
-        return x[: int(args.seconds * SR16)], "synthetic speech (tests.test_live_audio.speechlike)"
+        return x[: int(args.seconds * SR16)], "synthetic speech (tests.helpers.speechlike)"
     from engine.core.audio import load_audio
 
     start = (

@@ -1,6 +1,6 @@
 """The shared model worker: cross-session batching gives each session exactly its own faces.
 
-Real transformer (stand-in weights) on the bundled portrait; the renderer is tests/test_live.py's
+Real transformer (stand-in weights) on the bundled portrait; the renderer is tests/helpers.py's
 InvertBackend except in the equivalence test, which uses the real ``fast`` renderer. Threads meet
 through events with time limits; nothing sleeps to synchronise.
 """
@@ -18,8 +18,7 @@ from engine.live.audio import IncrementalMel, LiveWindowScheduler
 from engine.synth.backends import make_renderer_backend
 from engine.synth.batcher import SharedModelWorker, window_faces
 from engine.synth.neural import Dubber, DubConfig
-from tests.test_live import PORTRAIT, InvertBackend
-from tests.test_live_audio import speechlike
+from tests.helpers import PORTRAIT, InvertBackend, eventually, speechlike
 
 LIMIT = 60.0
 
@@ -37,15 +36,6 @@ def avatars(tmp_path_factory):
 
 def live_windows(avatar, seconds: float, seed: int):
     return LiveWindowScheduler(avatar.n_frames).push(IncrementalMel().push(speechlike(seconds, seed=seed)))
-
-
-def eventually(predicate) -> bool:
-    """Poll ``predicate`` (worker state that has no event to wait on) for up to LIMIT seconds."""
-    for _ in range(int(LIMIT * 100)):
-        if predicate():
-            return True
-        threading.Event().wait(0.01)
-    return predicate()
 
 
 def own_faces(lm, backend, avatar, wins) -> np.ndarray:

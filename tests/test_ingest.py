@@ -19,8 +19,7 @@ from aiortc.mediastreams import MediaStreamError
 
 from streaming.ice import loopback_configuration
 from streaming.server import SERVER, AvatarLibrary, ServerConfig, create_app, serve_app
-from tests.test_live_audio import speechlike
-from tests.test_server import DELAY_MS, LIMIT, invert_engine, server_config, until, write_wav
+from tests.helpers import DELAY_MS, LIMIT, invert_engine, server_config, speechlike, until, write_wav
 
 
 @pytest.fixture(scope="module")

@@ -22,10 +22,8 @@ from engine.live.messages import Control, ControlKind
 from engine.live.session import LiveConfig, LiveSession
 from engine.synth.backends import make_renderer_backend
 from engine.synth.neural import Dubber, DubConfig
-from tests.conftest import ROOT
-from tests.test_live_audio import speechlike
+from tests.helpers import PORTRAIT, InvertBackend, speechlike
 
-PORTRAIT = ROOT / "assets" / "portrait.png"
 SR = 16000
 CHUNK = SR // 50  # 20 ms
 LIMIT = 60.0  # seconds: a bound on every wait, never a synchronisation sleep
@@ -39,23 +37,6 @@ def avatar(tmp_path_factory):
 @pytest.fixture(scope="module")
 def backend(renderer_model):
     return make_renderer_backend("fast", renderer_model)
-
-
-class InvertBackend:
-    """A cheap renderer backend: the input face inverted (clearly different from the template)."""
-
-    name = "invert"
-
-    def __init__(self, device="cpu"):
-        self.device = device
-        self.calls = 0
-
-    def set_references(self, *refs):
-        pass
-
-    def render(self, faces, sketches, mels):
-        self.calls += 1
-        return 1.0 - faces
 
 
 def run(coro):

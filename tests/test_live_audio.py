@@ -9,32 +9,16 @@ import numpy as np
 import pytest
 
 from engine.core.audio import load_audio, mel_chunks, melspectrogram, to_mono_16k
-from engine.core.schedule import make_window, pingpong, windows
+from engine.core.schedule import CENTER, Window, make_window, pingpong, windows
 from engine.live.audio import IncrementalMel, LiveWindowScheduler, SpeechGate, StreamingResampler
-from engine.core.schedule import CENTER, Window
 from engine.live.messages import Box, Control, ControlKind, Frame, FrameKind, FrameTiming
+from tests.helpers import SR, speechlike
 
-SR = 16000
 MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
 
 
 def noise(n: int, seed: int = 0, level: float = 0.3) -> np.ndarray:
     return (level * np.random.default_rng(seed).standard_normal(n)).astype(np.float32)
-
-
-def speechlike(dur: float = 3.0, seed: int = 0) -> np.ndarray:
-    """A voiced, formant-shaped harmonic signal (f0 ~140 Hz) with 4 Hz syllable modulation."""
-    t = np.arange(int(dur * SR)) / SR
-    f0 = 140.0 + 20.0 * np.sin(2 * np.pi * 0.5 * t)
-    phase = 2 * np.pi * np.cumsum(f0) / SR
-    x = np.zeros_like(t)
-    for h in range(1, 25):
-        f = h * f0
-        amp = np.exp(-(((f - 500) / 300) ** 2)) + 0.6 * np.exp(-(((f - 1500) / 400) ** 2))
-        x += (amp + 0.3 * np.exp(-(((f - 2500) / 500) ** 2))) * np.sin(h * phase)
-    x *= 0.15 + 0.85 * 0.5 * (1 - np.cos(2 * np.pi * 4.0 * t))
-    x = 0.3 * x / np.abs(x).max()
-    return (x + 0.001 * np.random.default_rng(seed).standard_normal(t.size)).astype(np.float32)
 
 
 def split(x: np.ndarray, size: int | str, seed: int = 0) -> list[np.ndarray]:

@@ -7,7 +7,7 @@ its top-left corner (outside the face), so every received image says which templ
 hence which session frame, it shows. Received frames are placed on the server's send clock through
 the RTCP sender reports of each stream, so audio and video are compared on one clock.
 
-Models: the real landmark transformer with stand-in weights; the renderer is tests/test_live.py's
+Models: the real landmark transformer with stand-in weights; the renderer is tests/helpers.py's
 InvertBackend (the input face inverted: speech frames are unmistakable) except in the test that
 runs the real renderer with stand-in weights. Every wait has a time limit; nothing sleeps to
 synchronise.
@@ -21,7 +21,6 @@ import itertools
 import json
 import threading
 import time
-import wave
 
 import aiohttp
 import numpy as np
@@ -31,22 +30,23 @@ from engine.core.audio import mel_chunks, melspectrogram
 from engine.core.avatar import AvatarConfig
 from engine.core.schedule import pingpong
 from engine.core.video import write_mp4
-from engine.live.session import LiveConfig
 from streaming.client import RtcClient
 from streaming.server import SERVER, AvatarLibrary, ModelEngine, ServerConfig, create_app, serve_app
-from streaming.session import STAGES, StreamConfig
-from tests.test_live import PORTRAIT, InvertBackend
-from tests.test_live_audio import speechlike
+from streaming.session import STAGES
+from tests.helpers import (
+    DELAY_MS,
+    LIMIT,
+    PORTRAIT,
+    InvertBackend,
+    invert_engine,
+    server_config,
+    speechlike,
+    until,
+    write_wav,
+)
 
-LIMIT = 30.0
 N_TEMPLATE = 40
 BITS, CELL = 6, 24
-# CPU-sized: the real transformer (stand-in weights) costs 57 ms for one window and 25 ms a window
-# in calls of 8 on 2 idle cores, about twice that here where the same cores run both peers' VP8 and
-# Opus; at 600 ms / 4 windows a call, a slower afternoon of this machine made every speech frame
-# of a session late in 2 of 5 runs
-DELAY_MS = 1000.0
-BATCH = 8
 SPEECH, REST = 30.0, 12.0  # mean abs difference from the template in the face box: inverted / codec noise
 
 
@@ -89,16 +89,6 @@ def make_library(coded_video, cache) -> AvatarLibrary:
     return lib
 
 
-def write_wav(path, x16: np.ndarray, rate: int = 48000) -> None:
-    up = rate // 16000
-    x = np.interp(np.arange(up * x16.size) / up, np.arange(x16.size), x16)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes((np.clip(x, -1, 1) * 32767).astype("<i2").tobytes())
-
-
 async def one_session(url: str, server, wav, frames: int, ready=None, ready_timeout: float = LIMIT):
     """A client plays ``wav`` as its microphone until the session's first segment is done (or
     ``ready(stream)``) and ``frames`` video frames have arrived, then hangs up; returns the client and
@@ -111,25 +101,6 @@ async def one_session(url: str, server, wav, frames: int, ready=None, ready_time
     await client.close()
     await until(lambda: client.session not in server.sessions)
     return client, stats
-
-
-def invert_engine(landmark_model) -> ModelEngine:
-    return ModelEngine(landmark_model, renderer=object(), backend_factory=InvertBackend)
-
-
-def server_config(**kw) -> ServerConfig:
-    stream = kw.pop("stream", StreamConfig(delay_ms=DELAY_MS, live=LiveConfig(batch=BATCH)))
-    return ServerConfig(loopback=True, refs=1, stream=stream, **kw)
-
-
-async def until(predicate, timeout: float = LIMIT, step: float = 0.02) -> None:
-    """Poll ``predicate`` (server state that has no event to wait on) with a time limit."""
-
-    async def loop() -> None:
-        while not predicate():
-            await asyncio.sleep(step)
-
-    await asyncio.wait_for(loop(), timeout)
 
 
 def session_frames_of(client: RtcClient, lib: AvatarLibrary):

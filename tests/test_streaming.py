@@ -5,7 +5,7 @@ client's audio (a synthetic speech-like WAV through ``MediaPlayer``) feeds a
 :class:`streaming.session.StreamSession` via :class:`MicrophoneSink`; the session's video and its
 delayed audio come back through its tracks (:meth:`StreamSession.subscribe`).
 The real transformer runs with stand-in weights; the renderer is the cheap ``InvertBackend`` of
-tests/test_live.py. Every wait has a time limit; nothing sleeps to synchronise.
+tests/helpers.py. Every wait has a time limit; nothing sleeps to synchronise.
 """
 
 from __future__ import annotations
@@ -26,8 +26,7 @@ from engine.core.avatar import AvatarConfig, prepare_avatar
 from streaming.ice import LOOPBACK, local_candidate_hosts, loopback_ice, selected_pairs
 from streaming.session import StreamConfig, StreamSession
 from streaming.tracks import MicrophoneSink
-from tests.test_live import PORTRAIT, InvertBackend
-from tests.test_live_audio import speechlike
+from tests.helpers import PORTRAIT, InvertBackend, speechlike
 
 LIMIT = 20.0  # seconds: a bound on every wait
 WANT = 30  # video frames the client collects (1.2 s at 25 fps)

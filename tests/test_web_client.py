@@ -43,7 +43,7 @@ playwright_api = pytest.importorskip(
 from streaming.ice import LOOPBACK, selected_pairs, stray_sends  # noqa: E402
 from streaming.server import SERVER, AvatarLibrary, ModelEngine, ServerConfig, create_app, serve_app  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
-from tests.test_live_audio import speechlike  # noqa: E402
+from tests.helpers import speechlike, until  # noqa: E402
 
 LIMIT = 30.0  # seconds: a bound on every wait
 MS = LIMIT * 1000  # Playwright takes milliseconds
@@ -141,18 +141,6 @@ async def running(media: dict[str, Path], grant_microphone: bool = True, **confi
             yield Env(app[SERVER], url, browser, page, errors)
         finally:
             await browser.close()
-
-
-async def until(predicate, what: str, limit: float = LIMIT):
-    """Poll ``predicate`` (server state, which has no event to wait on) until it is truthy."""
-    deadline = asyncio.get_running_loop().time() + limit
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {limit} s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def only_session(server):

@@ -1,0 +1,118 @@
+"""What the test modules share, so that no test module imports another.
+
+A speech-like test signal (:func:`speechlike`), the bundled portrait (:data:`PORTRAIT`), a cheap
+renderer stand-in (:class:`InvertBackend`: the input face inverted), the live server's test settings
+(:data:`DELAY_MS`, :data:`BATCH`, :func:`server_config`, :func:`invert_engine`, :func:`write_wav`) and
+the one way a test waits for state that has no event to wait on: :func:`until` (async) and
+:func:`eventually` (in a thread), both polling with a time limit, never a synchronisation sleep.
+Fixtures and the repository paths (ROOT, GOLDEN, ...) stay in conftest.py. The server pieces import
+``streaming`` only when called, so engine-level tests that use this module do not load the transports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import wave
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from tests.conftest import ROOT
+
+if TYPE_CHECKING:
+    from engine.synth.choice import ModelEngine
+    from streaming.server import ServerConfig
+
+SR = 16000
+PORTRAIT = ROOT / "assets" / "portrait.png"
+
+LIMIT = 30.0  # seconds: the default bound on a wait for server state
+# CPU-sized: the real transformer (stand-in weights) costs 57 ms for one window and 25 ms a window
+# in calls of 8 on 2 idle cores, about twice that here where the same cores run both peers' VP8 and
+# Opus; at 600 ms / 4 windows a call, a slower afternoon of this machine made every speech frame
+# of a session late in 2 of 5 runs
+DELAY_MS = 1000.0
+BATCH = 8
+
+
+def speechlike(dur: float = 3.0, seed: int = 0) -> np.ndarray:
+    """A voiced, formant-shaped harmonic signal (f0 ~140 Hz) with 4 Hz syllable modulation."""
+    t = np.arange(int(dur * SR)) / SR
+    f0 = 140.0 + 20.0 * np.sin(2 * np.pi * 0.5 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / SR
+    x = np.zeros_like(t)
+    for h in range(1, 25):
+        f = h * f0
+        amp = np.exp(-(((f - 500) / 300) ** 2)) + 0.6 * np.exp(-(((f - 1500) / 400) ** 2))
+        x += (amp + 0.3 * np.exp(-(((f - 2500) / 500) ** 2))) * np.sin(h * phase)
+    x *= 0.15 + 0.85 * 0.5 * (1 - np.cos(2 * np.pi * 4.0 * t))
+    x = 0.3 * x / np.abs(x).max()
+    return (x + 0.001 * np.random.default_rng(seed).standard_normal(t.size)).astype(np.float32)
+
+
+class InvertBackend:
+    """A cheap renderer backend: the input face inverted (clearly different from the template)."""
+
+    name = "invert"
+
+    def __init__(self, device="cpu"):
+        self.device = device
+        self.calls = 0
+
+    def set_references(self, *refs):
+        pass
+
+    def render(self, faces, sketches, mels):
+        self.calls += 1
+        return 1.0 - faces
+
+
+def write_wav(path, x16: np.ndarray, rate: int = 48000) -> None:
+    """16 kHz mono float audio written as a 16-bit mono WAV at ``rate`` (linear upsampling)."""
+    up = rate // 16000
+    x = np.interp(np.arange(up * x16.size) / up, np.arange(x16.size), x16)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((np.clip(x, -1, 1) * 32767).astype("<i2").tobytes())
+
+
+def invert_engine(landmark_model) -> ModelEngine:
+    from engine.synth.choice import ModelEngine
+
+    return ModelEngine(landmark_model, renderer=object(), backend_factory=InvertBackend)
+
+
+def server_config(**kw) -> ServerConfig:
+    from engine.live.session import LiveConfig
+    from streaming.server import ServerConfig
+    from streaming.session import StreamConfig
+
+    stream = kw.pop("stream", StreamConfig(delay_ms=DELAY_MS, live=LiveConfig(batch=BATCH)))
+    return ServerConfig(loopback=True, refs=1, stream=stream, **kw)
+
+
+async def until(predicate, what: str = "the condition", timeout: float = LIMIT, step: float = 0.02):
+    """Poll ``predicate`` (state that has no event to wait on) until it is truthy and return its value;
+    after ``timeout`` seconds raise :class:`TimeoutError` saying what was awaited."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(step)
+
+
+def eventually(predicate, timeout: float = 60.0, step: float = 0.01) -> bool:
+    """Poll ``predicate`` (state another thread changes, with no event to wait on) for up to
+    ``timeout`` seconds; whether it held."""
+    for _ in range(round(timeout / step)):
+        if predicate():
+            return True
+        threading.Event().wait(step)
+    return predicate()
