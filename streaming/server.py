@@ -247,9 +247,9 @@ class Server:
         except (AvatarError, OSError, ValueError) as e:
             log.error("the default avatar could not be prepared: %s", e)
         else:
-            worker = self.engine.worker
-            if worker is not None:  # the first model call is slow (allocations, kernels): not in a session
-                seconds = await asyncio.get_running_loop().run_in_executor(None, worker.warm_up, avatar)
+            synth = self.engine.synthesizer
+            if synth.computes:  # the first model call is slow (allocations, kernels): not in a session
+                seconds = await asyncio.get_running_loop().run_in_executor(None, synth.warm_up, avatar)
                 log.info("models warmed up on avatar %s in %.2f s", self.library.default, seconds)
         # Start-up objects (models, avatars, libraries) never become garbage: keep them out of the
         # collector, whose full passes over them otherwise pause the event loop 100-160 ms.
@@ -283,13 +283,7 @@ class Server:
         try:
             name = avatar_name or self.library.default
             avatar = await self.library.load(name)
-            eng = self.engine
-            if eng.mode == "preview":
-                stream = StreamSession(
-                    avatar, eng.landmark_model, None, self.cfg.stream, avatar_name=name, preview=True
-                )
-            else:
-                stream = StreamSession(avatar, config=self.cfg.stream, avatar_name=name, worker=eng.worker)
+            stream = StreamSession(avatar, self.engine.synthesizer, self.cfg.stream, avatar_name=name)
             await stream.start()
         finally:
             self._pending -= 1
@@ -325,9 +319,8 @@ class Server:
             await wait_cancelled(t)
         await s.aclose()
         self.ended_total += 1
-        worker = self.engine.worker
-        if worker is not None and all(h.stream.avatar is not s.avatar for h in self.sessions.values()):
-            worker.release(s.avatar)  # its reference bank (GPU memory) goes with its last session
+        if all(h.stream.avatar is not s.avatar for h in self.sessions.values()):
+            self.engine.synthesizer.release(s.avatar)  # its reference bank (GPU memory) goes with its last session
         log.info("session %s closed", sid)
         return True
 
@@ -399,7 +392,7 @@ class Server:
         kind = msg.get("type")
         s = hosted.stream
         if kind in ("flush", "interrupt"):
-            s.control(Control(ControlKind.FLUSH if kind == "flush" else ControlKind.INTERRUPT))
+            s.control(Control(ControlKind.from_wire(kind)))
             return {"type": kind, "ok": True}
         if kind == "stats":
             return s.stats()
@@ -874,7 +867,7 @@ def prometheus_text(srv: Server) -> str:
     metric(
         "mouthpiece_model_calls_total", "counter", "Session model requests.", [({}, totals["model_calls"])]
     )
-    w = srv.engine._worker
+    w = srv.engine.worker
     if w is not None:
         ws = w.stats.snapshot()
         metric("mouthpiece_model_batches_total", "counter", "Batched model calls.", [({}, ws["calls"])])

@@ -116,3 +116,10 @@ def eventually(predicate, timeout: float = 60.0, step: float = 0.01) -> bool:
             return True
         threading.Event().wait(step)
     return predicate()
+
+
+def private_neural(landmark_model, backend):
+    """A neural synthesizer whose streams use ``backend`` itself (no shared worker)."""
+    from engine.synth.neural import NeuralSynthesizer
+
+    return NeuralSynthesizer(landmark_model, lambda: backend, shared=False)

@@ -20,9 +20,10 @@ from engine.core.audio import mel_chunks, melspectrogram
 from engine.core.avatar import AvatarConfig, prepare_avatar
 from engine.live.messages import Control, ControlKind
 from engine.live.session import LiveConfig, LiveSession
+from engine.offline.dub import dub_frames
 from engine.synth.backends import make_renderer_backend
-from engine.synth.neural import Dubber, DubConfig
-from tests.helpers import PORTRAIT, InvertBackend, speechlike
+from engine.synth.preview.synthesizer import PreviewSynthesizer
+from tests.helpers import PORTRAIT, InvertBackend, private_neural, speechlike
 
 SR = 16000
 CHUNK = SR // 50  # 20 ms
@@ -69,17 +70,17 @@ def test_live_speech_equals_offline_dub(avatar, landmark_model, backend):
     cfg = LiveConfig(batch=2, latency_budget_ms=None, crossfade=1, speech_gate=False)
 
     async def main():
-        async with LiveSession(avatar, landmark_model, backend, cfg) as session:
+        async with LiveSession(avatar, private_neural(landmark_model, backend), cfg) as session:
             return await feed_and_end(session, x), session.stats
 
     frames, stats = run(main())
     chunks = mel_chunks(melspectrogram(x))
     n = len(chunks)
     assert len(frames) == n == stats.frames == stats.speech_frames
-    assert [f.pts for f in frames] == list(range(n)) and [f.index for f in frames] == list(range(n))
+    assert [f.index for f in frames] == list(range(n)) and [f.index for f in frames] == list(range(n))
     assert stats.model_calls == -(-(n - 2) // 2) and stats.dropped == 0
 
-    offline = list(Dubber(landmark_model, backend, DubConfig(batch=1)).run(avatar, chunks))
+    offline = list(dub_frames(private_neural(landmark_model, backend), avatar, chunks, batch=1))
     y1, y2, x1, x2 = (int(v) for v in avatar.boxes[0])
     mask = avatar.mask(0)
     outside = np.ones(avatar.frame_size, bool)
@@ -87,13 +88,14 @@ def test_live_speech_equals_offline_dub(avatar, landmark_model, backend):
     tmpl = template(avatar, 0)
     for f, ref in zip(frames, offline, strict=True):
         assert f.is_speech and f.box == (x1, y1, x2, y2)
-        assert {"audio", "model_start", "model_end", "emitted"} <= set(f.timing)
-        assert f.timing["audio"] <= f.timing["model_start"] <= f.timing["model_end"] <= f.timing["emitted"]
+        tm = f.timing
+        assert None not in (tm.ready, tm.model_start, tm.model_end, tm.emitted)
+        assert tm.ready <= tm.model_start <= tm.model_end <= tm.emitted
         img = f.image.astype(np.int16)
         assert np.array_equal(img[outside], tmpl[outside].astype(np.int16))  # untouched outside the mask
         assert np.abs(img[y1:y2, x1:x2] - tmpl[y1:y2, x1:x2]).max() > 0  # a face was pasted
-        if f.pts >= cfg.crossfade:  # past the fade-in: the offline frame within one grey level
-            assert np.abs(img - ref.frame.astype(np.int16)).max() <= 1
+        if f.index >= cfg.crossfade:  # past the fade-in: the offline frame within one grey level
+            assert np.abs(img - ref.image.astype(np.int16)).max() <= 1
     # fade-in: the first frames lie between the template and the full frame
     d = [np.abs(frames[p].image.astype(int) - tmpl.astype(int)).sum() for p in range(cfg.crossfade + 1)]
     assert 0 < d[0] < d[1]
@@ -104,16 +106,16 @@ def test_live_silence_makes_no_model_call(avatar, landmark_model):
     stub = InvertBackend()
 
     async def main():
-        async with LiveSession(avatar, landmark_model, stub, LiveConfig()) as session:
+        async with LiveSession(avatar, private_neural(landmark_model, stub), LiveConfig()) as session:
             return await feed_and_end(session, x, rate=SR), session.stats
 
     frames, stats = run(main())
     n = len(mel_chunks(melspectrogram(x)))
     assert len(frames) == n == stats.rest_frames and stats.model_calls == 0 == stub.calls
-    assert [f.pts for f in frames] == list(range(n))
+    assert [f.index for f in frames] == list(range(n))
     for f in frames:
         assert not f.is_speech and f.box is None and not f.image.flags.writeable
-        assert np.array_equal(f.image, template(avatar, f.pts))
+        assert np.array_equal(f.image, template(avatar, f.index))
 
 
 def test_live_gated_speech_fades_between_rest_and_speech(avatar, landmark_model):
@@ -124,12 +126,12 @@ def test_live_gated_speech_fades_between_rest_and_speech(avatar, landmark_model)
     cfg = LiveConfig(batch=3, latency_budget_ms=None, crossfade=2)
 
     async def main():
-        async with LiveSession(avatar, landmark_model, InvertBackend(), cfg) as session:
+        async with LiveSession(avatar, private_neural(landmark_model, InvertBackend()), cfg) as session:
             return await feed_and_end(session, pcm.astype(np.int16), rate=48000), session.stats
 
     frames, stats = run(main())
-    speech = [f.pts for f in frames if f.is_speech]
-    assert [f.pts for f in frames] == list(range(len(frames)))
+    speech = [f.index for f in frames if f.is_speech]
+    assert [f.index for f in frames] == list(range(len(frames)))
     assert stats.speech_frames == len(speech) > 10 and stats.rest_frames == len(frames) - len(speech)
     assert 15 <= speech[0] <= 25 and speech == list(range(speech[0], speech[-1] + 1))  # one utterance
     assert stats.model_calls == -(-len(speech) // cfg.batch)
@@ -140,14 +142,13 @@ def test_live_gated_speech_fades_between_rest_and_speech(avatar, landmark_model)
     assert 0 < diff[speech[0]]
 
 
-@pytest.mark.parametrize("kind", [ControlKind.FLUSH, ControlKind.INTERRUPT])
+@pytest.mark.parametrize("kind", ["flush", "interrupt"])  # interrupt: the wire alias of flush
 def test_live_flush_drops_pending_work_and_idles(avatar, landmark_model, kind):
     x = speechlike(1.5, seed=5)
 
     async def main():
-        session = LiveSession(
-            avatar, landmark_model, InvertBackend(), LiveConfig(batch=1, latency_budget_ms=None)
-        )
+        synth = private_neural(landmark_model, InvertBackend())
+        session = LiveSession(avatar, synth, LiveConfig(batch=1, latency_budget_ms=None))
         frames: list = []
         got_speech, flushed = asyncio.Event(), asyncio.Event()
 
@@ -164,7 +165,7 @@ def test_live_flush_drops_pending_work_and_idles(avatar, landmark_model, kind):
         await asyncio.wait_for(got_speech.wait(), LIMIT)
         calls, cut = session.stats.model_calls, len(frames)
         assert session.pending_windows > 0  # work was pending when the flush came
-        session.control(Control(kind))
+        session.control(Control(ControlKind.from_wire(kind)))
         # idle at once: no windows left, and the next frames are already queued (no model wait)
         assert session.pending_windows == 0 and session.queued_frames > 0
         flushed.set()
@@ -174,10 +175,10 @@ def test_live_flush_drops_pending_work_and_idles(avatar, landmark_model, kind):
         return frames, cut, calls, session.stats
 
     frames, cut, calls, stats = run(main())
-    assert [f.pts for f in frames] == list(range(len(frames)))
+    assert [f.index for f in frames] == list(range(len(frames)))
     after = frames[cut:]
     assert after and all(not f.is_speech for f in after)
-    assert all(np.array_equal(f.image, template(avatar, f.pts)) for f in after)
+    assert all(np.array_equal(f.image, template(avatar, f.index)) for f in after)
     assert stats.model_calls == calls and stats.flushes == 1
     assert len(frames) * 640 >= int(len(x) * 0.9)  # rest frames cover the audio received
 
@@ -205,12 +206,12 @@ def test_live_latency_budget_drops_instead_of_queueing(avatar, landmark_model):
     cfg = LiveConfig(batch=2, latency_budget_ms=1.0, speech_gate=False)
 
     async def main():
-        async with LiveSession(avatar, landmark_model, slow, cfg) as session:
+        async with LiveSession(avatar, private_neural(landmark_model, slow), cfg) as session:
             return await feed_and_end(session, x), session.stats
 
     frames, stats = run(main())
     n = len(mel_chunks(melspectrogram(x)))
-    assert len(frames) == n and [f.pts for f in frames] == list(range(n))
+    assert len(frames) == n and [f.index for f in frames] == list(range(n))
     assert stats.dropped > 0 and stats.frames == stats.speech_frames + stats.rest_frames + stats.dropped
     assert slow.calls <= 2 < n - 2  # once late, windows are shed without a model call
     assert all(not f.is_speech for f in frames)
@@ -221,7 +222,7 @@ def test_live_aclose_leaves_no_tasks_or_threads(avatar, landmark_model):
 
     async def main():
         before = asyncio.all_tasks()
-        session = LiveSession(avatar, landmark_model, backend, LiveConfig(speech_gate=False))
+        session = LiveSession(avatar, private_neural(landmark_model, backend), LiveConfig(speech_gate=False))
         first = asyncio.Event()
 
         async def consume():
@@ -245,7 +246,7 @@ def test_live_aclose_leaves_no_tasks_or_threads(avatar, landmark_model):
 
 @pytest.mark.parametrize("with_transformer", [False, True], ids=["audio-openness", "transformer"])
 def test_live_preview_renderer_opens_the_mouth_in_speech_only(avatar, landmark_model, with_transformer):
-    """The retrieval (preview) renderer in a live session: the offline frame count, the template
+    """The preview renderer in a live session: the offline frame count, the template
     exactly in silence, a changed lower face in speech; with the transformer loaded, its predicted
     landmarks drive the mouth."""
     z = np.zeros(int(0.6 * SR), np.float32)
@@ -253,17 +254,18 @@ def test_live_preview_renderer_opens_the_mouth_in_speech_only(avatar, landmark_m
 
     async def main():
         lm = landmark_model if with_transformer else None
-        async with LiveSession(avatar, lm, None, LiveConfig(latency_budget_ms=None), preview=True) as session:
-            assert session.can_render
+        synth = PreviewSynthesizer(landmark_model=lm)
+        async with LiveSession(avatar, synth, LiveConfig(latency_budget_ms=None)) as session:
+            assert session.synth.computes
             return await feed_and_end(session, x, rate=SR), session.stats
 
     frames, stats = run(main())
-    assert [f.pts for f in frames] == list(range(len(mel_chunks(melspectrogram(x)))))
+    assert [f.index for f in frames] == list(range(len(mel_chunks(melspectrogram(x)))))
     assert stats.dropped == 0 and stats.speech_frames > 10 and stats.rest_frames > 10
-    quiet = [f for f in frames if f.pts < 8]  # the leading silence
-    assert all(np.array_equal(f.image, template(avatar, f.pts)) for f in quiet)
-    diffs = [np.abs(f.image.astype(int) - template(avatar, f.pts)).max() for f in frames if f.is_speech]
+    quiet = [f for f in frames if f.index < 8]  # the leading silence
+    assert all(np.array_equal(f.image, template(avatar, f.index)) for f in quiet)
+    diffs = [np.abs(f.image.astype(int) - template(avatar, f.index)).max() for f in frames if f.is_speech]
     assert sum(d > 20 for d in diffs) > len(diffs) // 2  # the mouth opens in most speech frames
     for f in frames:  # only the lower face changes
         y0 = f.box[1] if f.box is not None else 0
-        assert np.array_equal(f.image[:y0], template(avatar, f.pts)[:y0])
+        assert np.array_equal(f.image[:y0], template(avatar, f.index)[:y0])

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -55,7 +55,7 @@ class Window:
     output_indices: tuple[int, ...]
     templates: tuple[int, ...]
     render_template: int
-    mel: np.ndarray = NO_MEL
+    mel: np.ndarray = field(default_factory=lambda: NO_MEL)
     start: int = 0
     mel_indices: tuple[int, ...] = ()
     span: tuple[int, int] = (0, 0)

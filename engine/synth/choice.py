@@ -8,6 +8,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from engine.synth import make_synthesizer
+
 PREVIEW_HINT = (
     "For the neural IP_LAP renderer put landmarkgenerator_checkpoint.pth and renderer_checkpoint.pth "
     "into checkpoints/ (check them with 'mouthpiece checkpoints verify checkpoints/*.pth') and run on a "
@@ -48,7 +50,7 @@ class ModelEngine:
         self.device = device
         self.weights = weights or {"landmark": None, "renderer": None, "standin": False}
         self._backend_factory = backend_factory
-        self._worker = None
+        self._synth = None
 
     @property
     def mode(self) -> str:
@@ -81,8 +83,6 @@ class ModelEngine:
         return None
 
     def make_backend(self):
-        if self.mode != "neural":
-            return None
         if self._backend_factory is not None:
             return self._backend_factory()
         from engine.synth.backends import DTYPES, make_renderer_backend
@@ -90,20 +90,26 @@ class ModelEngine:
         return make_renderer_backend(self.backend, self.renderer, DTYPES[self.precision])
 
     @property
-    def worker(self):
-        """The model worker every session shares (batches windows across sessions); None without models."""
-        if self.mode != "neural":
-            return None
-        if self._worker is None:
-            from engine.synth.batcher import SharedModelWorker
+    def synthesizer(self):
+        """The synthesizer every session of the server uses (made on first use)."""
+        if self._synth is None:
+            self._synth = make_synthesizer(
+                {"passthrough": "none"}.get(self.mode, self.mode),
+                landmark_model=self.landmark_model,
+                backend_factory=self.make_backend,
+                max_batch=self.max_batch,
+            )
+        return self._synth
 
-            self._worker = SharedModelWorker(self.landmark_model, self.make_backend, max_batch=self.max_batch)
-        return self._worker
+    @property
+    def worker(self):
+        """The model worker every session shares (batches windows across sessions); None without one."""
+        return getattr(self.synthesizer, "worker", None)
 
     def close(self) -> None:
-        if self._worker is not None:
-            self._worker.close()
-            self._worker = None
+        if self._synth is not None:
+            self._synth.close()
+            self._synth = None
 
     @classmethod
     def from_config(cls, cfg) -> ModelEngine:
@@ -114,7 +120,7 @@ class ModelEngine:
         import torch
 
         import models
-        from engine.synth.neural import RANDOM_WEIGHTS_WARNING, DubError, find_checkpoint
+        from engine.synth.weights import RANDOM_WEIGHTS_WARNING, DubError, find_checkpoint
 
         device = cfg.device
         if device == "auto":
