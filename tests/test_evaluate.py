@@ -15,6 +15,7 @@ import engine.evaluation as ev
 from engine.cli import main as cli_main
 from engine.core.face import crop_box
 from engine.core.landmark_sets import LIP_MP
+from engine.evaluation.syncnet import _dct2_ortho
 from tests.conftest import ROOT
 
 PORTRAIT = ROOT / "assets" / "portrait.png"
@@ -249,7 +250,7 @@ def test_mfcc_follows_the_python_speech_features_definition():
     assert cc[0, 3] == pytest.approx(np.log(energy), rel=1e-12)  # coefficient 0 = log frame energy
     scipy_fft = pytest.importorskip("scipy.fft")
     x = rng.normal(size=26)
-    np.testing.assert_allclose(ev._dct2_ortho(26) @ x, scipy_fft.dct(x, type=2, norm="ortho"), atol=1e-12)
+    np.testing.assert_allclose(_dct2_ortho(26) @ x, scipy_fft.dct(x, type=2, norm="ortho"), atol=1e-12)
 
 
 def test_mfcc_equals_python_speech_features_when_installed():
@@ -322,7 +323,7 @@ def test_lpips_and_csim_standins_give_the_expected_values(standin_networks):
     np.testing.assert_allclose(e, rgb.mean(axis=(1, 2)) + [0.5, 0.25, 1.0], rtol=1e-5, atol=1e-6)
     ea, eb = e, ev.arcface_embeddings(standin_networks.arcface, b)
     cos = np.sum(ea * eb, 1) / np.linalg.norm(ea, axis=1) / np.linalg.norm(eb, axis=1)
-    np.testing.assert_allclose(ev._cosine(ea, eb), cos, rtol=1e-12)
+    np.testing.assert_allclose(ev.cosine_similarity(ea, eb), cos, rtol=1e-12)
 
 
 def test_fid_with_a_feature_standin(standin_networks):
