@@ -59,11 +59,11 @@ class PreviewRenderer:
         detected = np.asarray(avatar.detected, dtype=bool)
         valid = detected if detected.any() else np.ones(self.n_frames, bool)
         # Canonical frame: stable points Procrustes-aligned to their mean shape, eye distance 1.
-        self._k, self._mu, stable_can, content_can = canonical(pts, valid)
+        k, mu, stable_can, content_can = canonical(pts, valid)
 
         zc_all = cplx(pts)
         #: (L,) mouth opening (mean of the inner-lip gap and the outer lip height) in eye-corner distances
-        self.library_opening = gap = np.abs(self._k) * opening(zc_all, c.outer_weight)
+        self.library_opening = gap = np.abs(k) * opening(zc_all, c.outer_weight)
         vg = gap[valid]
         self._gap_lo, self._gap_hi = float(np.percentile(vg, 2)), float(np.percentile(vg, 98))
         span = self._gap_hi - self._gap_lo
@@ -80,7 +80,7 @@ class PreviewRenderer:
         sigma = np.array([c.feather * f.iod for f in faces])
         boxes = [region_box(faces[i], polys[i], sigma[i], h, w, i) for i in range(self.n_frames)]
         self._track = track = FaceTrack(
-            pts, faces, valid, self._k, self._mu, stable_can, content_can, polys, sigma, boxes
+            pts, faces, valid, k, mu, stable_can, content_can, polys, sigma, boxes
         )
         feather = Feather(h, w, c.mask_scale, c.erode)
         self._library = LibraryMode(avatar, track, self.library_openness, c, feather)
@@ -185,14 +185,15 @@ class PreviewRenderer:
             raise ValueError(f"content must be finite, of shape (2, {N_CONTENT}); got {cnt.shape}")
         y1, y2, x1, x2 = (float(v) for v in self.avatar.boxes[t])
         z = (x1 + cnt[0] * (x2 - x1)) + 1j * (y1 + cnt[1] * (y2 - y1))  # template pixels
-        can = self._k[t] * (z - self._mu[t])
+        tr = self._track
+        can = tr.k[t] * (z - tr.mu[t])
         full = np.zeros(N_MESH, complex)
         full[CONTENT_MP] = can
         gap = float(opening(full, self.config.outer_weight))
         if self.mode == "warp":
-            f = self._track.faces[t]
+            f = tr.faces[t]
             rest = self.library_opening[t]
-            drop = self.config.open_gain * f.mouth_w * abs(self._k[t])
+            drop = self.config.open_gain * f.mouth_w * abs(tr.k[t])
             o = (gap - rest) / max(drop, 1e-9)
         else:
             o = (gap - self._gap_lo) / max(self._gap_hi - self._gap_lo, 1e-6)
