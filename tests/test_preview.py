@@ -1,4 +1,4 @@
-"""The CPU retrieval renderer and the audio -> openness curve (engine.synth.preview, issue 6).
+"""The CPU preview renderer and the audio -> openness curve (engine.synth.preview, issue 6).
 
 Without ../shared/media everything runs on the bundled still portrait, and on a small synthetic
 "video" avatar made from it (the portrait warped to several mouth openings, each frame moved and
@@ -24,8 +24,8 @@ from engine.live.audio import IncrementalMel, LiveWindowScheduler, SpeechGate
 from engine.synth.preview import (
     OpennessConfig,
     OpennessTracker,
-    RetrievalConfig,
-    RetrievalRenderer,
+    PreviewConfig,
+    PreviewRenderer,
     openness_curve,
 )
 
@@ -148,7 +148,7 @@ def portrait(tmp_path_factory):
 def synthetic_video(portrait, landmarker):
     """A 24-frame "video" avatar from the still: mouths from closed to wide open, each frame moved,
     scaled and turned a little; FaceMesh points of every frame (as prepare_avatar finds them)."""
-    warp = RetrievalRenderer(portrait)
+    warp = PreviewRenderer(portrait)
     rng = np.random.default_rng(RNG_SEED)
     h, w = portrait.frame_size
     frames, points, boxes, content = [], [], [], []
@@ -258,7 +258,7 @@ def test_tracker_reset_and_smoothing():
 
 
 def test_still_avatar_warps_and_is_exact_at_rest(portrait):
-    r = RetrievalRenderer(portrait)
+    r = PreviewRenderer(portrait)
     assert r.mode == "warp"
     out = r.render(0, 0.0)
     assert np.array_equal(out, portrait.frames[0])
@@ -268,7 +268,7 @@ def test_still_avatar_warps_and_is_exact_at_rest(portrait):
 
 
 def test_still_mouth_opens_with_openness_and_looks_like_a_mouth(portrait, landmarker):
-    r = RetrievalRenderer(portrait)
+    r = PreviewRenderer(portrait)
     meas = []
     for o in (0.0, 0.25, 0.5, 0.75, 1.0):
         r.reset()
@@ -302,7 +302,7 @@ def triangle_areas(p: np.ndarray, tris: np.ndarray) -> np.ndarray:
 
 def test_warp_mesh_never_folds(portrait, synthetic_video):
     for avatar, templates in ((portrait, [0]), (synthetic_video, range(24))):
-        r = RetrievalRenderer(avatar, RetrievalConfig(mode="warp"))
+        r = PreviewRenderer(avatar, PreviewConfig(mode="warp"))
         for t in templates:
             src, _, tris = r.warp_mesh(t, 0.0)
             a0 = triangle_areas(src, tris)
@@ -314,7 +314,7 @@ def test_warp_mesh_never_folds(portrait, synthetic_video):
 
 
 def test_warp_mesh_never_folds_on_any_frame_of_a_video(talk_b):
-    r = RetrievalRenderer(talk_b, RetrievalConfig(mode="warp"))
+    r = PreviewRenderer(talk_b, PreviewConfig(mode="warp"))
     for t in range(talk_b.n_frames):
         src, _, tris = r.warp_mesh(t, 0.0)
         a0 = triangle_areas(src, tris)
@@ -325,7 +325,7 @@ def test_warp_mesh_never_folds_on_any_frame_of_a_video(talk_b):
 
 
 def test_warp_mode_keeps_everything_outside_the_mask(synthetic_video):
-    r = RetrievalRenderer(synthetic_video, RetrievalConfig(mode="warp"))
+    r = PreviewRenderer(synthetic_video, PreviewConfig(mode="warp"))
     for i, o in enumerate((0.2, 0.9, 0.5, 1.0)):
         t = (5 * i) % synthetic_video.n_frames
         out = r.render(t, o)
@@ -339,7 +339,7 @@ def test_warp_mode_keeps_everything_outside_the_mask(synthetic_video):
 
 
 def test_video_avatar_uses_retrieval(synthetic_video):
-    r = RetrievalRenderer(synthetic_video)
+    r = PreviewRenderer(synthetic_video)
     assert r.mode == "retrieval"
     lo = r.library_openness
     assert lo.shape == (24,) and lo.min() == 0.0 and lo.max() == 1.0
@@ -349,7 +349,7 @@ def test_video_avatar_uses_retrieval(synthetic_video):
 
 
 def test_retrieval_blends_only_inside_a_feathered_mask(synthetic_video):
-    r = RetrievalRenderer(synthetic_video)
+    r = PreviewRenderer(synthetic_video)
     rng = np.random.default_rng(1)
     seq = np.clip(np.repeat(rng.uniform(0, 1, 12), 3) + rng.normal(0, 0.05, 36), 0, 1)
     modes, fades = set(), 0
@@ -365,8 +365,8 @@ def test_retrieval_blends_only_inside_a_feathered_mask(synthetic_video):
 
 
 def test_picks_change_smoothly_and_rendering_is_deterministic(synthetic_video):
-    cfg = RetrievalConfig()
-    r = RetrievalRenderer(synthetic_video, cfg)
+    cfg = PreviewConfig()
+    r = PreviewRenderer(synthetic_video, cfg)
     seq = [0.0] * 4 + [1.0] * 6 + [0.0] * 6 + [0.6, 0.1, 0.9, 0.2] * 3
     frames, infos = [], []
     for i, o in enumerate(seq):
@@ -390,7 +390,7 @@ def test_picks_change_smoothly_and_rendering_is_deterministic(synthetic_video):
 
 
 def test_silence_picks_the_most_closed_mouths_and_keeps_closed_templates(synthetic_video):
-    r = RetrievalRenderer(synthetic_video)
+    r = PreviewRenderer(synthetic_video)
     kept = 0
     for i in range(48):
         t = int(pingpong(i, 24))
@@ -403,7 +403,7 @@ def test_silence_picks_the_most_closed_mouths_and_keeps_closed_templates(synthet
 
 
 def test_content_landmarks_drive_the_pick(synthetic_video):
-    r = RetrievalRenderer(synthetic_video)
+    r = PreviewRenderer(synthetic_video)
     lo = r.library_openness
     for j in (3, 7, 14, 16):
         r.reset()
@@ -439,7 +439,7 @@ def _shifted(avatar, dx: int, dy: int):
 def test_a_face_at_the_frame_edge_still_renders(portrait, synthetic_video, dx, dy):
     for avatar in (portrait, synthetic_video):
         moved = _shifted(avatar, dx, dy)
-        r = RetrievalRenderer(moved)
+        r = PreviewRenderer(moved)
         for i, o in enumerate((0.3, 1.0, 0.6)):
             t = i % len(moved.frames)
             out = r.render(t, o)
@@ -449,9 +449,9 @@ def test_a_face_at_the_frame_edge_still_renders(portrait, synthetic_video, dx, d
 
 def test_retrieval_needs_a_video(portrait):
     with pytest.raises(ValueError):
-        RetrievalRenderer(portrait, RetrievalConfig(mode="retrieval"))
+        PreviewRenderer(portrait, PreviewConfig(mode="retrieval"))
     with pytest.raises(ValueError):
-        RetrievalConfig(mode="neural")
+        PreviewConfig(mode="neural")
 
 
 # --------------------------------------------------------------------------------------------
@@ -463,7 +463,7 @@ def test_retrieval_needs_a_video(portrait):
 def test_acceptance_mouth_follows_real_speech(
     which, request, media_dir, speech, portrait, landmarker, tmp_path
 ):
-    """Acceptance A: ~10 s of real speech through openness_curve + RetrievalRenderer over the
+    """Acceptance A: ~10 s of real speech through openness_curve + PreviewRenderer over the
     template frames ping-pong; FaceMesh's lip openness on every rendered frame correlates with the
     audio (the openness curve, and an independent 300-3000 Hz RMS envelope) with r >= 0.5."""
     if which == "still":
@@ -473,7 +473,7 @@ def test_acceptance_mouth_follows_real_speech(
     else:
         avatar = prepare_avatar(media_dir / f"{which}_25fps.mp4", AvatarConfig(n_refs=1), tmp_path)
     curve = openness_curve(speech)
-    r = RetrievalRenderer(avatar)
+    r = PreviewRenderer(avatar)
     assert r.mode == ("warp" if which == "still" else "retrieval")
     meas = np.empty(len(curve))
     for i, o in enumerate(curve):
@@ -493,7 +493,7 @@ def test_acceptance_mouth_follows_real_speech(
 def test_silence_on_a_video_avatar(talk_b):
     curve = openness_curve(np.zeros(4 * 16000, np.float32))
     assert not curve.any()
-    r = RetrievalRenderer(talk_b)
+    r = PreviewRenderer(talk_b)
     closed = np.sort(r.library_openness)[int(0.1 * talk_b.n_frames)]  # the 10 % most closed
     kept = 0
     for i in range(2 * talk_b.n_frames):
