@@ -20,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import RESULTS, run_meta, write_results  # noqa: E402
 from engine.core.audio import load_audio, mel_chunks, melspectrogram  # noqa: E402
 from engine.core.avatar import AvatarConfig, prepare_avatar  # noqa: E402
-from engine.synth.neural import DubConfig, load_models, make_dubber  # noqa: E402
+from engine.offline.dub import dub_frames  # noqa: E402
+from engine.synth.neural import DubConfig, NeuralSynthesizer, load_models  # noqa: E402
 
 
 def main() -> None:
@@ -43,13 +44,12 @@ def main() -> None:
         for n in args.refs:
             avatar = prepare_avatar(args.avatar, AvatarConfig(n_refs=n), cache)
             for backend in args.backends:
-                dubber = make_dubber(
-                    lm, renderer, DubConfig(batch=args.batch, device=args.device, backend=backend)
-                )
+                cfg = DubConfig(batch=args.batch, device=args.device, backend=backend)
+                synth = NeuralSynthesizer.from_models(lm, renderer, cfg)
                 t0 = time.perf_counter()
-                frames = sum(1 for _ in dubber.run(avatar, chunks))
+                frames = sum(1 for _ in dub_frames(synth, avatar, chunks, cfg.batch))
                 wall = time.perf_counter() - t0
-                stages = {k: round(v, 2) for k, v in dubber.times.seconds.items()}
+                stages = {k: round(v, 2) for k, v in synth.times.seconds.items()}
                 rows.append(
                     {
                         "refs": n,

@@ -320,7 +320,9 @@ class Server:
         await s.aclose()
         self.ended_total += 1
         if all(h.stream.avatar is not s.avatar for h in self.sessions.values()):
-            self.engine.synthesizer.release(s.avatar)  # its reference bank (GPU memory) goes with its last session
+            self.engine.synthesizer.release(
+                s.avatar
+            )  # its reference bank (GPU memory) goes with its last session
         log.info("session %s closed", sid)
         return True
 

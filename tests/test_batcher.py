@@ -16,8 +16,8 @@ import pytest
 from engine.core.avatar import AvatarConfig, prepare_avatar
 from engine.live.audio import IncrementalMel, LiveWindowScheduler
 from engine.synth.backends import make_renderer_backend
-from engine.synth.batcher import SharedModelWorker, window_faces
-from engine.synth.neural import Dubber, DubConfig
+from engine.synth.batcher import SharedModelWorker
+from engine.synth.neural import FaceGenerator, NeuralSynthesizer
 from tests.helpers import PORTRAIT, InvertBackend, eventually, speechlike
 
 LIMIT = 60.0
@@ -43,13 +43,18 @@ def own_faces(lm, backend, avatar, wins) -> np.ndarray:
     import torch
 
     refs = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in avatar.landmark_refs())
-    return window_faces(Dubber(lm, backend, DubConfig(batch=16)), avatar, wins, refs)
+    return FaceGenerator(lm, backend).faces(avatar, wins, refs)
+
+
+def shared_worker(lm, backend_factory, **kw) -> SharedModelWorker:
+    """The model worker around the neural synthesizer's model calls."""
+    return SharedModelWorker(NeuralSynthesizer(lm, backend_factory, shared=False), **kw)
 
 
 def test_shared_worker_equals_a_private_backend(avatars, landmark_model, renderer_model):
     avatar = avatars[0]
     wins = live_windows(avatar, 0.6, seed=1)[:3]
-    worker = SharedModelWorker(landmark_model, lambda: make_renderer_backend("fast", renderer_model))
+    worker = shared_worker(landmark_model, lambda: make_renderer_backend("fast", renderer_model))
     try:
         shared = worker.faces(avatar, wins)
     finally:
@@ -82,7 +87,7 @@ def test_requests_of_several_sessions_share_one_call(avatars, landmark_model):
         backends.append(GatedInvert(gate, entered))
         return backends[-1]
 
-    worker = SharedModelWorker(landmark_model, factory, max_batch=8)
+    worker = shared_worker(landmark_model, factory, max_batch=8)
     reqs = {  # owner -> (avatar, windows)
         "first": (a, live_windows(a, 0.5, seed=1)[:1]),
         "s1": (a, live_windows(a, 0.7, seed=2)[:2]),
@@ -123,7 +128,7 @@ def test_a_held_worker_queues_requests_into_one_call(avatars, landmark_model):
         backends.append(GatedInvert(gate, threading.Event()))
         return backends[-1]
 
-    worker = SharedModelWorker(landmark_model, factory, linger_s=0.0)
+    worker = shared_worker(landmark_model, factory, linger_s=0.0)
     reqs = {"s1": live_windows(a, 0.5, seed=5)[:1], "s2": live_windows(a, 0.7, seed=6)[:2]}
     try:
         with ThreadPoolExecutor(2) as pool:
@@ -146,7 +151,7 @@ def test_worker_errors_reach_every_waiting_session_and_close_stops_it(avatars, l
         def render(self, faces, sketches, mels):
             raise RuntimeError("renderer exploded")
 
-    worker = SharedModelWorker(landmark_model, Broken)
+    worker = shared_worker(landmark_model, Broken)
     a = avatars[0]
     with pytest.raises(RuntimeError, match="exploded"):
         worker.faces(a, live_windows(a, 0.5, seed=1)[:1])
@@ -159,7 +164,7 @@ def test_worker_errors_reach_every_waiting_session_and_close_stops_it(avatars, l
 
 def test_release_and_lru_bound_the_reference_banks(avatars, landmark_model):
     a, b = avatars
-    worker = SharedModelWorker(landmark_model, InvertBackend, max_avatars=1)
+    worker = shared_worker(landmark_model, InvertBackend, max_avatars=1)
     try:
         worker.faces(a, live_windows(a, 0.5, seed=1)[:1])
         assert worker.avatars_loaded == 1

@@ -12,7 +12,8 @@ from engine.cli import main
 from engine.core.audio import load_audio, mel_chunks, melspectrogram
 from engine.core.avatar import AvatarConfig, prepare_avatar
 from engine.core.schedule import pingpong
-from engine.synth.neural import DubConfig, DubError, make_dubber
+from engine.offline.dub import dub_frames
+from engine.synth.neural import DubConfig, DubError, NeuralSynthesizer
 from tests.conftest import ROOT
 
 PORTRAIT = ROOT / "assets" / "portrait.png"
@@ -38,6 +39,11 @@ def _chunks(wav: np.ndarray) -> np.ndarray:
     return mel_chunks(melspectrogram(wav))
 
 
+def _dub(landmark_model, renderer_model, config: DubConfig, avatar, chunks) -> list:
+    synth = NeuralSynthesizer.from_models(landmark_model, renderer_model, config)
+    return list(dub_frames(synth, avatar, chunks, config.batch))
+
+
 @pytest.fixture(scope="module")
 def talk_b_run(media_dir, tmp_path_factory, landmark_model, renderer_model):
     """talk_b avatar (N=2) and 0.5 s of real speech, dubbed with 4 windows per call."""
@@ -45,37 +51,38 @@ def talk_b_run(media_dir, tmp_path_factory, landmark_model, renderer_model):
         media_dir / "talk_b_25fps.mp4", AvatarConfig(n_refs=2), tmp_path_factory.mktemp("c")
     )
     chunks = _chunks(load_audio(media_dir / "speech_a_44k.wav")[:8000])
-    results = list(make_dubber(landmark_model, renderer_model, DubConfig(batch=4)).run(avatar, chunks))
+    results = _dub(landmark_model, renderer_model, DubConfig(batch=4), avatar, chunks)
     return avatar, chunks, results
 
 
 def test_one_frame_per_mel_chunk_in_order_with_the_authors_templates(talk_b_run):
     avatar, chunks, results = talk_b_run
     assert len(chunks) == 9  # 0.5 s: 41 mel frames; chunks start at int(k * 3.2) while start + 16 <= 41
-    assert [r.output_index for r in results] == list(range(9))
-    assert [r.window for r in results] == [0, 0, 0, 1, 2, 3, 4, 5, 6]
+    assert [r.index for r in results] == list(range(9))
+    # windows 0, 0, 0, 1, ..., 6: the first face is written three times, then one face per window
+    assert results[0].face is results[1].face is results[2].face
+    assert len({id(r.face) for r in results}) == 7
     expected = [2, 2, 2] + [pingpong(p, avatar.n_frames) for p in range(3, 9)]
-    assert [r.template_index for r in results] == expected
-    assert results[0].face is results[2].face  # the first face is written three times
+    assert [r.template for r in results] == expected
     for r in results:
         assert r.face.shape == (128, 128, 3) and r.face.dtype == np.uint8
-        assert r.frame.shape == (590, 590, 3) and r.box == tuple(avatar.boxes[r.template_index])
+        assert r.image.shape == (590, 590, 3) and r.box.yyxx == tuple(avatar.boxes[r.template])
 
 
 def test_pixels_outside_the_pasted_face_equal_the_template_frame(talk_b_run):
     avatar, _, results = talk_b_run
     for r in results[2:]:
-        template = np.asarray(avatar.frames[r.template_index])
-        y1, y2, x1, x2 = r.box
+        template = np.asarray(avatar.frames[r.template])
+        y1, y2, x1, x2 = r.box.yyxx
         touched = np.zeros(template.shape[:2], bool)
-        touched[y1:y2, x1:x2] = avatar.mask(r.template_index) > 0
-        assert np.array_equal(r.frame[~touched], template[~touched])
-        assert np.any(r.frame[touched] != template[touched])
+        touched[y1:y2, x1:x2] = avatar.mask(r.template) > 0
+        assert np.array_equal(r.image[~touched], template[~touched])
+        assert np.any(r.image[touched] != template[touched])
 
 
 def test_faces_agree_within_one_grey_level_batched_or_not(talk_b_run, landmark_model, renderer_model):
     avatar, chunks, batched = talk_b_run
-    single = list(make_dubber(landmark_model, renderer_model, DubConfig(batch=1)).run(avatar, chunks))
+    single = _dub(landmark_model, renderer_model, DubConfig(batch=1), avatar, chunks)
     diffs = [
         int(np.abs(a.face.astype(int) - b.face.astype(int)).max())
         for a, b in zip(batched, single, strict=True)
@@ -126,7 +133,8 @@ def test_cli_dub_with_the_retrieval_renderer_needs_no_weights(tmp_path, capsys):
     args = ["dub", "--avatar", str(PORTRAIT), "--audio", str(audio), "--out", str(out), "--refs", "1"]
     args += ["--renderer", "retrieval", "--cache", str(tmp_path / "cache"), "--quiet"]
     assert main(args) == 0
-    assert "retrieval" in capsys.readouterr().out
+    stages = capsys.readouterr().out.split("time per stage")[1]
+    assert "openness " in stages and "preview " in stages  # the preview renderer's stages ran
     n = len(_chunks(wav))
     vcodec, rate, frames, acodec, _ = _probe(out)
     assert (vcodec, rate, frames, acodec) == ("h264", 25.0, n, "aac")
@@ -160,9 +168,9 @@ def test_cli_dub_talking_head_with_real_speech(media_dir, tmp_path):
 def test_30fps_avatar_dubs(media_dir, tmp_path, landmark_model, renderer_model):
     avatar = prepare_avatar(media_dir / "talk_c_30fps.mp4", AvatarConfig(n_refs=1), tmp_path)
     chunks = _chunks(_speech_like(0.3))
-    results = list(make_dubber(landmark_model, renderer_model, DubConfig()).run(avatar, chunks))
+    results = _dub(landmark_model, renderer_model, DubConfig(), avatar, chunks)
     assert len(chunks) == 4  # 0.3 s: 25 mel frames
-    assert len(results) == 4 and results[0].frame.shape == (700, 700, 3)
+    assert len(results) == 4 and results[0].image.shape == (700, 700, 3)
 
 
 def test_too_short_audio_and_missing_weights_are_clear_errors(
@@ -170,7 +178,7 @@ def test_too_short_audio_and_missing_weights_are_clear_errors(
 ):
     avatar = prepare_avatar(PORTRAIT, AvatarConfig(n_refs=1), tmp_path / "c")
     with pytest.raises(DubError, match="too short"):
-        list(make_dubber(landmark_model, renderer_model, DubConfig()).run(avatar, _chunks(_speech_like(0.2))))
+        _dub(landmark_model, renderer_model, DubConfig(), avatar, _chunks(_speech_like(0.2)))
     audio = _write_wav(tmp_path / "s.wav", _speech_like(0.5))
     monkeypatch.chdir(tmp_path)  # no checkpoints/ folder here
     assert main(["dub", "--avatar", str(PORTRAIT), "--audio", str(audio), "--out", "o.mp4", "--quiet"]) == 2
@@ -199,11 +207,7 @@ def test_cli_prepare_reports_and_reuses(tmp_path, capsys):
 
 def test_fast_and_plain_backends_give_the_same_faces(talk_b_run, landmark_model, renderer_model):
     avatar, chunks, fast = talk_b_run  # the default backend is the fast one
-    plain = list(
-        make_dubber(landmark_model, renderer_model, DubConfig(batch=4, backend="plain")).run(
-            avatar, chunks[:5]
-        )
-    )
+    plain = _dub(landmark_model, renderer_model, DubConfig(batch=4, backend="plain"), avatar, chunks[:5])
     assert DubConfig().backend == "fast"
     diffs = [
         int(np.abs(a.face.astype(int) - b.face.astype(int)).max()) for a, b in zip(plain, fast, strict=False)
@@ -240,11 +244,7 @@ def test_onnx_backend_dubs_like_the_torch_backend(talk_b_run, landmark_model, re
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
     avatar, chunks, fast = talk_b_run
-    onnx = list(
-        make_dubber(landmark_model, renderer_model, DubConfig(batch=2, backend="onnx")).run(
-            avatar, chunks[:4]
-        )
-    )
+    onnx = _dub(landmark_model, renderer_model, DubConfig(batch=2, backend="onnx"), avatar, chunks[:4])
     diffs = [
         int(np.abs(a.face.astype(int) - b.face.astype(int)).max()) for a, b in zip(onnx, fast, strict=False)
     ]

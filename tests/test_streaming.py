@@ -26,7 +26,7 @@ from engine.core.avatar import AvatarConfig, prepare_avatar
 from streaming.ice import LOOPBACK, local_candidate_hosts, loopback_ice, selected_pairs
 from streaming.session import StreamConfig, StreamSession
 from streaming.tracks import MicrophoneSink
-from tests.helpers import PORTRAIT, InvertBackend, speechlike
+from tests.helpers import PORTRAIT, InvertBackend, private_neural, speechlike
 
 LIMIT = 20.0  # seconds: a bound on every wait
 WANT = 30  # video frames the client collects (1.2 s at 25 fps)
@@ -59,7 +59,8 @@ def test_webrtc_loopback_mic_in_avatar_video_out(avatar, landmark_model, tmp_pat
             assert aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=True) == [LOOPBACK]
             assert config.iceServers == []  # no STUN / TURN
             client, server = RTCPeerConnection(config), RTCPeerConnection(config)
-            session = await StreamSession(avatar, landmark_model, InvertBackend(), StreamConfig()).start()
+            synth = private_neural(landmark_model, InvertBackend())
+            session = await StreamSession(avatar, synth, StreamConfig()).start()
             video, audio = session.subscribe()
             player = MediaPlayer(str(wav))
             sinks: list[MicrophoneSink] = []

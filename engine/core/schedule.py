@@ -96,6 +96,14 @@ def windows(n_chunks: int, n_frames: int, chunks: np.ndarray | None = None) -> l
     return [make_window(b, n_chunks, n_frames, chunks) for b in range(num_windows(n_chunks))]
 
 
+def silent_windows(avatar, count: int = 2) -> list[Window]:
+    """The first ``count`` windows of one second of silence on ``avatar`` (a model's warm-up call)."""
+    from engine.core.audio import mel_chunks, melspectrogram
+
+    chunks = mel_chunks(melspectrogram(np.zeros(16000, np.float32)))
+    return windows(len(chunks), avatar.n_frames, chunks)[:count]
+
+
 def reference_indices(lip_openness: np.ndarray, count: int) -> np.ndarray:
     """Frames chosen as references: sort by lip openness (ascending, stable) and take
     ``sorted[int(v)]`` for ``v`` in ``torch.linspace(0, L-1, steps=count)`` (float32)."""

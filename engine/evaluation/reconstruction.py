@@ -94,14 +94,15 @@ def evaluate_checkpoints(
     indices at 25 fps (end exclusive); neither = the whole video. The video is prepared as an avatar
     (FaceMesh, cached like ``mouthpiece prepare``; ``cache_dir``), restricted to the held-out frames
     with ``n_refs`` renderer references chosen among them; its audio (16 kHz) from
-    ``first * 640`` to ``end * 640`` samples drives the dub (:class:`engine.synth.neural.Dubber`, no
+    ``first * 640`` to ``end * 640`` samples drives the dub (:func:`engine.offline.dub.dub_frames`, no
     video encoding in between). Output frame p (p >= 2) shows template frame p, so it is compared
     with original frame ``first + p``; frames 0 and 1 repeat frame 2's face and are skipped.
     ``save_video``: also write the dub as an MP4 (with the held-out audio) to look at.
     """
     from engine.core.audio import load_audio, mel_chunks, melspectrogram
     from engine.core.avatar import AvatarConfig, prepare_avatar
-    from engine.synth.neural import DubConfig, load_models, make_dubber
+    from engine.offline.dub import dub_frames
+    from engine.synth.neural import DubConfig, NeuralSynthesizer, load_models
 
     fps = FPS
     a, b = _frame_range(held_out, held_out_frames, fps)
@@ -122,14 +123,14 @@ def evaluate_checkpoints(
 
     t0 = time.perf_counter()
     lm, net = load_models(landmark_checkpoint, renderer_checkpoint, dub_config.device, random_weights)
-    dubber = make_dubber(lm, net, dub_config)
-    results = list(dubber.run(avatar, chunks))
+    synth = NeuralSynthesizer.from_models(lm, net, dub_config)
+    results = list(dub_frames(synth, avatar, chunks, dub_config.batch))
     dub_s = time.perf_counter() - t0
     for r in results:
-        if r.output_index >= 2 and r.template_index != r.output_index:  # pragma: no cover - schedule fact
-            raise EvaluationError(f"output frame {r.output_index} shows template frame {r.template_index}")
-    generated = [r.frame for r in results]
-    reference = [np.asarray(avatar.frames[r.template_index]) for r in results]
+        if r.index >= 2 and r.template != r.index:  # pragma: no cover - schedule fact
+            raise EvaluationError(f"output frame {r.index} shows template frame {r.template}")
+    generated = [r.image for r in results]
+    reference = [np.asarray(avatar.frames[r.template]) for r in results]
 
     if save_video is not None:
         from engine.core.video import Mp4Writer

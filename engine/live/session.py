@@ -43,7 +43,8 @@ from engine.core.clock import FPS, SAMPLES_PER_FRAME
 from engine.core.frames import Frame, FrameKind, FrameTiming
 from engine.core.schedule import NO_MEL, Window
 from engine.core.stats import summary
-from engine.live.audio import IncrementalMel, LiveWindowScheduler, SpeechGate, StreamingResampler
+from engine.core.voice import SpeechGate
+from engine.live.audio import IncrementalMel, LiveWindowScheduler, StreamingResampler
 from engine.live.messages import Control, ControlKind
 from engine.synth.base import Planned, Synthesizer, rest_frame
 

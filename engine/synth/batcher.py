@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from engine.core.avatar import Avatar
-from engine.core.schedule import Window
+from engine.core.schedule import Window, silent_windows
 
 __all__ = ["SharedModelWorker", "WorkerStats"]
 
@@ -113,6 +113,13 @@ class SharedModelWorker:
             self._active[id(owner)] = time.perf_counter()
             self._cond.notify()
         return fut.result()
+
+    def warm_up(self, avatar: Avatar, windows: int = 2) -> float:
+        """One call on silent windows of ``avatar`` (loads its bank, runs the first, slow, call);
+        returns its seconds. Blocking."""
+        t0 = time.perf_counter()
+        self.faces(avatar, silent_windows(avatar, windows), owner=self)
+        return time.perf_counter() - t0
 
     def release(self, avatar: Avatar) -> None:
         """Free the avatar's state (backend, reference bank) once no session uses it; non-blocking

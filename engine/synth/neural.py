@@ -23,7 +23,7 @@ import models
 from engine.core.avatar import Avatar
 from engine.core.composite import composite
 from engine.core.frames import Box, Frame, FrameKind
-from engine.core.schedule import CENTER, LOOKAHEAD_MS, T, Window
+from engine.core.schedule import CENTER, LOOKAHEAD_MS, T, Window, silent_windows
 from engine.core.sketch import sketches_to_tensor
 from engine.synth.backends import DTYPES, RendererBackend, make_renderer_backend
 from engine.synth.base import CallInfo, Computed, Planned, planned_timing, rest_frame
@@ -210,16 +210,10 @@ class NeuralSynthesizer:
 
     def warm_up(self, avatar: Avatar) -> float:
         """One call on silent windows of ``avatar`` (the first, slow, call); returns its seconds."""
-        from engine.core.audio import mel_chunks, melspectrogram
-        from engine.core.schedule import windows
-
-        chunks = mel_chunks(melspectrogram(np.zeros(16000, np.float32)))
-        wins = windows(len(chunks), avatar.n_frames, chunks)[:2]
-        t0 = time.perf_counter()
         if self.shared:
-            self.worker.faces(avatar, wins, owner=self)
-        else:
-            self.infer(self.prepare(avatar), avatar, wins)
+            return self.worker.warm_up(avatar)
+        t0 = time.perf_counter()
+        self.infer(self.prepare(avatar), avatar, silent_windows(avatar))
         return time.perf_counter() - t0
 
     def release(self, avatar: Avatar) -> None:

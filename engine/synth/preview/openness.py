@@ -169,7 +169,7 @@ def openness_curve(
     levels = np.full(n, np.nan, np.float32)
     gate = None
     if speech_gate:
-        from engine.live.audio import SpeechGate
+        from engine.core.voice import SpeechGate
 
         gate = SpeechGate()
     pushed = 0
