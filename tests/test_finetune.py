@@ -1,5 +1,5 @@
 """``mouthpiece train presenter``: one command from a presenter's video to fine-tuned weights, with
-the held-out evaluation before and after (engine/finetune.py)."""
+the held-out evaluation before and after (engine/training/finetune.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Training-data preprocessing (engine/preprocess.py) against the format of docs/training_data.md.
+"""Training-data preprocessing (engine/training/preprocess*.py, dataset.py) against the format of
+docs/training_data.md.
 
 Synthetic videos are made from the bundled public-domain portrait (moved and scaled a little per
 frame, a tone as audio), so everything but the last tests runs on a fresh clone; the tests on the

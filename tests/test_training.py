@@ -12,6 +12,7 @@ import torch
 
 import models
 from engine.cli import main as cli_main
+from engine.core.audio import num_video_frames as mel_chunk_count
 from engine.training import (
     LandmarkWindows,
     RendererLossWeights,
@@ -29,7 +30,6 @@ from engine.training import (
     velocity_loss,
     write_synthetic_dataset,
 )
-from engine.training.data import mel_chunk_count
 from engine.training.landmark_stage import LandmarkTrainer
 from engine.training.renderer_stage import RendererTrainer, vgg_state_dict
 from engine.training.trainer import LandmarkTrainConfig, RendererTrainConfig

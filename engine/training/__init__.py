@@ -1,18 +1,16 @@
-"""Training of the two IP_LAP networks (GitHub issue 8): datasets over the preprocessed data,
-the losses, and the two stages (``landmark_stage``, ``renderer_stage``) sharing one trainer.
-
-Each stage module offers ``add_arguments(parser)``, ``run_from_args(args)`` and ``main(argv)``
-(``python -m engine.training.landmark_stage DATA OUT ...``).
+"""Training of the two IP_LAP networks. Contract: a dataset folder made by :mod:`.preprocess`
+(``mouthpiece train preprocess``) or :func:`write_synthetic_dataset`, laid out as :mod:`.dataset`
+says (docs/training_data.md), is read by the torch datasets of :mod:`.data`; the stages
+:mod:`.landmark_stage` and :mod:`.renderer_stage` (``mouthpiece train landmark|renderer``) train on
+it with the shared :class:`Trainer` into a run folder of official-layout checkpoints, and
+:mod:`.finetune` (``mouthpiece train presenter``) chains preprocessing, both stages and the
+evaluation for one presenter's video. Each command module offers ``add_arguments(parser)`` and
+``run_from_args(args)`` for ``engine.cli``.
 """
 
-from .data import (
-    DataError,
-    LandmarkWindows,
-    RendererSamples,
-    read_manifest,
-    split_clips,
-    write_synthetic_dataset,
-)
+from .config import LandmarkTrainConfig, RendererTrainConfig, TrainConfig, TrainingError
+from .data import LandmarkWindows, RendererSamples, write_synthetic_dataset
+from .dataset import DataError, read_manifest, split_clips
 from .losses import (
     RendererLossWeights,
     discriminator_loss,
@@ -23,14 +21,7 @@ from .losses import (
     renderer_generator_loss,
     velocity_loss,
 )
-from .trainer import (
-    LandmarkTrainConfig,
-    RendererTrainConfig,
-    TrainConfig,
-    Trainer,
-    TrainingError,
-    read_log,
-)
+from .trainer import Trainer, read_log
 
 __all__ = [
     "DataError",

@@ -1,36 +1,12 @@
-"""Torch datasets over the preprocessed training data (contract: ``DATA/manifest.json`` and
-``DATA/clips/<id>/{faces,sketches,landmarks,hw,valid,openness,mel}.npy``), memory-mapped.
-
-What is matched from the authors' ``train_landmarks_generator.py`` (landmark stage):
-
-* a window of ``T = 5`` consecutive frames starting at ``s``, ``s`` uniform in ``[2, L-T-2]``
-  (``random.randint(2, vid_len - T - 2)``, both ends included);
-* frame ``i`` of the window uses the mel chunk of frame ``i - 2`` (``start = int((i-2) * 3.2)``,
-  16 mel frames): a window whose last chunk runs past the mel is not sampled;
-* ``Nl = 15`` reference frames drawn without replacement (``random.sample``) from the clip's frames
-  *outside* the window; their pose and content landmarks are the references;
-* the clip of each sample is drawn uniformly (``random.randint`` over the videos), and an epoch
-  holds as many samples as there are clips (``__len__`` is the number of videos), so one epoch is
-  ``clips // batch_size`` steps unless ``steps_per_epoch`` says otherwise.
-
-and from ``train_video_renderer.py`` (renderer stage):
-
-* a window of 5 consecutive frames, start uniform in ``[0, L-5]``; the target is the middle frame
-  ``s + 2``; its crop is the ``face`` input (the renderer masks its lower half itself) and the
-  ground truth; the 5 sketches of the window are the target sketches;
-* the mel chunk of frame ``middle - 2`` (= ``s``);
-* ``N = 3`` references drawn without replacement from *all* frames of the clip (the window
-  included, as the authors' ``random.sample(face_img_paths, ref_N)`` does), with their sketches;
-* images are BGR in [0, 1] (``cv2.imread`` / 255), sketches the grey sketch / 255 on 3 channels.
-
-Our additions: only frames with ``valid`` set are used (window and references), windows whose
-mel chunks do not exist are never drawn, and every sample is a pure function of
-``(seed, epoch, index)`` so that runs are reproducible and a resumed run sees the same data.
+"""Torch datasets over a preprocessed training dataset (:mod:`.dataset`), memory-mapped:
+:class:`LandmarkWindows` and :class:`RendererSamples` draw the authors' samples (windows of 5
+frames with their mel chunks and references; docs/training_data.md, "Samples") from the valid
+frames only, each sample a pure function of ``(seed, epoch, index)``; and
+:func:`write_synthetic_dataset` writes a small dataset for tests and smoke runs.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -40,68 +16,32 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-MEL_CHUNK_LEN = 16
-MEL_PER_FRAME = 80.0 / 25.0  # mel frames per video frame at 25 fps
-N_POSE, N_CONTENT = 74, 57
+from engine.core.audio import MEL_CHUNK_LEN, MEL_FPS, mel_chunk_starts
+
+from .dataset import (
+    DEFAULT_FPS,
+    N_POSE,
+    DataError,
+    manifest_entry,
+    read_manifest,
+    split_clips,
+    write_clip,
+    write_json,
+    write_manifest,
+)
+
+__all__ = [
+    "DataError",
+    "LandmarkWindows",
+    "RangeSampler",
+    "RendererSamples",
+    "read_manifest",
+    "split_clips",
+    "write_synthetic_dataset",
+]
+
+MEL_PER_FRAME = MEL_FPS / DEFAULT_FPS  # mel frames per video frame at 25 fps
 TARGET_WINDOW = 5  # sketches per renderer sample
-
-
-class DataError(ValueError):
-    """A training data folder that cannot be used; the message says why."""
-
-
-def mel_chunk_count(mel_frames: int, fps: float = 25.0) -> int:
-    """Number of frames k whose chunk ``mel[:, int(k*80/fps) : +16]`` exists
-    (``engine.core.audio.mel_chunk_starts``; the float64 product, then truncation)."""
-    step = 80.0 / fps
-    if mel_frames < MEL_CHUNK_LEN:
-        return 0
-    k = np.arange(int((mel_frames - MEL_CHUNK_LEN) / step) + 2)
-    return int(((k * step).astype(np.int64) + MEL_CHUNK_LEN <= mel_frames).sum())
-
-
-def mel_start(frame: int, fps: float = 25.0) -> int:
-    return int(frame * (80.0 / fps))
-
-
-def read_manifest(root: str | os.PathLike) -> dict:
-    path = Path(root) / "manifest.json"
-    if not path.is_file():
-        raise DataError(
-            f"no manifest.json in {Path(root)}: not a preprocessed dataset (run the preprocessing)"
-        )
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: not valid JSON: {e}") from e
-    if manifest.get("version") != 1 or not isinstance(manifest.get("clips"), list):
-        raise DataError(f"{path}: unsupported manifest (version {manifest.get('version')!r})")
-    return manifest
-
-
-def split_clips(
-    manifest: dict, val_fraction: float = 0.0, val_clips: list[str] | None = None, seed: int = 0
-) -> tuple[list[str], list[str]]:
-    """(train ids, validation ids). ``val_clips`` names the held-out clips; otherwise a fraction
-    ``val_fraction`` of the clips (at least one when the fraction is positive and two or more clips
-    exist, always leaving one for training), drawn with ``seed``."""
-    ids = [c["id"] for c in manifest["clips"]]
-    if val_clips:
-        unknown = sorted(set(val_clips) - set(ids))
-        if unknown:
-            raise DataError(f"held-out clip ids not in the manifest: {', '.join(unknown)}")
-        val = [i for i in ids if i in set(val_clips)]
-    elif val_fraction > 0 and len(ids) >= 2:
-        n = min(len(ids) - 1, max(1, round(val_fraction * len(ids))))
-        order = np.random.default_rng([seed, 7]).permutation(len(ids))
-        chosen = set(order[:n].tolist())
-        val = [i for k, i in enumerate(ids) if k in chosen]
-    else:
-        val = []
-    train = [i for i in ids if i not in set(val)]
-    if not train:
-        raise DataError("no clips left for training after holding out the validation clips")
-    return train, val
 
 
 @dataclass
@@ -111,6 +51,7 @@ class _Clip:
     frames: int
     valid: np.ndarray  # (L,) bool
     n_chunks: int
+    mel_starts: np.ndarray  # (n_chunks,) first mel frame of each frame's chunk
     starts: np.ndarray  # window starts that may be drawn
     candidates: np.ndarray  # valid frames (reference pool)
 
@@ -145,12 +86,13 @@ class _ClipDataset(Dataset):
             mel = np.load(path / "mel.npy", mmap_mode="r")
             if mel.ndim != 2 or mel.shape[0] != 80:
                 raise DataError(f"{path / 'mel.npy'}: shape {mel.shape}, expected (80, M)")
-            n_chunks = mel_chunk_count(mel.shape[1], self.fps)
+            mel_starts = mel_chunk_starts(mel.shape[1], self.fps)
+            n_chunks = len(mel_starts)
             starts, candidates = self._usable(valid, n_chunks)
             if len(starts) == 0:
                 self.skipped.append((cid, "no usable window (too short, invalid frames or no audio)"))
                 continue
-            self.clips.append(_Clip(cid, path, len(valid), valid, n_chunks, starts, candidates))
+            self.clips.append(_Clip(cid, path, len(valid), valid, n_chunks, mel_starts, starts, candidates))
         if not self.clips:
             why = "; ".join(f"{c}: {r}" for c, r in self.skipped[:5]) or "no clips selected"
             raise DataError(f"{self.root}: no usable clip for {type(self).__name__} ({why})")
@@ -183,10 +125,8 @@ class _ClipDataset(Dataset):
         return np.random.default_rng([self.seed, self.epoch + 1, index])
 
     def mel_chunks(self, clip: int, frames: list[int]) -> np.ndarray:
-        mel = self.array(clip, "mel")
-        out = np.stack(
-            [mel[:, mel_start(f, self.fps) : mel_start(f, self.fps) + MEL_CHUNK_LEN] for f in frames]
-        )
+        mel, starts = self.array(clip, "mel"), self.clips[clip].mel_starts
+        out = np.stack([mel[:, starts[f] : starts[f] + MEL_CHUNK_LEN] for f in frames])
         return np.ascontiguousarray(out, dtype=np.float32)  # (n, 80, 16)
 
     def images(self, clip: int, frames: list[int]) -> np.ndarray:
@@ -387,18 +327,15 @@ def write_synthetic_dataset(
         profile = np.exp(-((np.arange(80)[:, None] - 20 - 10 * c) ** 2) / 200.0)
         mel = -3.0 + 5.0 * profile * m_open[None] + rng.normal(0, 0.3, (80, M))
         mel = np.clip(mel, -4, 4).astype(np.float32)
-        tmp = root / "clips" / f"{cid}.tmp"
-        tmp.mkdir(parents=True, exist_ok=True)
-        for name, arr in [
-            ("faces", faces),
-            ("sketches", sketches),
-            ("landmarks", landmarks),
-            ("hw", hw),
-            ("valid", valid),
-            ("openness", opening.astype(np.float32)),
-            ("mel", mel),
-        ]:
-            np.save(tmp / f"{name}.npy", arr)
+        arrays = {
+            "faces": faces,
+            "sketches": sketches,
+            "landmarks": landmarks,
+            "hw": hw,
+            "valid": valid,
+            "openness": opening.astype(np.float32),
+            "mel": mel,
+        }
         meta = {
             "source": f"synthetic/clip{c:02d}.mp4",
             "frames": L,
@@ -410,24 +347,9 @@ def write_synthetic_dataset(
             "height": 240,
             "source_fps": 25.0,
         }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        final = root / "clips" / cid
-        if final.exists():
-            for f in final.iterdir():
-                f.unlink()
-            final.rmdir()
-        tmp.rename(final)
-        entries.append(
-            {
-                "id": cid,
-                "source": meta["source"],
-                "frames": L,
-                "valid_frames": meta["valid_frames"],
-                "mel_frames": M,
-            }
-        )
-    manifest = {"version": 1, "fps": 25, "margin_px": 5, "image_size": size, "clips": entries}
-    (root / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        write_clip(root / "clips" / cid, arrays, meta)
+        entries.append(manifest_entry(cid, meta))
+    write_manifest(root, entries, fps=25, margin_px=5, image_size=size)
     report = {"processed": [e["id"] for e in entries], "skipped_existing": [], "failed": [], "seconds": 0.0}
-    (root / "report.json").write_text(json.dumps(report, indent=1))
+    write_json(root / "report.json", report)
     return root

@@ -25,7 +25,6 @@ its own audio works), the command
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import shutil
 import time
@@ -198,14 +197,11 @@ def _evaluate(cfg: PresenterConfig, lm: Path | None, r: Path | None, frames: tup
 
 def fine_tune_presenter(cfg: PresenterConfig, say=print) -> dict[str, Any]:
     """Run the whole presenter fine-tuning (module docstring); returns the summary it writes."""
+    from engine.training.dataset import is_complete, read_meta, rebuild_manifest
     from engine.training.landmark_stage import LandmarkTrainer
-    from engine.training.preprocess import (
-        PreprocessConfig,
-        clip_id,
-        is_complete,
-        preprocess_video,
-        rebuild_manifest,
-    )
+    from engine.training.preprocess_clip import preprocess_video
+    from engine.training.preprocess_config import PreprocessConfig
+    from engine.training.preprocess_discover import clip_id
     from engine.training.renderer_stage import RendererTrainer
     from engine.training.trainer import LandmarkTrainConfig, RendererTrainConfig
 
@@ -240,7 +236,7 @@ def fine_tune_presenter(cfg: PresenterConfig, say=print) -> dict[str, Any]:
         say(f"preprocessing {video.name}: the first {train_frames} of {total} frames (25 fps) ...")
         meta = preprocess_video(video, clip_dir, pcfg, source=video.name)
     else:
-        meta = json.loads((clip_dir / "meta.json").read_text())
+        meta = read_meta(clip_dir)
         say(f"dataset already prepared: {clip_dir}")
     rebuild_manifest(data, pcfg)
     say(f"  {meta['frames']} frames, {meta['valid_frames']} with a face")

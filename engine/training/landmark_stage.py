@@ -1,16 +1,7 @@
-"""Landmark transformer training (IPLAP_FACTS.md section 9; the authors' ``train_landmarks_generator.py``).
-
-``python -m engine.training.landmark_stage DATA OUT [--max-steps N] [--init ckpt | --resume] ...``
-
-Matched: ``Landmark_generator(T=5, d_model=512, nlayers=4, nhead=4, dim_feedforward=1024,
-dropout=0.1)`` in train mode (dropout and BatchNorm statistics on); ``Adam(model.parameters(),
-lr=1e-4)``; batch 128; ``loss = L1 + velocity`` on the (B*T, 2, 57) content landmarks (the truth
-regrouped window by window, as ``torch.cat([T_content[i] for i in range(B)])``); samples as in
-:class:`~engine.training.data.LandmarkWindows`; the evaluation reports the same two terms in eval
-mode; checkpoints ``{"state_dict": model.state_dict(), "optimizer", "global_step", "global_epoch"}``
-without a ``module.`` prefix (single-GPU training; both the authors' loaders and ours strip one
-when present). Fine-tuning (``--init``) loads the weights into a fresh model and a fresh
-optimizer, as the authors' ``finetune_path`` does.
+"""Landmark transformer training (``mouthpiece train landmark DATA OUT [--max-steps N] [--init ckpt |
+--resume] ...``): :class:`LandmarkTrainer` trains ``LandmarkGenerator`` on
+:class:`~engine.training.data.LandmarkWindows` with ``L1 + velocity`` and Adam, the authors'
+``train_landmarks_generator.py`` (what matches it: docs/training_data.md, "Training").
 """
 
 from __future__ import annotations
@@ -25,16 +16,10 @@ import torch
 from models.checkpoint import CheckpointError, load_landmark_generator
 from models.landmark_generator import LandmarkGenerator, LandmarkGeneratorConfig
 
+from .config import LandmarkTrainConfig, TrainingError, add_common_arguments, config_from_args
 from .data import LandmarkWindows
 from .losses import landmark_losses
-from .trainer import (
-    LandmarkTrainConfig,
-    Trainer,
-    TrainingError,
-    add_common_arguments,
-    config_from_args,
-    step_name,
-)
+from .trainer import Trainer, step_name
 
 
 class LandmarkTrainer(Trainer):

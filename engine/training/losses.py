@@ -1,24 +1,6 @@
-"""Training losses of IP_LAP (IPLAP_FACTS.md section 9).
-
-Matched from the authors' code:
-
-* ``train_landmarks_generator.py``: ``loss = L1 + velocity``, L1 = ``nn.L1Loss()`` (mean) over the
-  (B*T, 2, 57) content landmarks; ``get_velocity_loss``: the (B*T, 2, 57) arrays are regrouped to
-  (B, T, 114) (per point, x then y), frame-to-frame differences (B, T-1, 114) of prediction and truth,
-  ``F.pairwise_distance`` between them (Euclidean, with its default ``eps=1e-6`` added to the
-  difference) and the mean over the B*(T-1) rows;
-* ``loss.py`` ``GANLoss(use_lsgan=True)``: MSE of the last output of every scale against a tensor of
-  1.0 (real) or 0.0 (fake), **summed** over the scales;
-* ``train_video_renderer.py``: ``loss_D = 0.5 * (GAN(D(fake.detach()), False) + GAN(D(real), True))``;
-  feature matching = sum over scales i and over the intermediate features j (all but the last) of
-  ``1/num_D * 4/(n_layers+1) * L1(D(fake)[i][j], D(real)[i][j].detach())``, then times 2.5; generator
-  loss ``2.5*warp + 4*gen + 0.1*2.5*GAN(D(fake), True) + 2.5*feature_matching`` where ``gen`` is the
-  perceptual loss of the generated face *with* ``250 * style``, ``warp`` that of the warped reference
-  without style; during warm-up only ``2.5*warp``;
-* ``models/video_renderer.py`` ``PerceptualLoss(vgg19, relu_1_1..relu_5_1, num_scales=2)``: see
-  :mod:`models.perceptual`. :func:`perceptual_terms` computes the same numbers, but the target's VGG
-  features once for both the warped and the generated image, and returns perceptual and style apart
-  (their weighted sum equals ``PerceptualLoss.forward(..., style_weight)``; see the tests).
+"""Training losses of IP_LAP (IPLAP_FACTS.md section 9): the landmark stage's L1 + velocity, the
+renderer's perceptual/style terms, LSGAN, discriminator and feature-matching losses and their
+weighted sum, each equal to the authors' (docs/training_data.md, "Training").
 """
 
 from __future__ import annotations

@@ -1,68 +1,10 @@
-"""Training-data preprocessing: a folder of talking-face videos -> the dataset of docs/training_data.md.
-
-Every video becomes one clip folder ``OUT/clips/<id>/`` with, per 25 fps frame, the 128x128 face
-crop, the grey landmark sketch, the 131 landmarks normalised to the crop box, the crop size, a
-validity flag and the lip openness, plus the clip's mel spectrogram; ``OUT/manifest.json`` lists
-the complete clips and ``OUT/report.json`` says what the last run did. Command line::
-
-    python -m engine.training.preprocess INPUT OUT [--workers N] [--filelist F] [--limit N] [--max-frames N]
-                                          [--overwrite] [--quiet] [--json]
-
-Inputs
-    Any folder of videos, searched recursively (``.mp4 .avi .mov .mkv .webm .m4v .mpg .mpeg .flv``;
-    hidden folders and the output folder are left out), e.g. LRS2's ``main/<speaker>/<clip>.mp4``
-    (give ``main`` as INPUT). Or an LRS2-style file list (``--filelist train.txt``): one
-    ``<speaker>/<clip>`` per line, relative to INPUT (or to ``INPUT/main``), extension optional;
-    anything after the first blank on a line (LRS2's test list has ``NF`` flags) is ignored.
-    A clip's id is its path relative to INPUT without the extension, ``/`` replaced by ``__``.
-
-Per video (:func:`preprocess_video`)
-    1. The audio track is decoded to 16 kHz mono (:func:`engine.core.audio.load_audio`) and turned into
-       the authors' mel spectrogram (:func:`engine.core.audio.melspectrogram`), shape (80, M).
-    2. Frames are decoded and converted to 25 fps by :func:`engine.core.video.iter_frames` (nearest
-       timestamp; 30 fps sources lose every sixth frame), streaming: one frame at a time.
-    3. MediaPipe FaceMesh (one instance per worker; the authors' settings) on every frame. From
-       the 131 ORDER points: the float box ``min/max`` widened by ``margin_px`` (5) pixels and
-       clamped to [0, 1]; the crop ``frame[int(y_min*h):int(y_max*h), int(x_min*w):int(x_max*w)]``
-       resized to 128x128 (bilinear); the landmarks ``((x - x_min)/(x_max - x_min), (y - y_min) /
-       (y_max - y_min))`` in the ``[pose(74) | content(57)]`` column order; the crop size
-       ``hw = (y2 - y1, x2 - x1)`` of the integer box; the lip openness (points 0-17).
-    4. Sketches: ``round(engine.core.sketch.draw_sketch(landmarks_float32, hw, raw=True))`` as uint8
-       (the batched :func:`engine.core.sketch.draw_sketches`, bit-identical).
-    5. Checks; a failing video raises :class:`PreprocessError` and is reported, never half-written.
-
-What was matched from the authors' preprocessing (Weizhi-Zhong/IP_LAP, ``preprocess/
-preprocess_video.py`` and ``preprocess_audio.py``; read for reference, not copied)
-    * FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=True,
-      min_detection_confidence=0.5) on the RGB frame; the box over the same 131 points; the
-      5-pixel margin with clamping; the crop slice from ``int(v * size)`` of the float box and the
-      cv2 default (bilinear) resize to 128x128; landmarks normalised by the *float* box (not the
-      integer one used at inference); pose/content split and ordering (the authors' training
-      loader sorts them into ORDER order, which is our column order); sketch lines of grey 224,
-      1 pixel, drawn on a canvas whose short side is 128, resized bilinearly to 128x128 and stored
-      as 8 bits (the authors wrote PNGs, i.e. the value rounded to uint8); frames without a face
-      stored nothing (here: zeros and ``valid = False``); mel of the whole audio track, 16 kHz.
-    * Deliberate differences: the sketch canvas size comes from the integer crop size ``hw``
-      (stored, so that the training code can redraw any sketch exactly) while the authors used the
-      float box size ``(y_max - y_min) * h``: the long side of the canvas can differ by one pixel.
-      Sketches are drawn from the stored float32 landmarks (the authors: float64), so the stored
-      sketch equals ``draw_sketch(landmarks, hw)`` exactly. Non-25 fps videos are converted (the
-      authors' script refused them); audio is resampled by FFmpeg's swresample (the authors:
-      librosa's resampler after an ffmpeg wav export) and mixed to mono as the channel mean.
-
-Run behaviour (:func:`preprocess_folder`)
-    * Parallel: a ``ProcessPoolExecutor`` (spawn start method; FaceMesh built once per worker;
-      ``workers=1`` runs in this process). Workers ignore Ctrl-C; the main process stops them.
-    * Resumable: a clip is written to ``clips/<id>.tmp/`` and renamed to ``clips/<id>/`` when
-      complete, so a folder without ``.tmp`` is complete; a rerun skips complete clips made with
-      the same settings (``skipped_existing``) unless ``overwrite``. Interruption (Ctrl-C, a
-      killed process) leaves at most a ``.tmp`` folder, removed by the next run.
-    * Bad files (unreadable, no video or audio stream, no face, too few frames with a face, too
-      short for one 5-frame window) are listed with a reason in ``report.json``; the run goes on.
-      A worker process that dies (e.g. a decoder crash) is replaced; its video is retried alone
-      once and then reported as failed.
-    * ``manifest.json`` is rebuilt from the complete clip folders at the end of every run
-      (also after Ctrl-C). Two runs must not write to the same OUT at the same time.
+"""Training-data preprocessing of a folder (``mouthpiece train preprocess INPUT OUT``): every video
+under INPUT (or in an LRS2 file list) becomes a clip folder of the dataset in OUT
+(:mod:`.dataset`, docs/training_data.md) on a process pool (spawn; one FaceMesh per worker;
+``workers=1`` runs here), resumably (complete clips with the same settings are skipped), with bad
+files and crashed workers reported in ``OUT/report.json`` and ``manifest.json`` rebuilt at the end.
+Also the public face of the preprocessing: finding videos (:mod:`.preprocess_discover`), one clip
+(:mod:`.preprocess_clip`), settings (:mod:`.preprocess_config`) and the dataset files are re-exported.
 """
 
 from __future__ import annotations
@@ -77,21 +19,49 @@ import sys
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import numpy as np  # noqa: F401 - part of this module's face: tests patch ``preprocess.np.save``
+
+from .dataset import (
+    CLIP_FILES,
+    FORMAT_VERSION,
+    IMAGE_SIZE,
+    SAMPLE_RATE,
+    TMP_SUFFIX,
+    WINDOW,
+    is_complete,
+    load_clip,
+    read_manifest,
+    rebuild_manifest,
+    tmp_dir,
+    write_json,
+)
+from .preprocess_clip import preprocess_video
+from .preprocess_config import (
+    VIDEO_EXTENSIONS,
+    PreprocessConfig,
+    PreprocessError,
+    ProgressCallback,
+    default_workers,
+)
+from .preprocess_discover import VideoEntry, clip_id, list_videos, read_filelist, relative_source
 
 __all__ = [
     "CLIP_FILES",
     "FORMAT_VERSION",
+    "IMAGE_SIZE",
+    "SAMPLE_RATE",
     "VIDEO_EXTENSIONS",
+    "WINDOW",
     "PreprocessConfig",
     "PreprocessError",
+    "ProgressCallback",
     "VideoEntry",
     "add_arguments",
     "clip_id",
@@ -108,563 +78,6 @@ __all__ = [
     "run_from_args",
     "summary",
 ]
-
-FORMAT_VERSION = 1
-IMAGE_SIZE = 128
-SAMPLE_RATE = 16000
-#: Frames in one training window (the transformer's T).
-WINDOW = 5
-VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".flv")
-#: Files of a complete clip folder; meta.json is written last.
-CLIP_FILES: tuple[str, ...] = (
-    "faces.npy",
-    "sketches.npy",
-    "landmarks.npy",
-    "hw.npy",
-    "valid.npy",
-    "openness.npy",
-    "mel.npy",
-    "meta.json",
-)
-TMP_SUFFIX = ".tmp"
-_SKETCH_BATCH = 256
-MEL_FPS = 80.0  # mel frames per second (16 kHz, hop 200)
-MEL_HOP = 200
-MEL_CHUNK = 16  # mel frames per video frame's chunk
-
-#: progress(done, total, entry): entry = {"id", "source", "status": "processed" | "skipped_existing"
-#: | "failed", "frames" (processed only), "reason" (failed only)}.
-ProgressCallback = Callable[[int, int, dict[str, Any]], None]
-
-
-class PreprocessError(ValueError):
-    """A video that cannot become a training clip, or an unusable input/output folder."""
-
-
-def default_workers() -> int:
-    """min(4, the CPUs this process may use)."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        n = os.cpu_count() or 1
-    return max(1, min(4, n))
-
-
-@dataclass
-class PreprocessConfig:
-    """Settings of a preprocessing run (all but the run-control ones are recorded in meta.json)."""
-
-    #: Worker processes; 1 = everything in this process.
-    workers: int = field(default_factory=default_workers)
-    #: Crop margin in pixels around the 131 landmarks (the authors' training preprocessing: 5).
-    margin_px: int = 5
-    #: Output frame rate (IP_LAP: 25).
-    fps: float = 25.0
-    #: Reprocess clips that are already complete.
-    overwrite: bool = False
-    #: Process at most this many videos (the first ones in listing order); None = all.
-    limit: int | None = None
-    #: Keep at most this many frames (at ``fps``) of each video; the audio is cut just after the
-    #: last kept frame's mel chunk. None = all.
-    max_frames: int | None = None
-    #: File extensions taken as videos (lower case, with the dot).
-    extensions: tuple[str, ...] = VIDEO_EXTENSIONS
-    #: A clip needs a face in at least this fraction of its frames.
-    min_valid_fraction: float = 0.5
-    #: An LRS2-style file list (``<speaker>/<clip>`` per line) instead of searching INPUT.
-    filelist: str | None = None
-    #: Show a tqdm bar when no progress callback is given.
-    show_progress: bool = True
-    #: multiprocessing start method for the worker pool.
-    start_method: str = "spawn"
-
-    def __post_init__(self) -> None:
-        if int(self.workers) < 1:
-            raise ValueError(f"workers must be >= 1, got {self.workers}")
-        self.workers = int(self.workers)
-        if not self.margin_px >= 0:
-            raise ValueError(f"margin_px must be >= 0, got {self.margin_px}")
-        if not self.fps > 0:
-            raise ValueError(f"fps must be positive, got {self.fps}")
-        if self.limit is not None and int(self.limit) < 0:
-            raise ValueError(f"limit must be >= 0, got {self.limit}")
-        if self.max_frames is not None and int(self.max_frames) < WINDOW:
-            raise ValueError(f"max_frames must be >= {WINDOW} (one window), got {self.max_frames}")
-        if not 0.0 <= self.min_valid_fraction <= 1.0:
-            raise ValueError(f"min_valid_fraction must be in [0, 1], got {self.min_valid_fraction}")
-        exts = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in self.extensions)
-        if not exts:
-            raise ValueError("extensions must not be empty")
-        self.extensions = exts
-
-    def settings(self) -> dict[str, Any]:
-        """What decides a clip's content: a complete clip made with other settings is redone."""
-        return {
-            "fps": float(self.fps),
-            "margin_px": self.margin_px,
-            "image_size": IMAGE_SIZE,
-            "max_frames": self.max_frames,
-        }
-
-
-# --------------------------------------------------------------------------------------------
-# Listing
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class VideoEntry:
-    """One input video: ``source`` is its path relative to the input root (posix)."""
-
-    path: Path
-    source: str
-
-    @property
-    def id(self) -> str:
-        return clip_id(self.source)
-
-
-def clip_id(source: str) -> str:
-    """Clip id of a source path relative to the input root: extension dropped, ``/`` -> ``__``."""
-    p = Path(source.replace("\\", "/"))
-    return str(p.with_suffix("")).replace(os.sep, "/").replace("/", "__")
-
-
-def _relative(path: Path, root: Path) -> str:
-    """``path`` relative to ``root`` (absolute paths, symbolic links not resolved), posix."""
-    rel = os.path.relpath(os.path.abspath(path), os.path.abspath(root))
-    return Path(rel).as_posix()
-
-
-def list_videos(
-    root: str | os.PathLike,
-    extensions: Iterable[str] = VIDEO_EXTENSIONS,
-    filelist: str | os.PathLike | None = None,
-    exclude: Iterable[str | os.PathLike] = (),
-) -> list[Path]:
-    """Videos under ``root``, sorted by relative path.
-
-    Without ``filelist``: every file with one of ``extensions`` (case-insensitive) found
-    recursively, skipping hidden files and folders (names starting with ".") and the folders in
-    ``exclude``. With ``filelist``: the files that :func:`read_filelist` finds (lines without a
-    video are left out here; :func:`read_filelist` returns them).
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise PreprocessError(f"input folder not found: {root}")
-    exts = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
-    if filelist is not None:
-        found, _ = read_filelist(root, filelist, exts)
-        return found
-    skip = {Path(e).resolve() for e in exclude}
-    seen: set[Path] = set()  # real folders already walked (symbolic-link loops)
-    out: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        d = Path(dirpath)
-        real = d.resolve()
-        if real in seen:
-            dirnames[:] = []
-            continue
-        seen.add(real)
-        dirnames[:] = sorted(n for n in dirnames if not n.startswith(".") and (d / n).resolve() not in skip)
-        for name in filenames:
-            if not name.startswith(".") and Path(name).suffix.lower() in exts:
-                out.append(d / name)
-    return sorted(out, key=lambda p: _relative(p, root))
-
-
-def read_filelist(
-    root: str | os.PathLike, filelist: str | os.PathLike, extensions: Iterable[str] = VIDEO_EXTENSIONS
-) -> tuple[list[Path], list[str]]:
-    """Resolve an LRS2-style file list against ``root``: returns ``(videos, missing lines)``.
-
-    A line ``<speaker>/<clip>`` (extension optional; text after the first blank ignored, empty
-    lines and ``#`` comments skipped) names ``root/<line><ext>`` for the first of ``extensions``
-    (lower or upper case) that exists, else ``root/main/<line><ext>`` (LRS2's own lists are
-    relative to ``main``).
-    Duplicated lines count once. Videos keep the list's order.
-    """
-    root = Path(root)
-    fl = Path(filelist)
-    if not fl.is_file():
-        raise PreprocessError(f"file list not found: {fl}")
-    exts = [e.lower() if e.startswith(".") else "." + e.lower() for e in extensions]
-    found: list[Path] = []
-    missing: list[str] = []
-    seen: set[str] = set()
-    for raw in fl.read_text(encoding="utf-8", errors="replace").splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        name = line.split()[0].replace("\\", "/").lstrip("/")
-        if name in seen:
-            continue
-        seen.add(name)
-        hit = None
-        for base in (root, root / "main"):
-            stem = base / name
-            if stem.suffix.lower() in exts and stem.is_file():
-                hit = stem
-            else:
-                cands = (Path(f"{stem}{x}") for e in exts for x in (e, e.upper()))
-                hit = next((c for c in cands if c.is_file()), None)
-            if hit is not None:
-                break
-        if hit is None:
-            missing.append(name)
-        else:
-            found.append(hit)
-    return found, missing
-
-
-# --------------------------------------------------------------------------------------------
-# One video
-# --------------------------------------------------------------------------------------------
-
-
-def _training_box(
-    points: np.ndarray, h: int, w: int, margin_px: float
-) -> tuple[tuple[float, ...], tuple[int, ...]]:
-    """The authors' training box: float ``(y_min, y_max, x_min, x_max)`` and integer ``(y1, y2, x1, x2)``.
-
-    min/max over the 131 ORDER points, widened by ``margin_px`` pixels, clamped to [0, 1]. The
-    integer box is :func:`engine.core.face.crop_box` with the same margin.
-    """
-    from engine.core.face import crop_box
-    from engine.core.landmark_sets import ALL_MP
-
-    pts = points[ALL_MP, :2].astype(np.float64)
-    x_min, y_min = (float(v) for v in pts.min(axis=0))
-    x_max, y_max = (float(v) for v in pts.max(axis=0))
-    x_min = max(x_min - margin_px / w, 0)
-    x_max = min(x_max + margin_px / w, 1)
-    y_min = max(y_min - margin_px / h, 0)
-    y_max = min(y_max + margin_px / h, 1)
-    return (y_min, y_max, x_min, x_max), crop_box(points, h, w, margin_px)
-
-
-def _landmarks_float_box(points: np.ndarray, fbox: tuple[float, ...]) -> np.ndarray:
-    """Full (2, 131) ``[pose | content]`` landmarks normalised by the float box, float32."""
-    from engine.core.landmark_sets import FULL_MP
-
-    y_min, y_max, x_min, x_max = fbox
-    pts = points[FULL_MP, :2].astype(np.float64)
-    x = (pts[:, 0] - x_min) / (x_max - x_min)
-    y = (pts[:, 1] - y_min) / (y_max - y_min)
-    return np.stack([x, y]).astype(np.float32)
-
-
-def _grey_sketches(landmarks: np.ndarray, hw: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """uint8 (L, 128, 128): rounded raw sketches of the valid frames, zeros elsewhere."""
-    from engine.core.sketch import draw_sketches
-
-    out = np.zeros((len(valid), IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
-    idx = np.flatnonzero(valid)
-    for s in range(0, idx.size, _SKETCH_BATCH):
-        part = idx[s : s + _SKETCH_BATCH]
-        raw = draw_sketches(landmarks[part], hw[part], raw=True)[..., 0]
-        out[part] = np.clip(np.rint(raw), 0, 255).astype(np.uint8)
-    return out
-
-
-def _longest_run(mask: np.ndarray) -> int:
-    best = run = 0
-    for v in mask.tolist():
-        run = run + 1 if v else 0
-        best = max(best, run)
-    return best
-
-
-def _compute_clip(
-    path: Path, config: PreprocessConfig, landmarker: Any, source: str
-) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Arrays and meta of one clip (nothing written). Raises :class:`PreprocessError`."""
-    from engine.core import video
-    from engine.core.audio import AudioError, load_audio, melspectrogram, num_video_frames
-    from engine.core.face import crop_face
-
-    t0 = time.perf_counter()
-    try:
-        info = video.probe_video(path)
-    except (video.VideoError, OSError) as e:
-        raise PreprocessError(f"unreadable video: {e}") from None
-    if not info.has_audio:
-        raise PreprocessError("no audio stream")
-    try:
-        wav = load_audio(path, SAMPLE_RATE)
-    except (AudioError, OSError) as e:
-        raise PreprocessError(f"unreadable audio: {e}") from None
-
-    faces: list[np.ndarray] = []
-    landmarks: list[np.ndarray] = []
-    hws: list[tuple[int, int]] = []
-    valid: list[bool] = []
-    openness: list[float] = []
-    blank_face = np.zeros((IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
-    blank_lm = np.zeros((2, 131), dtype=np.float32)
-    size: tuple[int, int] | None = None
-    try:
-        for i, frame in enumerate(video.iter_frames(path, fps=config.fps, max_frames=config.max_frames)):
-            h, w = frame.shape[:2]
-            size = size or (h, w)
-            rec = landmarker.detect(frame, i)
-            ok = rec.found and rec.points is not None
-            if ok:
-                fbox, box = _training_box(rec.points, h, w, config.margin_px)
-                y1, y2, x1, x2 = box
-                ok = y2 > y1 and x2 > x1
-            if ok:
-                faces.append(crop_face(frame, box, IMAGE_SIZE))
-                landmarks.append(_landmarks_float_box(rec.points, fbox))
-                hws.append((y2 - y1, x2 - x1))
-                openness.append(float(rec.lip_openness))
-            else:
-                faces.append(blank_face)
-                landmarks.append(blank_lm)
-                hws.append((0, 0))
-                openness.append(0.0)
-            valid.append(bool(ok))
-    except video.VideoError as e:
-        raise PreprocessError(f"unreadable video: {e}") from None
-    t_frames = time.perf_counter() - t0
-
-    n = len(valid)
-    valid_arr = np.array(valid, dtype=bool)
-    n_valid = int(valid_arr.sum())
-    if n < WINDOW:
-        raise PreprocessError(f"too short: {n} frame(s) at {config.fps:g} fps, a window needs {WINDOW}")
-    if n_valid == 0:
-        raise PreprocessError(f"no face found in any of its {n} frames")
-    if n_valid < config.min_valid_fraction * n:
-        raise PreprocessError(
-            f"too few frames with a face: {n_valid} of {n} ({n_valid / n:.0%}, "
-            f"need {config.min_valid_fraction:.0%})"
-        )
-
-    if config.max_frames is not None and n >= config.max_frames:
-        # Cut: keep the audio up to the end of the last kept frame's mel chunk, so that every kept
-        # frame has one (chunk k: mel frames int(k * 80 / fps) .. +16; M = 1 + samples // hop).
-        last_start = int((n - 1) * (MEL_FPS / config.fps))
-        wav = wav[: (last_start + MEL_CHUNK - 1) * MEL_HOP]
-    mel = melspectrogram(wav)
-    mel_frames = int(mel.shape[1])
-    with_audio = min(n, num_video_frames(mel_frames, config.fps))
-    if with_audio < WINDOW:
-        raise PreprocessError(
-            f"audio too short: {wav.size / SAMPLE_RATE:.2f} s gives mel chunks for {with_audio} frame(s), "
-            f"a window needs {WINDOW}"
-        )
-    if _longest_run(valid_arr[:with_audio]) < WINDOW:
-        raise PreprocessError(
-            f"no window of {WINDOW} consecutive frames with a face and audio "
-            f"(face in {n_valid} of {n} frames)"
-        )
-
-    lm = np.stack(landmarks).astype(np.float32)
-    hw = np.array(hws, dtype=np.int32).reshape(n, 2)
-    sketches = _grey_sketches(lm, hw, valid_arr)
-    arrays = {
-        "faces": np.stack(faces),
-        "sketches": sketches,
-        "landmarks": lm,
-        "hw": hw,
-        "valid": valid_arr,
-        "openness": np.array(openness, dtype=np.float32),
-        "mel": np.ascontiguousarray(mel, dtype=np.float32),
-    }
-    assert size is not None
-    meta = {
-        "version": FORMAT_VERSION,
-        "source": source,
-        "frames": n,
-        "fps": float(config.fps),
-        "mel_frames": mel_frames,
-        "margin_px": config.margin_px,
-        "valid_frames": n_valid,
-        "width": int(size[1]),
-        "height": int(size[0]),
-        "source_fps": float(info.fps),
-        "image_size": IMAGE_SIZE,
-        "max_frames": config.max_frames,
-        "sample_rate": SAMPLE_RATE,
-        "audio_samples": int(wav.size),
-        "seconds": round(time.perf_counter() - t0, 3),
-        "seconds_frames": round(t_frames, 3),
-    }
-    return arrays, meta
-
-
-def _tmp_dir(out_dir: Path) -> Path:
-    return out_dir.with_name(out_dir.name + TMP_SUFFIX)
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically (a temporary file renamed over ``path``)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def preprocess_video(
-    path: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    config: PreprocessConfig | None = None,
-    *,
-    landmarker: Any = None,
-    source: str | None = None,
-) -> dict[str, Any]:
-    """Preprocess one video into the clip folder ``out_dir`` (replacing it); returns its meta.
-
-    The files are written to ``<out_dir>.tmp/`` and the folder renamed to ``out_dir`` only when
-    complete; on any error or interruption the ``.tmp`` folder is removed and ``out_dir`` is left
-    as it was. ``landmarker``: a :class:`engine.core.face.FaceLandmarker` to reuse (one is made and
-    closed otherwise). ``source``: the path recorded in meta.json (default: ``path`` as given).
-    Raises :class:`PreprocessError` for a video that cannot become a clip (the message says why)
-    and ``FileNotFoundError`` for a missing file.
-    """
-    config = config or PreprocessConfig()
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"video file not found: {p}")
-    out_dir = Path(out_dir)
-    if out_dir.name.endswith(TMP_SUFFIX):
-        raise PreprocessError(f"clip folder name must not end in {TMP_SUFFIX!r}: {out_dir}")
-    own = landmarker is None
-    if own:
-        from engine.core.face import FaceLandmarker, FaceMeshConfig
-
-        landmarker = FaceLandmarker(FaceMeshConfig(margin_px=config.margin_px))
-    try:
-        arrays, meta = _compute_clip(p, config, landmarker, source if source is not None else str(path))
-    finally:
-        if own:
-            landmarker.close()
-    meta = {"version": meta.pop("version"), "id": out_dir.name, **meta}
-
-    tmp = _tmp_dir(out_dir)
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        tmp.mkdir(parents=True)
-        for name, arr in arrays.items():
-            np.save(tmp / f"{name}.npy", arr)
-        _write_json(tmp / "meta.json", meta)  # last: marks the files complete
-        old = out_dir.with_name(f".{out_dir.name}.old{TMP_SUFFIX}")  # "." : never a clip id
-        if out_dir.exists():  # set the old clip aside in one rename: never a half-deleted clip
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return meta
-
-
-def is_complete(clip_dir: str | os.PathLike, settings: dict[str, Any] | None = None) -> bool:
-    """True when ``clip_dir`` is a finished clip folder (all files, readable meta.json) whose
-    recorded settings equal ``settings`` (see :meth:`PreprocessConfig.settings`) when given."""
-    d = Path(clip_dir)
-    if d.name.endswith(TMP_SUFFIX) or not d.is_dir():
-        return False
-    if not all((d / f).is_file() for f in CLIP_FILES):
-        return False
-    try:
-        meta = json.loads((d / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    if not isinstance(meta, dict) or meta.get("version") != FORMAT_VERSION:
-        return False
-    if settings is None:
-        return True
-    return all(meta.get(k) == v for k, v in settings.items())
-
-
-def load_clip(clip_dir: str | os.PathLike, mmap_mode: str | None = "r") -> dict[str, Any]:
-    """The arrays of one clip folder (memory-mapped by default) and its ``meta`` dict."""
-    d = Path(clip_dir)
-    if not is_complete(d):
-        raise PreprocessError(f"not a complete clip folder: {d}")
-    out: dict[str, Any] = {
-        f[:-4]: np.load(d / f, mmap_mode=mmap_mode) for f in CLIP_FILES if f.endswith(".npy")
-    }
-    out["meta"] = json.loads((d / "meta.json").read_text(encoding="utf-8"))
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# Manifest
-# --------------------------------------------------------------------------------------------
-
-
-def rebuild_manifest(out_root: str | os.PathLike, config: PreprocessConfig | None = None) -> dict[str, Any]:
-    """Rewrite ``out_root/manifest.json`` from the complete clip folders and return it.
-
-    The manifest's fps and margin come from ``config``, else from the existing manifest, else
-    from the first complete clip (else the defaults). Complete clips made with another fps,
-    margin or crop size are left out and named under ``"excluded"``.
-    """
-    root = Path(out_root)
-    clips_dir = root / "clips"
-    if config is not None:
-        fps, margin = float(config.fps), config.margin_px
-    else:
-        fps = margin = None
-        if (root / "manifest.json").is_file():
-            try:
-                old = read_manifest(root)
-                fps, margin = float(old["fps"]), old["margin_px"]
-            except (PreprocessError, KeyError, TypeError, ValueError):
-                pass
-    clips: list[dict[str, Any]] = []
-    excluded: list[str] = []
-    names = sorted(os.listdir(clips_dir)) if clips_dir.is_dir() else []
-    for name in names:
-        d = clips_dir / name
-        if not is_complete(d):
-            continue
-        meta = json.loads((d / "meta.json").read_text(encoding="utf-8"))
-        if fps is None:
-            fps, margin = float(meta["fps"]), meta["margin_px"]
-        if (float(meta["fps"]), meta["margin_px"], meta.get("image_size")) != (fps, margin, IMAGE_SIZE):
-            excluded.append(name)
-            continue
-        clips.append(
-            {
-                "id": name,
-                "source": meta["source"],
-                "frames": int(meta["frames"]),
-                "valid_frames": int(meta["valid_frames"]),
-                "mel_frames": int(meta["mel_frames"]),
-            }
-        )
-    defaults = PreprocessConfig(workers=1)
-    manifest: dict[str, Any] = {
-        "version": FORMAT_VERSION,
-        "fps": fps if fps is not None else defaults.fps,
-        "margin_px": margin if margin is not None else defaults.margin_px,
-        "image_size": IMAGE_SIZE,
-        "clips": clips,
-    }
-    if excluded:
-        manifest["excluded"] = excluded
-    root.mkdir(parents=True, exist_ok=True)
-    _write_json(root / "manifest.json", manifest)
-    return manifest
-
-
-def read_manifest(out_root: str | os.PathLike) -> dict[str, Any]:
-    """``out_root/manifest.json`` as a dict (format version checked)."""
-    p = Path(out_root) / "manifest.json"
-    if not p.is_file():
-        raise PreprocessError(f"no manifest.json in {Path(out_root)} (run the preprocessing first)")
-    try:
-        manifest = json.loads(p.read_text(encoding="utf-8"))
-    except ValueError as e:
-        raise PreprocessError(f"{p}: not valid JSON ({e})") from None
-    if not isinstance(manifest, dict) or manifest.get("version") != FORMAT_VERSION:
-        raise PreprocessError(f"{p}: unsupported manifest version {manifest.get('version')!r}")
-    return manifest
-
 
 # --------------------------------------------------------------------------------------------
 # Worker side
@@ -741,7 +154,7 @@ def _collect(
     entries: list[VideoEntry] = []
     by_id: dict[str, str] = {}
     for p in paths:
-        e = VideoEntry(path=p, source=_relative(p, input_root))
+        e = VideoEntry(path=p, source=relative_source(p, input_root))
         if e.id.endswith(TMP_SUFFIX):
             failed.append({"source": e.source, "reason": f"its clip id {e.id!r} ends in {TMP_SUFFIX!r}"})
         elif e.id in by_id:
@@ -875,7 +288,7 @@ def _run_pool(
                     if f.done() and not f.cancelled() and f.exception() is None:
                         res = f.result()
                     inflight_ids.discard(e.id)
-                    shutil.rmtree(_tmp_dir(out_root / "clips" / e.id), ignore_errors=True)
+                    shutil.rmtree(tmp_dir(out_root / "clips" / e.id), ignore_errors=True)
                     if res is not None:
                         finished += 1
                         on_result(res)
@@ -970,7 +383,7 @@ def preprocess_folder(
     finally:
         bar.close()
         for i in inflight_ids:  # workers were stopped; remove what they left
-            shutil.rmtree(_tmp_dir(clips_dir / i), ignore_errors=True)
+            shutil.rmtree(tmp_dir(clips_dir / i), ignore_errors=True)
         for e in entries:  # listing order
             res = results.get(e.id)
             if res is None:
@@ -988,7 +401,7 @@ def preprocess_folder(
         report["seconds"] = round(time.perf_counter() - t0, 3)
         report["frames_per_second"] = round(report["frames"] / max(report["seconds"], 1e-9), 2)
         rebuild_manifest(out_root, config)
-        _write_json(out_root / "report.json", report)
+        write_json(out_root / "report.json", report)
     return report
 
 

@@ -1,38 +1,8 @@
-"""Renderer training (IPLAP_FACTS.md section 9; the authors' ``train_video_renderer.py`` and
-``models/video_renderer.py``).
-
-``python -m engine.training.renderer_stage DATA OUT [--init renderer.pth | --perceptual FILE |
---perceptual random] [--resume] ...``
-
-Matched from the authors' code:
-
-* inputs per sample: the middle frame's crop as ``face`` (B, 1, 3, H, W) (the renderer zeroes its
-  lower half itself), the window's 5 sketches, N = 3 reference crops and sketches, the mel chunk of
-  frame ``middle - 2``; the renderer returns the generated face and the fused warped reference,
-  both compared with the unmasked middle crop;
-* ``perceptual_warp_loss = perceptual(warped, gt)``; ``perceptual_gen_loss = perceptual(generated,
-  gt) + 250 * style`` (VGG19 relu1_1..relu5_1, 2 scales, Gram style at the first scale);
-* loss ``2.5*warp + 4*gen + 0.25*GAN + 2.5*feature_matching`` after warm-up, ``2.5*warp`` during it
-  (the authors' ``global_epoch > 25`` makes epochs 0..25 warm-up, i.e. 26 epochs; we warm up for
-  ``warmup_epochs`` epochs: 0..warmup_epochs-1, 25 by default; pass 26 to match the code exactly);
-* discriminator: pix2pixHD, 2 scales, 3 layers, 64 filters, instance norm, intermediate features
-  (:mod:`models.discriminator`), ``Adam(lr=1e-4, betas=(0.5, 0.999))``; ``loss_D = 0.5 * (fake +
-  real)``; the generator's feature matching compares ``D(generated)`` with the features of
-  ``D(gt)`` computed for ``loss_D``;
-* ``Adam(model.parameters(), lr=1e-4)`` where the authors' ``model.parameters()`` includes the
-  VGG19 of the perceptual loss (frozen, never updated): our optimizer holds the renderer's
-  parameters followed by the VGG19 ones, so its state dict has the authors' layout;
-* checkpoints: ``state_dict`` with the ``module.`` prefix of the authors' DataParallel training and
-  the VGG19 tensors as ``module.perceptual.model.network.<i>.{weight,bias}`` (the authors'
-  ``Renderer`` holds the perceptual loss, so their strict ``load_state_dict`` needs them; our
-  ``models.load_renderer`` keeps them apart); the discriminator in its own file
-  ``disc_step*.pth`` (the authors never saved it).
-
-Differences, on purpose: the authors' generator loss also sent gradients into the discriminator
-(its ``zero_grad`` came before ``loss.backward()`` and ``loss_D.backward()``), so the
-discriminator stepped with the sum of both gradients; here the discriminator is frozen while the
-generator's loss is built, and gets only ``loss_D``'s gradient. The authors also stepped the
-discriminator during warm-up; here it starts with the full loss unless ``--disc-during-warmup``.
+"""Renderer training (``mouthpiece train renderer DATA OUT [--init renderer.pth | --perceptual FILE |
+--perceptual random] [--resume] ...``): :class:`RendererTrainer` trains the renderer on
+:class:`~engine.training.data.RendererSamples` with the warp, perceptual, style, LSGAN and
+feature-matching losses against a pix2pixHD discriminator, as the authors' ``train_video_renderer.py``
+(what matches it and where we depart from it on purpose: docs/training_data.md, "Training").
 """
 
 from __future__ import annotations
@@ -50,6 +20,7 @@ from models.discriminator import DiscriminatorConfig, MultiscaleDiscriminator
 from models.perceptual import PERCEPTUAL_PREFIX, PerceptualLoss
 from models.renderer import Renderer
 
+from .config import RendererTrainConfig, TrainingError, add_common_arguments, config_from_args
 from .data import RendererSamples
 from .losses import (
     RendererLossWeights,
@@ -59,14 +30,7 @@ from .losses import (
     perceptual_terms,
     renderer_generator_loss,
 )
-from .trainer import (
-    RendererTrainConfig,
-    Trainer,
-    TrainingError,
-    add_common_arguments,
-    config_from_args,
-    step_name,
-)
+from .trainer import Trainer, step_name
 
 RANDOM = "random"
 NO_VGG_MESSAGE = (
