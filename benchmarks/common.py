@@ -69,7 +69,7 @@ def run_meta(script: str, device: str, **extra) -> dict:
     except ImportError:
         pass
     return {
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "device": device_name(device),
         **versions,
         "command": f"python benchmarks/{script} " + " ".join(sys.argv[1:]),

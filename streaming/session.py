@@ -34,7 +34,9 @@ from engine.core.avatar import Avatar
 from engine.core.clock import AUDIO_RATE as TARGET_RATE
 from engine.core.clock import FPS, SAMPLES_PER_FRAME
 from engine.core.frames import Frame
+from engine.core.schedule import LOOKAHEAD_MS
 from engine.core.stats import summary
+from engine.live.latency import MODEL_STAGES, LatencyRecord
 from engine.live.messages import STAGES, Control, ControlKind
 from engine.live.session import LiveConfig, LiveSession
 from engine.synth.base import Synthesizer
@@ -42,8 +44,7 @@ from streaming.tracks import AvatarVideoTrack, Playout, PlayoutAudio, PlayoutAud
 
 __all__ = ["LOOKAHEAD_MS", "MODEL_STAGES", "STAGES", "StreamConfig", "StreamSession"]
 
-LOOKAHEAD_MS = 212.5  # engine.live.audio.LiveWindowScheduler.lookahead_ms at 25 fps
-MODEL_STAGES = ("transformer", "sketch", "renderer")
+
 PENDING_FRAMES = 25  # frames not on the wire after this many frames are accounted without encode/send
 DEADLINE_MARGIN_S = 1.0 / FPS  # a frame must be ready this long before it is shown
 MODES = {"none": "passthrough"}  # the stats' name of a synthesizer, where it differs
@@ -113,7 +114,7 @@ class StreamSession:
         self.latency: dict[str, collections.deque] = {
             s: collections.deque(maxlen=self.config.history) for s in STAGES
         }
-        self._pending: dict[int, dict] = {}  # output frame i -> its stages, until it is on the wire
+        self._pending: dict[int, LatencyRecord] = {}  # output frame i -> its stages, until it is on the wire
         self._timed_senders = 0
         # callable(dict): each frame's record when complete: "index", "speech", the stages it has
         # (seconds) and "times" (clock times "arrived", "handed" (to the sender), "end" (of total))
@@ -132,7 +133,7 @@ class StreamSession:
     async def start(self) -> StreamSession:
         """Start the session's tasks (on the running loop)."""
         if not self._tasks:
-            await self.live.__aenter__()
+            self.live.start()
             loop = asyncio.get_running_loop()
             self._tasks = [
                 loop.create_task(self._pump(), name=f"mouthpiece-pump-{self.id}"),
@@ -284,25 +285,7 @@ class StreamSession:
         ``pts``). Its stages up to ``hold`` are known now; ``encode``, ``send`` and ``total`` come when
         a watched sender (:meth:`watch_sender`) has put it on the wire; without one (or after
         :data:`PENDING_FRAMES` frames) ``total`` ends here."""
-        a = self.arrival(frame.index * SAMPLES_PER_FRAME)
-        tm = frame.timing
-        rec: dict = {"index": frame.index, "speech": bool(frame.is_speech), "_handed": now}
-        if a is not None:
-            t_arr, ingest = a
-            rec["_arrived"] = t_arr
-            rec["ingest"] = ingest
-            if tm.ready is not None:
-                rec["mel"] = mel = tm.mel_s
-                rec["window_wait"] = max(0.0, tm.ready - mel - t_arr - ingest)
-        done = tm.ready
-        if tm.model_start is not None:
-            model = [getattr(tm, f"{k}_s") for k in MODEL_STAGES]
-            rec["queue"] = max(0.0, tm.model_end - tm.ready - sum(model))
-            rec.update(zip(MODEL_STAGES, model, strict=True))
-            rec["composite"] = tm.composite_s
-            done = tm.model_end + rec["composite"]
-        if done is not None:
-            rec["hold"] = max(0.0, now - done)
+        rec = LatencyRecord.handed_on(frame, now, self.arrival(frame.index * SAMPLES_PER_FRAME))
         if pts is not None and self._timed_senders:
             self._pending[pts] = rec
             for old in [i for i in self._pending if i < pts - PENDING_FRAMES]:
@@ -310,21 +293,12 @@ class StreamSession:
         else:
             self._commit(rec, None)
 
-    def _commit(self, rec: dict, on_wire: float | None) -> None:
-        if on_wire is not None and "_encoded" in rec:
-            rec["send"] = on_wire - rec["_encoded"]
-        end = on_wire if on_wire is not None and "_encoded" in rec else rec["_handed"]
-        if "_arrived" in rec:
-            rec["total"] = end - rec["_arrived"]
-        # the clock times behind the stages (for benchmarks that add client-side figures)
-        rec["times"] = {"arrived": rec.get("_arrived"), "handed": rec["_handed"], "end": end}
-        for k in [k for k in rec if k.startswith("_")]:
-            del rec[k]
-        for stage in STAGES:
-            if stage in rec:
-                self.latency[stage].append(rec[stage])
+    def _commit(self, rec: LatencyRecord, on_wire: float | None) -> None:
+        out = rec.finish(on_wire)
+        for stage, seconds in rec.stages.items():
+            self.latency[stage].append(seconds)
         if self.on_frame is not None:
-            self.on_frame(rec)
+            self.on_frame(out)
 
     def watch_sender(self, sender) -> bool:
         """Time ``encode`` and ``send`` of this session's video on an aiortc ``RTCRtpSender`` whose
@@ -351,9 +325,8 @@ class StreamSession:
             enc = await nxt(codec)
             if enc is not None and state["pts"] is not None:
                 rec = self._pending.get(state["pts"])
-                if rec is not None and "_encoded" not in rec:
-                    rec["_encoded"] = t = self.clock()
-                    rec["encode"] = max(0.0, t - rec["_handed"])
+                if rec is not None and rec.encoded_at is None:
+                    rec.encoded(self.clock())
                     state["encoded"] = state["pts"]
             return enc
 

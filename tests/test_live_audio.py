@@ -317,3 +317,9 @@ def test_speech_gate_on_real_speech():
     assert not v[:140].any()  # the file opens with ~3 s of silence (-54 dBFS)
     edges = np.flatnonzero(np.diff(v.astype(int)) == -1)  # speech -> silence transitions
     assert len(edges) >= 5  # pauses between phrases are detected
+
+
+def test_the_schedule_lookahead_constant_is_the_schedulers():
+    from engine.core.schedule import LOOKAHEAD_MS
+
+    assert LiveWindowScheduler(10).lookahead_ms == LOOKAHEAD_MS

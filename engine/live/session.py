@@ -235,9 +235,13 @@ class LiveSession:
             self._work_event, self._out_event = asyncio.Event(), asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._worker(), name="mouthpiece-live-worker")
 
-    async def __aenter__(self) -> LiveSession:
+    def start(self) -> LiveSession:
+        """Start the worker task on the running loop (the first push or control does it too)."""
         self._ensure_started()
         return self
+
+    async def __aenter__(self) -> LiveSession:
+        return self.start()
 
     async def __aexit__(self, *exc) -> None:
         await self.aclose()

@@ -19,7 +19,7 @@ from engine.core.frames import Box, Frame, FrameKind
 from engine.core.schedule import LOOKAHEAD_MS, pingpong
 from engine.synth.base import CallInfo, Computed, Planned, planned_timing, rest_frame
 from engine.synth.neural import FaceGenerator, StageTimes
-from engine.synth.preview import OpennessTracker, RetrievalConfig, RetrievalRenderer, openness_curve
+from engine.synth.preview import OpennessTracker, PreviewConfig, PreviewRenderer, openness_curve
 
 __all__ = ["PreviewStream", "PreviewSynthesizer"]
 
@@ -31,8 +31,8 @@ class PreviewSynthesizer:
     lookahead_ms = LOOKAHEAD_MS
     computes = True
 
-    def __init__(self, config: RetrievalConfig | None = None, landmark_model=None) -> None:
-        self.config = config or RetrievalConfig()
+    def __init__(self, config: PreviewConfig | None = None, landmark_model=None) -> None:
+        self.config = config or PreviewConfig()
         self.landmark_model = landmark_model
         self.times = StageTimes()
 
@@ -52,7 +52,7 @@ class PreviewSynthesizer:
 class PreviewStream:
     def __init__(self, synth: PreviewSynthesizer, avatar: Avatar, audio: np.ndarray | None = None) -> None:
         self.synth = synth
-        self._renderers: dict[str, RetrievalRenderer] = {}
+        self._renderers: dict[str, PreviewRenderer] = {}
         self._tracker = OpennessTracker()
         self._curve = None
         if audio is not None:  # the whole clip is known: the offline openness curve
@@ -68,11 +68,11 @@ class PreviewStream:
         if self._lm is not None:
             self._lm_refs = self._lm.references(avatar)
 
-    def _renderer(self, avatar: Avatar) -> RetrievalRenderer:
+    def _renderer(self, avatar: Avatar) -> PreviewRenderer:
         key = str(avatar.folder)
         r = self._renderers.get(key)
         if r is None:
-            r = self._renderers[key] = RetrievalRenderer(avatar, self.synth.config)
+            r = self._renderers[key] = PreviewRenderer(avatar, self.synth.config)
         return r
 
     def compute(self, avatar: Avatar, group: list[Planned]) -> Computed:
