@@ -7,7 +7,8 @@ gives an :class:`aiortc.RTCConfiguration` with no ICE servers (aiortc otherwise 
 server), so no server-reflexive or relay candidates are gathered either. Together the only
 candidates a peer connection created and negotiated inside the block can offer are
 ``127.0.0.1`` host candidates. :func:`selected_pairs` reports the addresses ICE actually chose, so
-callers can verify it.
+callers can verify it. (The aioice functions replaced and the private attributes read are
+reached through :mod:`streaming.aiortc_compat`.)
 
 A remote peer may still offer (or send checks from) other addresses: a browser offers its
 interface addresses and aioice would learn them as peer-reflexive candidates. Inside the block,
@@ -24,6 +25,8 @@ from collections.abc import Iterator
 
 import aioice.ice
 from aiortc import RTCConfiguration, RTCPeerConnection
+
+from streaming.aiortc_compat import ice_connection, nominated_pairs, require_aioice_hooks
 
 __all__ = [
     "LOOPBACK",
@@ -58,6 +61,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def _guards() -> dict:
+    require_aioice_hooks()
     conn, proto = aioice.ice.Connection, aioice.ice.StunProtocol
     add_remote, received = conn.add_remote_candidate, proto.datagram_received
     send_stun, send_data = proto.send_stun, proto.send_data
@@ -124,7 +128,7 @@ def _ice_connections(pc: RTCPeerConnection) -> list[aioice.ice.Connection]:
         for side in (t.sender, t.receiver):
             dtls = side.transport
             if dtls is not None:
-                conn = dtls.transport.iceGatherer._connection
+                conn = ice_connection(dtls.transport.iceGatherer)
                 if all(conn is not c for c in conns):
                     conns.append(conn)
     return conns
@@ -133,9 +137,7 @@ def _ice_connections(pc: RTCPeerConnection) -> list[aioice.ice.Connection]:
 def selected_pairs(pc: RTCPeerConnection) -> list[tuple[tuple[str, int], tuple[str, int]]]:
     """``(local_addr, remote_addr)`` of every nominated ICE candidate pair of ``pc``."""
     return [
-        (pair.local_addr, pair.remote_addr)
-        for conn in _ice_connections(pc)
-        for pair in conn._nominated.values()
+        (pair.local_addr, pair.remote_addr) for conn in _ice_connections(pc) for pair in nominated_pairs(conn)
     ]
 
 

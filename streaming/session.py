@@ -40,6 +40,7 @@ from engine.live.latency import MODEL_STAGES, LatencyRecord
 from engine.live.messages import STAGES, Control, ControlKind
 from engine.live.session import LiveConfig, LiveSession
 from engine.synth.base import Synthesizer
+from streaming.aiortc_compat import next_encoded_frame, relay_reader_tasks, set_next_encoded_frame
 from streaming.tracks import AvatarVideoTrack, Playout, PlayoutAudio, PlayoutAudioTrack, wait_cancelled
 
 __all__ = ["LOOKAHEAD_MS", "MODEL_STAGES", "STAGES", "StreamConfig", "StreamSession"]
@@ -155,7 +156,7 @@ class StreamSession:
         self.video.stop()
         self.audio.stop()
         # the relay's readers end at their next recv() (at most one frame time): wait for them
-        readers = list(getattr(self._relay, "_MediaRelay__tasks", {}).values())
+        readers = relay_reader_tasks(self._relay)
         if readers:
             await asyncio.wait(readers, timeout=1.0)
         for t in self._tasks:
@@ -307,7 +308,7 @@ class StreamSession:
         wire is the one counted. False if the sender does not look as expected (then ``total`` is
         measured when frames are handed on)."""
         track = getattr(sender, "track", None)
-        nxt = getattr(sender, "_next_encoded_frame", None)
+        nxt = next_encoded_frame(sender)
         if track is None or track.kind != "video" or nxt is None:
             return False
         state: dict = {"pts": None, "encoded": None}
@@ -331,7 +332,7 @@ class StreamSession:
             return enc
 
         track.recv = timed_recv
-        sender._next_encoded_frame = timed_next
+        set_next_encoded_frame(sender, timed_next)
         self._timed_senders += 1
         return True
 

@@ -1,0 +1,178 @@
+"""The aiohttp application: :func:`create_app` loads the models and avatars (unless given), makes
+the :class:`~streaming.registry.Server` and adds every route (docs/api.md): the page and its
+static files, the JSON API (info, avatars and posters, sessions), WebRTC / WHIP / WHEP
+(:mod:`streaming.webrtc`), the websocket ingest (:mod:`streaming.websocket`), ``/healthz`` and
+``/metrics`` (:mod:`streaming.metrics`). :func:`serve_app` runs an application on a free port for
+a block (tests, benchmarks, the bench tool); :func:`serve` is ``mouthpiece serve``."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import time
+
+from aiohttp import web
+
+from engine.core.avatar import AvatarError
+from engine.synth.choice import ModelEngine
+from streaming import webrtc, websocket
+from streaming.avatars import AvatarLibrary
+from streaming.config import WEB_CLIENT, ServerConfig, config_from_args
+from streaming.metrics import prometheus_text
+from streaming.registry import SERVER, Server, json_error, server_of
+
+__all__ = ["create_app", "routes", "serve", "serve_app"]
+
+routes = web.RouteTableDef()  # the page and the JSON API
+health_routes = web.RouteTableDef()  # /healthz and /metrics (added after the others)
+
+
+@routes.get("/")
+async def index(request: web.Request) -> web.StreamResponse:
+    page = WEB_CLIENT / "index.html"
+    if not page.is_file():
+        return web.Response(status=404, text="web_client/index.html is missing")
+    return web.FileResponse(page)
+
+
+@routes.get("/api/info")
+async def info(request: web.Request) -> web.Response:
+    srv = server_of(request)
+    eng = srv.engine
+    return web.json_response(
+        {
+            "name": "mouthpiece",
+            "mode": eng.mode,
+            "weights": eng.weights,
+            "message": eng.message,
+            "device": eng.device,
+            "renderer": eng.renderer_name,
+            "avatars": srv.library.describe(),
+            "default_avatar": srv.library.default,
+            "sessions": len(srv.sessions),
+            "max_sessions": srv.cfg.max_sessions,
+            "delay_ms": srv.cfg.stream.delay_ms,
+            # the microphone packets (20 ms) aiortc holds before decoding (latency figures of the page)
+            "mic_prefetch": srv.cfg.mic_prefetch,
+        }
+    )
+
+
+@routes.get("/api/avatars")
+async def avatars(request: web.Request) -> web.Response:
+    srv = server_of(request)
+    return web.json_response({"default": srv.library.default, "avatars": srv.library.describe()})
+
+
+@routes.get("/api/avatars/{name}/poster.jpg")
+async def poster(request: web.Request) -> web.Response:
+    srv = server_of(request)
+    name = request.match_info["name"]
+    if name not in srv.library.sources:
+        return json_error(404, "unknown_avatar", f"no avatar named {name!r}")
+    try:
+        await srv.library.load(name)
+        data = srv.library.poster(name)
+    except (AvatarError, OSError, ValueError) as e:
+        return json_error(422, "avatar_failed", str(e))
+    return web.Response(body=data, content_type="image/jpeg")
+
+
+@routes.get("/api/sessions")
+async def sessions(request: web.Request) -> web.Response:
+    srv = server_of(request)
+    return web.json_response(
+        {
+            "sessions": [
+                dict(h.stream.stats(), kind=h.kind, viewers=len(h.viewers)) for h in srv.sessions.values()
+            ]
+        }
+    )
+
+
+@routes.get("/api/sessions/{sid}")
+async def session_stats(request: web.Request) -> web.Response:
+    hosted = server_of(request).sessions.get(request.match_info["sid"])
+    if hosted is None:
+        return json_error(404, "unknown_session", "no such session")
+    return web.json_response(dict(hosted.stream.stats(), kind=hosted.kind, viewers=len(hosted.viewers)))
+
+
+@routes.delete("/api/sessions/{sid}")
+async def session_delete(request: web.Request) -> web.Response:
+    if not await server_of(request).close_session(request.match_info["sid"]):
+        return json_error(404, "unknown_session", "no such session")
+    return web.json_response({"closed": request.match_info["sid"]})
+
+
+@health_routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    srv = server_of(request)
+    return web.json_response(
+        {
+            "status": "ok",
+            "mode": srv.engine.mode,
+            "sessions": len(srv.sessions),
+            "max_sessions": srv.cfg.max_sessions,
+            "uptime_s": time.time() - srv.started_at,
+        }
+    )
+
+
+@health_routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(text=prometheus_text(server_of(request)), content_type="text/plain", charset="utf-8")
+
+
+def create_app(cfg: ServerConfig, engine: ModelEngine | None = None, library: AvatarLibrary | None = None):
+    """The aiohttp application (models and avatars loaded from ``cfg`` unless given)."""
+    # The live front end makes a small numpy matmul every 20 ms; an idle multi-threaded OpenBLAS
+    # pool spins between them and burns most of a core. One BLAS thread is faster for these sizes.
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+    engine = engine or ModelEngine.from_config(cfg)
+    library = library or AvatarLibrary.from_config(cfg)
+    server = Server(cfg, engine, library)
+    app = web.Application(client_max_size=4 * 1024 * 1024)
+    app[SERVER] = server
+    for table in (routes, webrtc.routes, websocket.routes, health_routes):
+        app.add_routes(table)
+    if WEB_CLIENT.is_dir():
+        app.router.add_static("/static/", WEB_CLIENT)
+    app.on_startup.append(server.startup)
+    app.on_shutdown.append(server.shutdown)
+    return app
+
+
+@contextlib.asynccontextmanager
+async def serve_app(app: web.Application, host: str = "127.0.0.1"):
+    """Run ``app`` on ``host`` at a free port for the block (tests, benchmarks, the bench tool's
+    local mode); yields its base URL (no trailing slash)."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, 0)
+        await site.start()
+        h, port = runner.addresses[0][:2]
+        yield f"http://{h}:{port}"
+    finally:
+        await runner.cleanup()
+
+
+def serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
+    )
+    cfg = config_from_args(args)
+    app = create_app(cfg)
+    server: Server = app[SERVER]
+    print(
+        f"mouthpiece: mode {server.engine.mode} on {server.engine.device}; avatars {server.library.names()}"
+    )
+    if server.engine.message:
+        print(f"mouthpiece: {server.engine.message}")
+    print(f"mouthpiece: open http://{cfg.host}:{cfg.port}/ (Ctrl+C to stop)", flush=True)
+    web.run_app(app, host=cfg.host, port=cfg.port, print=None, handle_signals=True)
+    return 0

@@ -1,0 +1,126 @@
+"""The server's settings: :class:`ServerConfig`, its command-line options (:func:`add_arguments`,
+used by ``mouthpiece serve``) and :func:`config_from_args`; also where the page and the bundled
+portrait live. Plain data: nothing here starts or loads anything."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.live.session import LiveConfig
+from streaming.session import StreamConfig
+
+__all__ = ["DEFAULT_AVATAR", "ROOT", "WEB_CLIENT", "ServerConfig", "add_arguments", "config_from_args"]
+
+ROOT = Path(__file__).resolve().parent.parent
+WEB_CLIENT = ROOT / "web_client"
+DEFAULT_AVATAR = ROOT / "assets" / "portrait.png"
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    avatars: tuple[str, ...] = ()  # video or image files; the bundled portrait is always offered
+    avatar_dir: str | None = None  # every video / image file in this folder
+    default_avatar: str | None = None  # name; default: the first of --avatar, else the portrait
+    refs: int | str = 5
+    cache_dir: str | None = None
+    landmark_checkpoint: str | None = None
+    renderer_checkpoint: str | None = None
+    checkpoint_dir: str = "checkpoints"
+    random_weights: bool = False
+    renderer: str = "auto"  # auto | neural | retrieval | none (module docstring of ModelEngine.from_config)
+    device: str = "auto"
+    backend: str = "fast"
+    precision: str = "fp32"
+    max_sessions: int = 4
+    max_batch: int = 16  # windows per model call, across sessions
+    max_viewers: int = 16
+    ice_servers: tuple[str, ...] = ()  # stun: / turn: URLs; none by default (no outside traffic)
+    loopback: bool = False  # ICE on 127.0.0.1 only (local demos, tests)
+    connect_timeout_s: float = 20.0  # a peer that has not connected by then is dropped
+    mic_prefetch: int = 2  # 20 ms packets aiortc buffers before decoding a microphone (its default: 4)
+    stream: StreamConfig = field(default_factory=StreamConfig)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    p.add_argument(
+        "--avatar", action="append", default=[], metavar="FILE", help="an avatar video or image (repeat)"
+    )
+    p.add_argument("--avatar-dir", metavar="DIR", help="offer every video / image in this folder")
+    p.add_argument("--default-avatar", metavar="NAME", help="avatar of new sessions (default: the first)")
+    p.add_argument("--refs", default="5", metavar="N|auto", help="renderer references per avatar (default 5)")
+    p.add_argument("--cache", default=None, help="avatar cache folder")
+    p.add_argument(
+        "--landmark-checkpoint", metavar="P", help="default: checkpoints/landmarkgenerator_checkpoint.pth"
+    )
+    p.add_argument("--renderer-checkpoint", metavar="P", help="default: checkpoints/renderer_checkpoint.pth")
+    p.add_argument(
+        "--checkpoint-dir",
+        default="checkpoints",
+        metavar="DIR",
+        help="where to look for both checkpoints (e.g. the output of mouthpiece train presenter)",
+    )
+    p.add_argument(
+        "--random-weights", action="store_true", help="stand-in weights (noise faces; demos, tests)"
+    )
+    p.add_argument(
+        "--renderer",
+        default="auto",
+        choices=("auto", "neural", "retrieval", "none"),
+        help="auto (neural on a GPU with both weights, else the retrieval preview), neural, retrieval, none",
+    )
+    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
+    p.add_argument("--backend", default="fast", choices=("fast", "plain", "cuda-graph", "onnx"))
+    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
+    p.add_argument("--batch", type=int, default=2, help="max windows a session sends per request (default 2)")
+    p.add_argument(
+        "--max-batch", type=int, default=16, help="max windows per model call, across sessions (default 16)"
+    )
+    p.add_argument(
+        "--delay-ms", type=float, default=400.0, help="audio in -> lips and audio out (default 400)"
+    )
+    p.add_argument("--max-sessions", type=int, default=4, help="concurrent sessions (default 4)")
+    p.add_argument("--ice-server", action="append", default=[], metavar="URL", help="STUN/TURN URL (repeat)")
+    p.add_argument("--loopback", action="store_true", help="ICE on 127.0.0.1 only (local demos and tests)")
+    p.add_argument(
+        "--mic-prefetch",
+        type=int,
+        default=2,
+        metavar="N",
+        help="20 ms microphone packets buffered before decoding (default 2; more on jittery networks)",
+    )
+    p.add_argument("--no-speech-gate", action="store_true", help="animate silence too (as the authors)")
+    p.add_argument("-v", "--verbose", action="store_true")
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    refs = args.refs if args.refs == "auto" else int(args.refs)
+    live = LiveConfig(batch=args.batch, speech_gate=not args.no_speech_gate)
+    return ServerConfig(
+        host=args.host,
+        port=args.port,
+        avatars=tuple(args.avatar),
+        avatar_dir=args.avatar_dir,
+        default_avatar=args.default_avatar,
+        refs=refs,
+        cache_dir=args.cache,
+        landmark_checkpoint=args.landmark_checkpoint,
+        renderer_checkpoint=args.renderer_checkpoint,
+        checkpoint_dir=getattr(args, "checkpoint_dir", None) or "checkpoints",
+        random_weights=args.random_weights,
+        renderer=args.renderer,
+        device=args.device,
+        backend=args.backend,
+        precision=args.precision,
+        max_sessions=args.max_sessions,
+        max_batch=args.max_batch,
+        ice_servers=tuple(args.ice_server),
+        loopback=args.loopback,
+        mic_prefetch=args.mic_prefetch,
+        stream=StreamConfig(delay_ms=args.delay_ms, live=live),
+    )

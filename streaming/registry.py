@@ -1,0 +1,185 @@
+"""The session registry (:class:`Server`): the running sessions (:class:`Hosted`: a
+:class:`~streaming.session.StreamSession` and what belongs to it: its peer connection, microphone
+sinks, WHEP viewers, data channel and tasks), the session limit (:class:`Busy` beyond
+``max_sessions``, counting sessions still being created), the counters behind ``/metrics``, and
+start-up / shutdown of the application (loopback ICE, the default avatar and model warm-up, every
+session closed at the end). :func:`Server.close_session` is the one way a session ends: it closes
+its viewers, peer, sinks and tasks, then the session, and releases the avatar's model references
+with its last session. ``app[SERVER]`` is the Server behind an application; :func:`json_error`
+and :func:`busy_response` are the error answers the handlers share."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import time
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
+
+from engine.core.avatar import AvatarError
+from engine.synth.choice import ModelEngine
+from streaming.avatars import AvatarLibrary
+from streaming.config import ServerConfig
+from streaming.ice import loopback_ice
+from streaming.session import StreamSession
+from streaming.tracks import wait_cancelled
+
+__all__ = ["SERVER", "Busy", "Hosted", "Server", "busy_response", "json_error", "server_of"]
+
+log = logging.getLogger("mouthpiece.server")
+
+
+@dataclass
+class Hosted:
+    """A running session and what belongs to it."""
+
+    kind: str  # "webrtc", "whip" or "websocket"
+    stream: StreamSession
+    pc: RTCPeerConnection | None = None
+    sinks: list = field(default_factory=list)
+    viewers: dict[str, RTCPeerConnection] = field(default_factory=dict)
+    channel: object | None = None
+    tasks: set = field(default_factory=set)
+
+
+class Busy(Exception):
+    pass
+
+
+class Server:
+    """Sessions, models and avatars behind the HTTP app (the module docstring)."""
+
+    def __init__(self, cfg: ServerConfig, engine: ModelEngine, library: AvatarLibrary) -> None:
+        self.cfg = cfg
+        self.engine = engine
+        self.library = library
+        self.sessions: dict[str, Hosted] = {}
+        self.started_total = self.rejected_total = self.ended_total = 0
+        self.closed_counts = {"speech": 0, "rest": 0, "dropped": 0, "model_calls": 0, "video_sent": 0}
+        self._background: set[asyncio.Task] = set()
+        self._pending = 0  # sessions being created (counted against the limit)
+        self._ice = contextlib.ExitStack()
+        self.started_at = time.time()
+
+    # ---- lifecycle -------------------------------------------------------------------------
+
+    async def startup(self, app=None) -> None:
+        if self.cfg.loopback:
+            self._ice.enter_context(loopback_ice())
+        try:
+            avatar = await self.library.load(self.library.default)
+        except (AvatarError, OSError, ValueError) as e:
+            log.error("the default avatar could not be prepared: %s", e)
+        else:
+            synth = self.engine.synthesizer
+            if synth.computes:  # the first model call is slow (allocations, kernels): not in a session
+                seconds = await asyncio.get_running_loop().run_in_executor(None, synth.warm_up, avatar)
+                log.info("models warmed up on avatar %s in %.2f s", self.library.default, seconds)
+        # Start-up objects (models, avatars, libraries) never become garbage: keep them out of the
+        # collector, whose full passes over them otherwise pause the event loop 100-160 ms.
+        gc.collect()
+        gc.freeze()
+
+    async def shutdown(self, app=None) -> None:
+        for sid in list(self.sessions):
+            await self.close_session(sid)
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+        await asyncio.get_running_loop().run_in_executor(None, self.engine.close)
+        self._ice.close()
+
+    def spawn(self, coro) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    def rtc_configuration(self) -> RTCConfiguration:
+        return RTCConfiguration(iceServers=[RTCIceServer(urls=u) for u in self.cfg.ice_servers])
+
+    # ---- sessions --------------------------------------------------------------------------
+
+    async def new_session(self, kind: str, avatar_name: str | None) -> Hosted:
+        if len(self.sessions) + self._pending >= self.cfg.max_sessions:
+            self.rejected_total += 1
+            raise Busy()
+        self._pending += 1
+        try:
+            name = avatar_name or self.library.default
+            avatar = await self.library.load(name)
+            eng = self.engine
+            stream = StreamSession(avatar, eng.synthesizer, self.cfg.stream, avatar_name=name)
+            await stream.start()
+        finally:
+            self._pending -= 1
+        hosted = Hosted(kind, stream)
+        self.sessions[stream.id] = hosted
+        self.started_total += 1
+        log.info("session %s (%s) started with avatar %s", stream.id, kind, name)
+        return hosted
+
+    def newest(self) -> Hosted | None:
+        return next(reversed(self.sessions.values()), None) if self.sessions else None
+
+    async def close_session(self, sid: str) -> bool:
+        hosted = self.sessions.pop(sid, None)
+        if hosted is None:
+            return False
+        s = hosted.stream
+        snap = s.live.stats
+        self.closed_counts["speech"] += snap.speech_frames
+        self.closed_counts["rest"] += snap.rest_frames
+        self.closed_counts["dropped"] += snap.dropped
+        self.closed_counts["model_calls"] += snap.model_calls
+        self.closed_counts["video_sent"] += s.video.sent
+        for pc in list(hosted.viewers.values()):
+            await pc.close()
+        hosted.viewers.clear()
+        if hosted.pc is not None:
+            await hosted.pc.close()
+        for sink in hosted.sinks:
+            await sink.aclose()
+        for t in list(hosted.tasks):
+            t.cancel()
+            await wait_cancelled(t)
+        await s.aclose()
+        self.ended_total += 1
+        if all(h.stream.avatar is not s.avatar for h in self.sessions.values()):
+            self.engine.synthesizer.release(s.avatar)  # its reference bank (GPU memory) goes with it
+        log.info("session %s closed", sid)
+        return True
+
+
+SERVER = web.AppKey("server", Server)  # app[SERVER]: the Server behind an application
+
+
+def server_of(request: web.Request) -> Server:
+    return request.app[SERVER]
+
+
+def json_error(status: int, code: str, message: str, **extra) -> web.Response:
+    return web.json_response({"error": code, "message": message, **extra}, status=status)
+
+
+def busy_response(server: Server, sdp: bool = False) -> web.Response:
+    msg = (
+        f"The server is busy: all {server.cfg.max_sessions} session slots are in use. "
+        "Try again in a few seconds, or raise --max-sessions."
+    )
+    headers = {"Retry-After": "5"}
+    if sdp:
+        return web.Response(status=503, text=msg, headers=headers)
+    return web.json_response(
+        {
+            "error": "busy",
+            "message": msg,
+            "sessions": len(server.sessions),
+            "max_sessions": server.cfg.max_sessions,
+        },
+        status=503,
+        headers=headers,
+    )
