@@ -16,7 +16,7 @@ __all__ = ["BenchConfig", "LocalServer", "SessionOptions", "SignalConfig"]
 
 @dataclass(frozen=True)
 class SignalConfig:
-    """The test signal (module docstring). ``seconds`` is the length; the events that fit in it
+    """The test signal (:mod:`streaming.bench.signal`). ``seconds`` is the length; the events that fit in it
     after ``lead_s`` of silence, each ``period_s`` apart, with ``tail_s`` of silence after the last
     speech burst, are made (at least one)."""
 
@@ -44,6 +44,10 @@ class SignalConfig:
 
 @dataclass(frozen=True)
 class SessionOptions:
+    """One client session: the avatar it asks for (None: the server's), its STUN / TURN servers, the
+    time limit of each of its waits, and how far past the signal's end the returned streams must
+    reach before it hangs up."""
+
     avatar: str | None = None
     ice_servers: tuple[str, ...] = ()
     connect_timeout_s: float = 30.0
