@@ -1,3 +1,5 @@
+"""``python -m engine``: the ``mouthpiece`` command line (:func:`engine.cli.main`)."""
+
 import sys
 
 from .cli import main

@@ -3,7 +3,8 @@ records what comes back, with sender timestamps. Used by the tests and the laten
 
 Timing. Everything is on the Unix clock (``time.time()``), the clock aiortc puts in its RTCP
 sender reports (NTP). Each received frame's RTP timestamp is mapped to the time the *server sent
-it* through the sender reports of its stream (:class:`SenderClock`), so audio and video can be
+it* through the sender reports of its stream (:class:`streaming.rtp_clock.RtpClock`, the one
+mapping the latency tool uses too; :meth:`RtcClient.stream_clock`), so audio and video can be
 compared on one clock whatever the receive jitter buffers did. The client also records when it
 sent each of its own audio frames (:attr:`RtcClient.sent_audio`), so latency from a sample going in
 to its frame coming out can be measured.
@@ -25,40 +26,12 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtp import RtcpSrPacket
 
 from streaming.ice import loopback_configuration
+from streaming.rtp_clock import CLOCK_RATE, RtpClock, ntp_to_unix
 from streaming.tracks import audio_frame_samples, wait_cancelled
 
 __all__ = ["RtcClient", "SenderClock", "ntp_to_unix"]
 
-NTP_EPOCH_OFFSET = 2208988800  # seconds from 1900-01-01 to 1970-01-01
-CLOCK_RATE = {"audio": 48000, "video": 90000}
-
-
-def ntp_to_unix(ntp: int) -> float:
-    return (ntp >> 32) - NTP_EPOCH_OFFSET + (ntp & 0xFFFFFFFF) / 2**32
-
-
-class SenderClock:
-    """RTP timestamp -> the sender's send time, from the RTCP sender reports of one stream."""
-
-    def __init__(self, clock_rate: int) -> None:
-        self.clock_rate = clock_rate
-        self.reports: list[tuple[float, int]] = []  # (unix time, rtp timestamp)
-
-    def add(self, ntp: int, rtp: int) -> None:
-        self.reports.append((ntp_to_unix(ntp), int(rtp)))
-
-    def __bool__(self) -> bool:
-        return bool(self.reports)
-
-    def time_of(self, rtp: int) -> float:
-        """Send time of RTP timestamp ``rtp`` (from the latest report; 32-bit wrap handled)."""
-        if not self.reports:
-            raise ValueError("no RTCP sender report received yet")
-        t0, r0 = self.reports[-1]
-        d = (int(rtp) - r0) % (1 << 32)
-        if d >= 1 << 31:
-            d -= 1 << 32
-        return t0 + d / self.clock_rate
+SenderClock = RtpClock  # the name this client's clocks had (benchmarks/live_latency.py builds them)
 
 
 @dataclass
@@ -103,7 +76,7 @@ class RtcClient:
     audio: list[Received] = field(default_factory=list)
     messages: list[dict] = field(default_factory=list)
     sent_audio: list[tuple[int, int, float, int]] = field(default_factory=list)  # (pts, rate, time, n)
-    clocks: dict[str, SenderClock] = field(default_factory=dict)
+    clocks: dict[str, RtpClock] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         config = (
@@ -117,7 +90,7 @@ class RtcClient:
         self._new_video = asyncio.Event()
         self._new_message = asyncio.Event()
         self.channel = None
-        self.clocks = {k: SenderClock(r) for k, r in CLOCK_RATE.items()}
+        self.clocks = {k: RtpClock(r) for k, r in CLOCK_RATE.items()}
 
     async def start(self) -> RtcClient:
         pc = self.pc
@@ -221,13 +194,22 @@ class RtcClient:
 
         return await asyncio.wait_for(until(), timeout)
 
-    def send_time(self, kind: str, pts: int) -> float:
-        """When the server sent the received frame with ``pts`` (aiortc's pts is the RTP timestamp
-        minus the stream's first one; that origin is read from the receiver)."""
-        mapper = self._receivers[kind]._RTCRtpReceiver__timestamp_mapper
-        if mapper._origin is None:
+    def stream_clock(self, kind: str) -> RtpClock:
+        """The ``kind`` stream's clock on aiortc's pts: the sender reports so far (a copy) and the
+        stream's RTP origin (aiortc's pts is the RTP timestamp minus the stream's first one; that
+        origin is read from the receiver). ValueError before the stream's first frame."""
+        receiver = getattr(self, "_receivers", {}).get(kind)
+        mapper = getattr(receiver, "_RTCRtpReceiver__timestamp_mapper", None)
+        origin = getattr(mapper, "_origin", None)
+        if origin is None:
             raise ValueError(f"no {kind} frame received yet")
-        return self.clocks[kind].time_of((int(pts) + mapper._origin) % (1 << 32))
+        clock = self.clocks[kind]
+        return RtpClock(clock.rate, list(clock.reports), int(origin) % (1 << 32))
+
+    def send_time(self, kind: str, pts: int) -> float:
+        """When the server sent the received frame with ``pts`` (:meth:`stream_clock`);
+        ValueError before its first frame or sender report."""
+        return self.stream_clock(kind).time_of(int(pts))
 
     def input_time(self, sample: int, rate: int = 48000) -> float | None:
         """When the client sent its input sample ``sample`` (at ``rate``), from the sent frames."""

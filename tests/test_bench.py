@@ -1,4 +1,4 @@
-"""``mouthpiece bench latency`` (streaming/bench.py) against a server running in this process.
+"""``mouthpiece bench latency`` (streaming/bench/) against a server running in this process.
 
 The server is the one a fresh CPU machine runs: no weights, so the preview (retrieval) renderer,
 whose mouth opens with the voice, on the bundled portrait; loopback ICE. The tool sees it as a black
@@ -23,7 +23,7 @@ server itself knows, read in-process:
   mouth-open frame minus the client's own record of when the onset was spoken (same machine, one
   Unix clock). Per event the tool may be one frame late: the renderer's first open frame is a third
   of the way open, and FaceMesh on the compressed stream does not always tell it from the encoder's
-  quality steps (streaming/bench.py); so each event is within two frames. The returned click must
+  quality steps (streaming/bench/mouth.py); so each event is within two frames. The returned click must
   match the server's send time of that audio sample (playout: output audio position = session
   sample + 1920 * anchor, sent at ``start + position / 48000``) within a frame, every event.
 - A 200 ms longer delay (``StreamConfig(delay_ms=600)`` instead of 400) shows as +200 ms (+-1 frame)

@@ -208,12 +208,12 @@ def test_verify_flags_non_finite_weights(tmp_path, landmark_sd, capsys):
 
 
 def test_command_modules_share_one_error_convention(capsys):
-    """Every command's main (mouthpiece, python -m engine.evaluation / engine.training.preprocess, server.py)
-    goes through engine.cli.tool_main: a listed error is one ``PROG: error: ...`` line and status 2,
-    Ctrl+C is status 130, anything else propagates."""
+    """Every command (mouthpiece, python -m engine, server.py) goes through engine.cli.errors.tool_main:
+    a listed error is one ``PROG: error: ...`` line and status 2, Ctrl+C is status 130, anything else
+    propagates."""
     import argparse
 
-    from engine.cli import tool_main
+    from engine.cli.errors import tool_main
 
     parser = argparse.ArgumentParser(prog="tool")
     parser.add_argument("what")
