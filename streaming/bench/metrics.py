@@ -45,7 +45,7 @@ async def get_json(url: str, timeout: float = 10.0) -> dict:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http:
             async with http.get(url) as r:
                 return await r.json() if r.status == 200 else {}
-    except (aiohttp.ClientError, asyncio.TimeoutError, json.JSONDecodeError, ValueError):
+    except (TimeoutError, aiohttp.ClientError, json.JSONDecodeError, ValueError):
         return {}
 
 
@@ -65,7 +65,7 @@ class MetricsSampler:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5.0)) as http:
                 async with http.get(f"{self.url}/metrics") as r:
                     text = await r.text() if r.status == 200 else ""
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError):
             return
         m = parse_metrics(text)
         self.samples.append(

@@ -22,7 +22,7 @@ import platform
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -62,7 +62,7 @@ async def until(predicate: Callable[[], bool], timeout: float, what: str, step: 
 
     try:
         await asyncio.wait_for(loop(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}") from None
 
 
@@ -108,7 +108,7 @@ async def run_session(url: str, signal: TestSignal, options: SessionOptions | No
         await client.send({"type": "stats"})  # the server's counters at the end
         with contextlib.suppress(TimeoutError, asyncio.TimeoutError):  # a server without stats: none
             await client.wait_message(lambda m: m.get("type") == "stats" and id(m) not in before, 5.0)
-    except (RuntimeError, OSError, TimeoutError, asyncio.TimeoutError) as e:
+    except (RuntimeError, OSError, TimeoutError) as e:
         record.error = str(e) or type(e).__name__
     finally:
         await client.close()
@@ -341,7 +341,7 @@ async def _bench(url: str, cfg: BenchConfig, local: bool, say) -> BenchReport:
         signal={**asdict(cfg.signal), "events": cfg.signal.events, "length_s": round(signal.seconds, 2)},
         runs=[],
         machine=_machine(),
-        date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        date=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     if cfg.find_max:
         delay = info.get("delay_ms")
