@@ -323,3 +323,14 @@ def test_the_schedule_lookahead_constant_is_the_schedulers():
     from engine.core.schedule import LOOKAHEAD_MS
 
     assert LiveWindowScheduler(10).lookahead_ms == LOOKAHEAD_MS
+
+
+def test_one_summary_of_measurements():
+    from engine.core.stats import summary
+
+    v = [0.004, 0.001, 0.003, 0.002, None, float("nan")]
+    assert summary(v, 1e3, ("mean", "p50", "max", "n")) == pytest.approx(
+        {"mean": 2.5, "p50": 2.5, "max": 4.0, "n": 4}
+    )
+    assert summary([1.0, 2.0, 3.0, 4.0], keys=("p95",), digits=1) == {"p95": 3.9}
+    assert summary([None]) is None

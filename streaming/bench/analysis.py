@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from engine.core.stats import summary
 from engine.live.messages import STAGES
 from streaming.bench.mouth import mouth_levels, mouth_onsets
 from streaming.bench.signal import PACKET, RATE, TestSignal
@@ -80,13 +81,8 @@ class SessionRecord:
 
 
 def percentiles(values_ms) -> dict | None:
-    """p50 / p95 / p99 / max and n of values in ms (None values left out; None when empty)."""
-    v = np.asarray([x for x in values_ms if x is not None and math.isfinite(x)], np.float64)
-    if not v.size:
-        return None
-    out = {f"p{q}": round(float(np.percentile(v, q)), 1) for q in (50, 95, 99)}
-    out.update(max=round(float(v.max()), 1), n=int(v.size))
-    return out
+    """p50 / p95 / p99 / max (ms, 0.1 ms) and n of values in ms (None values left out; None when empty)."""
+    return summary(values_ms, keys=("p50", "p95", "p99", "max", "n"), digits=1)
 
 
 def find_clicks(audio: np.ndarray, click: np.ndarray, min_distance: int, threshold: float = CLICK_NCC):
