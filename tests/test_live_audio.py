@@ -332,5 +332,5 @@ def test_one_summary_of_measurements():
     assert summary(v, 1e3, ("mean", "p50", "max", "n")) == pytest.approx(
         {"mean": 2.5, "p50": 2.5, "max": 4.0, "n": 4}
     )
-    assert summary([1.0, 2.0, 3.0, 4.0], keys=("p95",), digits=1) == {"p95": 3.9}
+    assert summary([1.0, 2.0, 3.0, 4.0, 5.0], keys=("p95",), digits=1) == {"p95": 4.8}
     assert summary([None]) is None
