@@ -25,6 +25,7 @@ from aiortc.contrib.media import MediaPlayer
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtp import RtcpSrPacket
 
+from streaming.aiortc_compat import rtp_timestamp_origin, tap_rtcp
 from streaming.ice import loopback_configuration
 from streaming.rtp_clock import CLOCK_RATE, RtpClock, ntp_to_unix
 from streaming.tracks import audio_frame_samples, wait_cancelled
@@ -133,15 +134,13 @@ class RtcClient:
 
     def _instrument(self, receiver, kind: str) -> None:
         """Record the RTCP sender reports the receiver gets (the stream's RTP -> wall clock map)."""
-        original = receiver._handle_rtcp_packet
         clock = self.clocks[kind]
 
-        async def handle(packet) -> None:
+        def on_packet(packet) -> None:
             if isinstance(packet, RtcpSrPacket):
                 clock.add(packet.sender_info.ntp_timestamp, packet.sender_info.rtp_timestamp)
-            await original(packet)
 
-        receiver._handle_rtcp_packet = handle
+        tap_rtcp(receiver, on_packet)
 
     async def _consume(self, track) -> None:
         while True:
@@ -199,8 +198,7 @@ class RtcClient:
         stream's RTP origin (aiortc's pts is the RTP timestamp minus the stream's first one; that
         origin is read from the receiver). ValueError before the stream's first frame."""
         receiver = getattr(self, "_receivers", {}).get(kind)
-        mapper = getattr(receiver, "_RTCRtpReceiver__timestamp_mapper", None)
-        origin = getattr(mapper, "_origin", None)
+        origin = None if receiver is None else rtp_timestamp_origin(receiver)
         if origin is None:
             raise ValueError(f"no {kind} frame received yet")
         clock = self.clocks[kind]

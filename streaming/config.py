@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.live.session import LiveConfig
+from engine.synth import canonical_renderer
+from engine.synth.backends import BACKENDS, DTYPES
 from streaming.session import StreamConfig
 
 __all__ = ["DEFAULT_AVATAR", "ROOT", "WEB_CLIENT", "ServerConfig", "add_arguments", "config_from_args"]
@@ -16,6 +18,9 @@ __all__ = ["DEFAULT_AVATAR", "ROOT", "WEB_CLIENT", "ServerConfig", "add_argument
 ROOT = Path(__file__).resolve().parent.parent
 WEB_CLIENT = ROOT / "web_client"
 DEFAULT_AVATAR = ROOT / "assets" / "portrait.png"
+
+
+RENDERERS = ("auto", "neural", "preview", "none")  # --renderer
 
 
 @dataclass
@@ -31,7 +36,7 @@ class ServerConfig:
     renderer_checkpoint: str | None = None
     checkpoint_dir: str = "checkpoints"
     random_weights: bool = False
-    renderer: str = "auto"  # auto | neural | retrieval | none (module docstring of ModelEngine.from_config)
+    renderer: str = "auto"  # auto | neural | preview | none (ModelEngine.from_config)
     device: str = "auto"
     backend: str = "fast"
     precision: str = "fp32"
@@ -46,22 +51,29 @@ class ServerConfig:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    """The server's options; their defaults are those of :class:`ServerConfig` and the stream settings."""
+    sc, st, lc = ServerConfig(), StreamConfig(), LiveConfig()
+    p.add_argument("--host", default=sc.host, help=f"address to listen on (default {sc.host})")
+    p.add_argument("--port", type=int, default=sc.port, help=f"port (default {sc.port})")
     p.add_argument(
         "--avatar", action="append", default=[], metavar="FILE", help="an avatar video or image (repeat)"
     )
     p.add_argument("--avatar-dir", metavar="DIR", help="offer every video / image in this folder")
     p.add_argument("--default-avatar", metavar="NAME", help="avatar of new sessions (default: the first)")
-    p.add_argument("--refs", default="5", metavar="N|auto", help="renderer references per avatar (default 5)")
-    p.add_argument("--cache", default=None, help="avatar cache folder")
+    p.add_argument(
+        "--refs",
+        default=str(sc.refs),
+        metavar="N|auto",
+        help=f"renderer references per avatar (default {sc.refs})",
+    )
+    p.add_argument("--cache", default=sc.cache_dir, help="avatar cache folder")
     p.add_argument(
         "--landmark-checkpoint", metavar="P", help="default: checkpoints/landmarkgenerator_checkpoint.pth"
     )
     p.add_argument("--renderer-checkpoint", metavar="P", help="default: checkpoints/renderer_checkpoint.pth")
     p.add_argument(
         "--checkpoint-dir",
-        default="checkpoints",
+        default=sc.checkpoint_dir,
         metavar="DIR",
         help="where to look for both checkpoints (e.g. the output of mouthpiece train presenter)",
     )
@@ -70,29 +82,47 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--renderer",
-        default="auto",
-        choices=("auto", "neural", "retrieval", "none"),
-        help="auto (neural on a GPU with both weights, else the retrieval preview), neural, retrieval, none",
+        default=sc.renderer,
+        type=canonical_renderer,
+        choices=RENDERERS,
+        help="auto (neural on a GPU with both weights, else the preview renderer), neural, preview, none",
     )
-    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:N")
-    p.add_argument("--backend", default="fast", choices=("fast", "plain", "cuda-graph", "onnx"))
-    p.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "bf16"))
-    p.add_argument("--batch", type=int, default=2, help="max windows a session sends per request (default 2)")
+    p.add_argument("--device", default=sc.device, help="auto (cuda when available), cpu, cuda, cuda:N")
+    p.add_argument("--backend", default=sc.backend, choices=BACKENDS)
+    p.add_argument("--precision", default=sc.precision, choices=tuple(DTYPES))
     p.add_argument(
-        "--max-batch", type=int, default=16, help="max windows per model call, across sessions (default 16)"
+        "--batch",
+        type=int,
+        default=lc.batch,
+        help=f"max windows a session sends per request (default {lc.batch})",
     )
     p.add_argument(
-        "--delay-ms", type=float, default=400.0, help="audio in -> lips and audio out (default 400)"
+        "--max-batch",
+        type=int,
+        default=sc.max_batch,
+        help=f"max windows per model call, across sessions (default {sc.max_batch})",
     )
-    p.add_argument("--max-sessions", type=int, default=4, help="concurrent sessions (default 4)")
+    p.add_argument(
+        "--delay-ms",
+        type=float,
+        default=st.delay_ms,
+        help=f"audio in -> lips and audio out (default {st.delay_ms:g})",
+    )
+    p.add_argument(
+        "--max-sessions",
+        type=int,
+        default=sc.max_sessions,
+        help=f"concurrent sessions (default {sc.max_sessions})",
+    )
     p.add_argument("--ice-server", action="append", default=[], metavar="URL", help="STUN/TURN URL (repeat)")
     p.add_argument("--loopback", action="store_true", help="ICE on 127.0.0.1 only (local demos and tests)")
     p.add_argument(
         "--mic-prefetch",
         type=int,
-        default=2,
+        default=sc.mic_prefetch,
         metavar="N",
-        help="20 ms microphone packets buffered before decoding (default 2; more on jittery networks)",
+        help=f"20 ms microphone packets buffered before decoding (default {sc.mic_prefetch}; more on jittery "
+        "networks)",
     )
     p.add_argument("--no-speech-gate", action="store_true", help="animate silence too (as the authors)")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -111,7 +141,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         cache_dir=args.cache,
         landmark_checkpoint=args.landmark_checkpoint,
         renderer_checkpoint=args.renderer_checkpoint,
-        checkpoint_dir=getattr(args, "checkpoint_dir", None) or "checkpoints",
+        checkpoint_dir=getattr(args, "checkpoint_dir", None) or ServerConfig.checkpoint_dir,
         random_weights=args.random_weights,
         renderer=args.renderer,
         device=args.device,

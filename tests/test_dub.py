@@ -122,8 +122,8 @@ def test_cli_dub_of_a_still_image_writes_a_playable_mp4(tmp_path, capsys):
     assert not (tmp_path / "out.partial.mp4").exists()
 
 
-def test_cli_dub_with_the_retrieval_renderer_needs_no_weights(tmp_path, capsys):
-    """``--renderer retrieval``: the CPU preview renderer, no checkpoints; one frame per mel chunk and
+def test_cli_dub_with_the_preview_renderer_needs_no_weights(tmp_path, capsys):
+    """``--renderer preview``: the CPU preview renderer, no checkpoints; one frame per mel chunk and
     the portrait's mouth moves with the speech."""
     from engine.core.video import read_frames
 
@@ -131,7 +131,7 @@ def test_cli_dub_with_the_retrieval_renderer_needs_no_weights(tmp_path, capsys):
     audio = _write_wav(tmp_path / "speech.wav", wav)
     out = tmp_path / "preview.mp4"
     args = ["dub", "--avatar", str(PORTRAIT), "--audio", str(audio), "--out", str(out), "--refs", "1"]
-    args += ["--renderer", "retrieval", "--cache", str(tmp_path / "cache"), "--quiet"]
+    args += ["--renderer", "preview", "--cache", str(tmp_path / "cache"), "--quiet"]
     assert main(args) == 0
     stages = capsys.readouterr().out.split("time per stage")[1]
     assert "openness " in stages and "preview " in stages  # the preview renderer's stages ran

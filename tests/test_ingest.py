@@ -260,7 +260,7 @@ def test_serve_command_line_builds_the_server_config():
     assert (cfg.port, cfg.avatars, cfg.renderer, cfg.max_sessions, cfg.max_batch) == (
         9001,
         ("a.mp4",),
-        "retrieval",
+        "preview",  # retrieval: the preview renderer's old name
         2,
         8,
     )
@@ -268,6 +268,9 @@ def test_serve_command_line_builds_the_server_config():
         cfg.loopback and cfg.mic_prefetch == 1 and cfg.stream.delay_ms == 500.0 and cfg.stream.live.batch == 3
     )
     assert config_from_args(build_parser().parse_args(["serve"])).renderer == "auto"
+    assert (
+        config_from_args(build_parser().parse_args(["serve", "--renderer", "preview"])).renderer == "preview"
+    )
     assert config_from_args(build_parser().parse_args(["serve"])).checkpoint_dir == "checkpoints"
     tuned = build_parser().parse_args(["serve", "--checkpoint-dir", "presenters/me"])  # train presenter's OUT
     assert config_from_args(tuned).checkpoint_dir == "presenters/me"

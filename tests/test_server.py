@@ -479,13 +479,13 @@ def test_renderer_choice_on_a_cpu(tmp_path):
         return ModelEngine.from_config(ServerConfig(device="cpu", checkpoint_dir=str(empty), **kw))
 
     fresh = engine()
-    assert (fresh.mode, fresh.renderer_name, fresh.landmark_model) == ("preview", "retrieval", None)
+    assert (fresh.mode, fresh.renderer_name, fresh.landmark_model) == ("preview", "preview", None)
     assert "no IP_LAP renderer weights" in fresh.message and "checkpoints/" in fresh.message
     standin = engine(random_weights=True)
     assert standin.mode == "preview" and "no GPU" in standin.message
     assert standin.landmark_model is None  # on a CPU the audio drives the preview (real time)
     assert engine(random_weights=True, renderer="neural").mode == "neural"
-    with_lm = engine(random_weights=True, renderer="retrieval")
+    with_lm = engine(random_weights=True, renderer="preview")
     assert with_lm.mode == "preview" and with_lm.landmark_model is not None  # the transformer drives it
     assert "predicted lips" in with_lm.message
     assert engine(renderer="none").mode == "passthrough"
@@ -515,7 +515,7 @@ def test_fresh_machine_preview_session_speaks(coded_video, avatar_cache, tmp_pat
         return info, client, stats
 
     info, client, stats = asyncio.run(asyncio.wait_for(main(), 3 * LIMIT))
-    assert info["mode"] == "preview" and info["renderer"] == "retrieval" and "Preview" in info["message"]
+    assert info["mode"] == "preview" and info["renderer"] == "preview" and "Preview" in info["message"]
     assert stats["mode"] == "preview" and stats["session_frames"]["speech_frames"] > 30
     avatar = lib.get("coded")
     frames, _ = session_frames_of(client, lib)

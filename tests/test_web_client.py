@@ -198,7 +198,7 @@ def test_microphone_session_shows_the_avatar_and_stops_cleanly(media):
             await banner.wait_for(state="visible")
             text = await banner.inner_text()
             assert "Preview renderer (no IP_LAP renderer weights)" in text and "checkpoints/" in text, text
-            assert await page.inner_text("#mode") == "preview (retrieval renderer)"
+            assert await page.inner_text("#mode") == "preview renderer"
             options = await page.locator("#avatar option").all_inner_texts()
             assert any(o.startswith("portrait") for o in options), options
             assert await page.locator("#poster").is_visible()

@@ -113,7 +113,7 @@ async function loadInfo() {
   const info = await getJSON("/api/info");
   const labels = {
     neural: "neural",
-    preview: "preview (retrieval renderer)",
+    preview: "preview renderer",
     passthrough: "passthrough (no renderer)",
   };
   ui.mode.textContent = labels[info.mode] || info.mode;

@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from engine.core.avatar import AvatarConfig
+from engine.synth import canonical_renderer
 from engine.synth.backends import BACKENDS, DTYPES
 from engine.synth.neural import DubConfig
 
@@ -135,8 +136,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     d.add_argument(
         "--renderer",
         default="neural",
-        choices=("neural", "retrieval"),
-        help="neural (IP_LAP, default) or retrieval (the CPU preview: mouths from the avatar, no weights)",
+        type=canonical_renderer,
+        choices=("neural", "preview"),
+        help="neural (IP_LAP, default) or preview (the CPU preview renderer: no weights)",
     )
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.set_defaults(func=cmd_dub)

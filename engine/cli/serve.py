@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 
+from engine.synth import canonical_renderer
 from streaming.bench.config import BenchConfig, LocalServer, SignalConfig
+from streaming.config import RENDERERS
 
 __all__ = ["add_bench_commands", "add_serve_command", "bench_config_from_args"]
 
@@ -104,7 +106,7 @@ def add_bench_commands(sub: argparse._SubParsersAction) -> None:
         default=ls.delay_ms,
         help=f"audio in -> lips and audio out (default {ls.delay_ms:g})",
     )
-    loc.add_argument("--renderer", default=ls.renderer, choices=("auto", "neural", "retrieval", "none"))
+    loc.add_argument("--renderer", default=ls.renderer, type=canonical_renderer, choices=RENDERERS)
     loc.add_argument("--device", default=ls.device, help="auto (cuda when available), cpu, cuda, cuda:N")
     loc.add_argument("--avatar-file", metavar="FILE", help="its avatar (default: the bundled portrait)")
     loc.add_argument(

@@ -16,6 +16,7 @@ from engine.core.audio import load_audio, mel_chunks, melspectrogram
 from engine.core.avatar import Avatar, AvatarConfig, prepare_avatar
 from engine.core.frames import Frame, FrameKind
 from engine.core.schedule import make_window, num_windows
+from engine.synth import canonical_renderer
 from engine.synth.base import Planned, Synthesizer
 from engine.synth.neural import DubConfig, NeuralSynthesizer
 from engine.synth.preview.synthesizer import PreviewSynthesizer
@@ -23,7 +24,6 @@ from engine.synth.weights import DubError, load_models
 
 OUTPUT_AUDIO_RATE = 48000
 MIN_CHUNKS = 3
-PREVIEW_NAMES = ("preview", "retrieval")  # the CPU preview renderer (retrieval: its old name)
 
 
 @dataclass
@@ -94,7 +94,8 @@ def make_synthesizer_for_dub(
 ) -> Synthesizer:
     """The synthesizer ``mouthpiece dub --renderer`` names: ``neural`` (the checkpoints' networks, or
     stand-in weights) or ``preview`` (the CPU preview renderer; ``retrieval`` is its old name)."""
-    if renderer in PREVIEW_NAMES:
+    renderer = canonical_renderer(renderer)
+    if renderer == "preview":
         return PreviewSynthesizer()
     if renderer != "neural":
         raise ValueError(f"unknown renderer {renderer!r}; choose neural or preview")
@@ -120,7 +121,8 @@ def dub_file(
     audio's openness curve; no weights needed)."""
     from engine.core.video import Mp4Writer
 
-    if renderer not in ("neural", *PREVIEW_NAMES):
+    renderer = canonical_renderer(renderer)
+    if renderer not in ("neural", "preview"):
         raise ValueError(f"unknown renderer {renderer!r}; choose neural or preview")
     if renderer != "neural" and save_faces is not None:
         raise ValueError("--save-faces needs the neural renderer (the preview renderer makes no faces)")

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-__all__ = ["SYNTHESIZERS", "make_synthesizer"]
+__all__ = ["SYNTHESIZERS", "canonical_renderer", "make_synthesizer"]
 
 SYNTHESIZERS = ("neural", "preview", "none")
+
+
+def canonical_renderer(value: str) -> str:
+    """A renderer named on a command line or in a config: ``retrieval`` is the preview renderer's old name."""
+    return "preview" if value == "retrieval" else value
 
 
 def make_synthesizer(
@@ -32,7 +37,8 @@ def make_synthesizer(
         if landmark_model is None or backend_factory is None:
             raise ValueError("the neural synthesizer needs a landmark model and a renderer backend")
         return NeuralSynthesizer(landmark_model, backend_factory, shared=shared, max_batch=max_batch)
-    if kind in ("preview", "retrieval"):
+    kind = canonical_renderer(kind)
+    if kind == "preview":
         from engine.synth.preview.synthesizer import PreviewSynthesizer
 
         return PreviewSynthesizer(preview_config, landmark_model)

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from engine.synth import make_synthesizer
+from engine.synth import canonical_renderer, make_synthesizer
 
 PREVIEW_HINT = (
     "For the neural IP_LAP renderer put landmarkgenerator_checkpoint.pth and renderer_checkpoint.pth "
@@ -41,7 +41,7 @@ class ModelEngine:
         reason: str | None = None,
     ) -> None:
         self.max_batch = max_batch
-        self.preview = preview  # the retrieval renderer (landmark_model, when given, drives the mouth)
+        self.preview = preview  # the preview renderer (landmark_model, when given, drives the mouth)
         self.reason = reason  # why the preview renderer was chosen (shown on the page)
         self.landmark_model = landmark_model
         self.renderer = renderer
@@ -60,7 +60,7 @@ class ModelEngine:
 
     @property
     def renderer_name(self) -> str | None:
-        return {"preview": "retrieval", "neural": self.backend, "passthrough": None}[self.mode]
+        return {"preview": "preview", "neural": self.backend, "passthrough": None}[self.mode]
 
     @property
     def message(self) -> str | None:
@@ -73,7 +73,7 @@ class ModelEngine:
                 else "the loudness of the voice"
             )
             return (
-                f"Preview renderer ({self.reason or 'chosen with --renderer retrieval'}): the mouth is taken "
+                f"Preview renderer ({self.reason or 'chosen with --renderer preview'}): the mouth is taken "
                 f"from the avatar's own frames (or drawn open on a photo), following {drive}. " + PREVIEW_HINT
             )
         if self.weights.get("standin"):
@@ -114,9 +114,9 @@ class ModelEngine:
     @classmethod
     def from_config(cls, cfg) -> ModelEngine:
         """Load the configured weights (explicit paths must load; ones found in checkpoints/ are used) and
-        choose the renderer: ``neural`` (both weights), ``retrieval`` (the CPU preview renderer; the
+        choose the renderer: ``neural`` (both weights), ``preview`` (the CPU preview renderer; the
         transformer drives its mouth when its weights are there), ``none`` (passthrough), or ``auto``:
-        neural on a GPU with both weights, else retrieval following the audio."""
+        neural on a GPU with both weights, else the preview renderer following the audio."""
         import torch
 
         import models
@@ -155,7 +155,7 @@ class ModelEngine:
                 r = models.load_renderer(paths[models.RENDERER], device)
                 weights["renderer"] = str(paths[models.RENDERER])
         kw["weights"] = weights
-        choice = cfg.renderer
+        choice = canonical_renderer(cfg.renderer)
         if choice == "none":
             return cls(**kw)
         if choice == "neural":
@@ -165,12 +165,12 @@ class ModelEngine:
                     "see README, 'Weights'"
                 )
             return cls(lm, r, **kw)
-        if choice == "retrieval":
-            return cls(lm, None, preview=True, reason="chosen with --renderer retrieval", **kw)
+        if choice == "preview":
+            return cls(lm, None, preview=True, reason="chosen with --renderer preview", **kw)
         # auto: the neural renderer on a GPU with both weights, else the real-time preview renderer
         if lm is not None and r is not None and device.startswith("cuda"):
             return cls(lm, r, **kw)
         reason = "no GPU" if lm is not None and r is not None else "no IP_LAP renderer weights"
         # on a CPU the preview follows the audio's loudness: the transformer (30-50 ms per frame on two
-        # cores) would not keep up; --renderer retrieval uses it when its weights are there
+        # cores) would not keep up; --renderer preview uses it when its weights are there
         return cls(lm if device.startswith("cuda") else None, None, preview=True, reason=reason, **kw)
