@@ -1,22 +1,10 @@
-"""A streaming session: a :class:`engine.live.session.LiveSession` with its clock, tracks and watchdog.
-
-:class:`StreamSession` is what a transport holds. Audio goes in by :meth:`StreamSession.push_audio`
-(a WebRTC microphone through :class:`streaming.tracks.MicrophoneSink`, websocket PCM, anything);
-the lip-synced video and the delayed audio come out of two aiortc tracks, shared between any number
-of viewers through an aiortc ``MediaRelay`` (:meth:`StreamSession.subscribe`).
-
-Timing (:mod:`streaming.tracks`): the first audio fixes the anchor; session frame ``p`` and its
-audio leave ``delay_ms`` after the audio of frame ``p`` came in (the output grid's phase is set by
-the first audio, so the delay is not rounded up to a frame). The
-model worker's deadline for frame ``p`` is one frame before it is shown (``LiveSession.deadline``);
-windows that cannot make it are shed (rest frames) and the delay never grows. (Before the anchor
-exists the fallback budget is ``delay_ms - 212.5 - 40``: a window is ready at the earliest
-``lookahead_ms`` after its frame's audio.)
-
-A housekeeping task runs every ``tick_s``: the **gap watchdog** (when the input is more than
-``gap_ms`` behind real time, the segment is closed and the clock moved to the present, so a source
-that pauses, such as a TTS engine between sentences, resumes lip-synced), frame-rate measurement,
-trimming of frames nobody took, and the periodic ``on_stats`` callback.
+"""A streaming session: a :class:`engine.live.session.LiveSession` with its playout clock, tracks and
+watchdog. A transport pushes audio (:meth:`StreamSession.push_audio`) and controls; the lip-synced video and
+the delayed audio come out of two aiortc tracks shared by any number of viewers
+(:meth:`StreamSession.subscribe`). Session frame ``p`` must be ready one frame before it is shown (the live
+session's deadline: later windows are shed); a housekeeping task runs the gap watchdog (an input more than
+``gap_ms`` behind real time closes the segment), measures the frame rate, trims frames nobody took and
+pushes stats. Details: docs/live.md.
 """
 
 from __future__ import annotations

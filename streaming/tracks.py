@@ -1,36 +1,11 @@
-"""aiortc media tracks of a :class:`streaming.session.StreamSession`, paced by one clock.
-
-**One clock for both tracks.** A session's :class:`Playout` fixes ``start`` (a ``perf_counter()``
-time): video frame ``i`` (``pts = i``, time base 1/25) is due at ``start + i / 25`` and the audio
-frame of 48 kHz samples ``[960 m, 960 (m + 1))`` (``pts = 960 m``, time base 1/48000) at
-``start + m / 50``. A track that starts late (a viewer joining) starts at the current index, so it
-never sends a burst of stale frames; pts are wall-clock positions, so every viewer's audio and video
-agree. aiortc maps pts to RTP timestamps and its RTCP sender reports pair them with the send time,
-which is what a receiver synchronises the two streams with.
-
-**Anchor.** The session's audio is the master clock. When its first audio arrives (at
-``first_audio_time``), the playout fixes ``anchor``: the output frame that shows session frame 0.
-So that frame is due at exactly ``first_audio_time + delay``, the grid's phase is moved to it:
-``start`` moves by at most half a frame, earlier or later (before any frame of the session is shown:
-one frame interval and one audio packet interval are up to 20 ms shorter or longer), and ``anchor``
-is ``(first_audio_time - start + delay) * 25``, a whole number. (Without the move, the delay would be
-rounded up to the grid: 0-40 ms more, depending on where the first audio fell between two frames.)
-From then on output frame ``i`` shows session frame ``p = i - anchor`` and the audio frame at 48 kHz
-position ``P`` carries session playout sample ``P - 1920 anchor``: lips and sound leave together,
-``delay`` after the sound came in.
-
-Packets that come out of a receiver's jitter buffer in a burst make the first audio arrive late
-relative to the steady flow; until session frame 0 is shown, each push refines the anchor to the
-earliest arrival the audio implies (``arrival - samples / 16000``, the least transit time; the
-phase moves with it), so the delay is ``delay`` for the audio that arrives soonest and never more
-for the rest.
-
-**What the video shows at frame i** (:class:`AvatarVideoTrack`): the session's frame ``p`` when it
-is ready (frames older than ``p`` that arrived too late are skipped, counted in ``skipped``); when
-it is not ready but its audio has arrived (the model is late), the last image again (``late``),
-for at most ``MAX_HOLD_FRAMES`` frames, then the avatar at rest (a slow model does not freeze it);
-when no audio covers ``p`` (before any audio, after the end, in a pause not yet filled), the avatar
-at rest, template ``pingpong(p)`` (``idle``).
+"""aiortc media tracks of a :class:`streaming.session.StreamSession`, paced by one clock: the session's
+:class:`Playout` fixes ``start``; video frame ``i`` is due at ``start + i / 25``, audio frame ``m`` (960
+samples at 48 kHz) at ``start + m / 50``; a track that starts late starts at the present. The first audio
+fixes ``anchor``, the output frame that shows session frame 0, and the grid's phase, so session frame
+``p`` and its sound leave exactly ``delay`` after the sound came in. :class:`AvatarVideoTrack` shows the
+session's frame when it is ready, the last image for at most ``MAX_HOLD_FRAMES`` when the model is late,
+else the avatar at rest. :class:`PlayoutAudio` keeps the input audio at 48 kHz on the session clock for
+:class:`PlayoutAudioTrack`. The rules in full: docs/live.md, "The playout clock".
 """
 
 from __future__ import annotations

@@ -1,30 +1,7 @@
 """Landmark sketches: the 128x128 line drawings the renderer is conditioned on (IPLAP_FACTS.md section 5).
-
-A sketch is drawn from a *full* landmark array ``(2, 131)`` (``[pose(74) | content(57)]``, see
-:mod:`engine.core.landmark_sets`) normalised to a face crop of size ``(h, w)``:
-
-1. a zero canvas of ``(int(h*128/min(h, w)), int(w*128/min(h, w)))`` pixels (H, W);
-2. a point with ``0 <= x, y <= 1`` (``math.isclose`` counts as equal) gets the pixel
-   ``(min(floor(x*W), W-1), min(floor(y*H), H-1))``; other points are absent;
-3. every edge with both endpoints present: ``cv2.line(canvas, a, b, (224, 224, 224), 1)``;
-4. ``cv2.resize`` to 128x128 (bilinear), then ``/ 255``.
-
-The authors' code did this on a float64 canvas with float64 pixel arithmetic, then cast to
-float32; both paths here do the same, and reproduce the golden sketches bit for bit.
-
-:func:`draw_sketch` is the literal, one-sketch reference. :func:`draw_sketches` is the batched
-production path, bit-identical to it:
-
-- point visibility and pixels are computed for the whole batch at once in numpy;
-- the canvases, sorted by size, are stacked vertically on one uint8 page (one grey channel;
-  the three BGR channels of a sketch are identical). Every point lies inside its own canvas,
-  so lines never cross into a neighbour;
-- the edges form 15 chains (a->b, b->c, ...). For every chain whose points are all present,
-  one ``cv2.polylines`` call draws that chain in every sketch; the edges of broken chains are
-  drawn in one more call as 2-point contours. An open polyline draws exactly ``cv2.line`` of
-  each consecutive pair (same 8-connected rasteriser), so the pixels are identical;
-- up to 512 same-size canvases are resized by one ``cv2.resize`` call as the channels of one
-  float64 image (per-channel arithmetic is independent of the channel count).
+:func:`draw_sketch` is the literal one-sketch reference (the authors' float64 drawing, bit for bit the
+golden sketches); :func:`draw_sketches` the batched production path, bit-identical to it. How each is drawn
+and why the batched one is exact: docs/equivalence.md, "Sketches".
 """
 
 from __future__ import annotations

@@ -1,36 +1,8 @@
-"""Video and image input/output through PyAV (no external ffmpeg binary) and OpenCV.
-
-Reading
-    * :func:`is_image` / :func:`read_image`: still images as BGR uint8 (H, W, 3).
-    * :func:`probe_video`: a :class:`VideoInfo` (size, native fps, frame-count estimate, duration).
-    * :func:`iter_frames` / :func:`read_frames`: decoded BGR uint8 frames, optionally converted to
-      a target frame rate (25 fps for IP_LAP) by timestamps. Rotation metadata is not applied.
-
-Frame-rate conversion rule (the one ffmpeg's ``-r 25`` / ``fps`` filter approximates)
-    Let ``t_i`` be the presentation time of decoded source frame ``i`` relative to the first frame
-    (``pts * time_base`` minus the first frame's), ``src_fps`` the stream's average rate and
-    ``duration = t_last + 1 / src_fps``. The output has ``n = floor(duration * fps + 1/2)`` frames
-    (at least 1) and output frame ``k`` (time ``k / fps``) is the source frame whose ``t_i`` is
-    nearest to ``k / fps``; on an exact tie the earlier source frame wins. Times are compared as
-    exact fractions. When ``|src_fps - fps| <= 1e-3`` the decoded frames are returned unchanged.
-    Conversion streams (one decoded frame and one output frame held), so long clips do not have
-    to fit in memory when :func:`iter_frames` is used.
-
-Writing
-    * :class:`Mp4Writer`: H.264 (libx264, yuv420p) MP4 with optional mono AAC audio, as a context
-      manager. Frame ``i`` gets ``pts = i`` in time base ``1 / fps``, so the file is exactly
-      ``fps`` frames per second. libx264 with yuv420p needs even dimensions: an odd width or height
-      is padded by one column/row replicating the edge (the encoded picture is then one pixel
-      larger than declared; the declared size is still what :meth:`Mp4Writer.write` checks).
-      Audio is encoded at its own rate when the AAC encoder accepts it (96000, 88200, 64000,
-      48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350 Hz), otherwise it is
-      resampled to the nearest higher accepted rate. It is fed in 1024-sample frames (the AAC frame
-      size) as the video advances and the rest at close. The encoder's 1024-sample priming delay
-      is recorded by the MP4 muxer (edit list), so the audio stream's duration equals the input's
-      and decoded audio starts aligned. FFmpeg's demuxer skips the priming but not the padding of
-      the last AAC frame: a decode returns whole 1024-sample frames, i.e. up to 1023 samples more
-      than written (at most 64 ms at 16 kHz, 23 ms at 44.1 kHz) of trailing silence.
-    * :func:`write_mp4`: convenience wrapper writing an iterable of frames.
+"""Video and image input/output through PyAV (no external ffmpeg binary) and OpenCV: :func:`read_image`,
+:func:`probe_video`, :func:`iter_frames` / :func:`read_frames` (BGR uint8 frames, converted to a target
+frame rate by nearest timestamps, streaming), :class:`Mp4Writer` / :func:`write_mp4` (H.264 yuv420p MP4 with
+optional AAC audio, exactly ``fps`` frames per second). The frame-rate rule and the encoder's details are
+in docs/dubbing.md, "Video input and output".
 """
 
 from __future__ import annotations

@@ -1,29 +1,17 @@
-"""The live session engine: audio in, lip-synced frames out, with audio as the master clock.
-
-A :class:`LiveSession` is transport-agnostic: a transport pushes audio with :meth:`push_audio`, steers it
-with :meth:`control` and iterates :meth:`frames`; a :class:`engine.synth.base.Synthesizer` makes the
-frames, and the session never knows which one::
+"""The live session engine: audio in, lip-synced frames out, with audio as the master clock. A transport
+pushes audio (:meth:`LiveSession.push_audio`: any rate, channels and chunk size), steers it
+(:meth:`LiveSession.control`: FLUSH, SWITCH_AVATAR, END, acting at once) and iterates
+:meth:`LiveSession.frames` (index 0, 1, 2, ... in order); a :class:`engine.synth.base.Synthesizer` makes
+the frames, and the session never knows which one. Frame ``p`` covers session samples
+``[640 p, 640 (p + 1))``. A speech window that could not be ready by its deadline is shed (rest frames,
+counted as dropped), so the delay cannot grow. Everything but synthesis runs on the event loop thread
+(none of it is thread-safe); synthesis runs on one worker thread per session. The rules in full:
+docs/live.md, "The live session"::
 
     async with LiveSession(avatar, synth, LiveConfig()) as session:
-        session.push_audio(pcm, 48000)            # any rate / channel count, any chunk size
-        async for frame in session.frames():      # Frame, index 0, 1, 2, ... in order
+        session.push_audio(pcm, 48000)
+        async for frame in session.frames():
             ...
-
-**Clock.** Output frame ``p`` covers samples ``[640 p, 640 (p + 1))`` of the session's 16 kHz clock
-(:mod:`engine.core.clock`). The front end (:mod:`engine.live.audio`: resample -> speech gate -> mel ->
-window scheduler) runs inline in :meth:`push_audio`; a window is *ready* when the push that completed
-it arrived. **Threading:** everything but synthesis runs on the event loop thread; one worker task hands
-each group of ready windows (up to ``batch`` speech windows and the rest around them) to a private
-single-thread executor that runs the synthesizer's stream (``compute`` then ``compose``). A generation
-counter discards the result of a job that ran across a flush. **Latency bound:** a speech window whose
-frame could not be ready by its deadline (the ``deadline(p)`` given at construction, else ``ready +
-latency_budget_ms``; estimated before the call from the recent call time, checked again after it) is
-shed: rest frames, counted as dropped. **Controls** act at once: ``FLUSH`` drops queued audio, windows
-and frames and emits rest frames up to the audio clock; ``SWITCH_AVATAR`` does the same but keeps the
-audio; ``END`` finishes the segment and closes :meth:`frames` after its last frame. **Gaps:**
-:meth:`close_segment` ends the current segment and moves the clock on (the transport's watchdog calls
-it when the input stalls). An ``audio_tap`` (:class:`AudioTap`) sees the input audio with its session
-clock position, so a transport can play it back in step with the frames.
 """
 
 from __future__ import annotations

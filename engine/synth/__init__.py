@@ -22,22 +22,39 @@ def canonical_renderer(value: str) -> str:
 def make_synthesizer(
     kind: str,
     landmark_model=None,
+    renderer=None,
     backend_factory: Callable | None = None,
+    backend: str = "fast",
+    precision: str = "fp32",
+    device: str = "cpu",
     max_batch: int = 16,
     shared: bool = True,
     preview_config=None,
+    random_weights: bool = False,
 ):
-    """A synthesizer of ``kind``. ``neural`` needs ``landmark_model`` and ``backend_factory`` (a renderer
-    backend per avatar, :func:`engine.synth.backends.make_renderer_backend`); with ``shared`` its streams
-    batch their windows in one model worker. ``preview`` uses ``landmark_model``, when given, to drive the
-    mouth."""
+    """A synthesizer of ``kind`` (``retrieval`` is accepted for ``preview``).
+
+    ``neural``: the landmark model and a renderer backend per avatar from ``backend_factory``, or made from
+    the ``renderer`` network (``backend``, ``precision``); without networks both are loaded from
+    ``checkpoints/`` (or stand-in weights with ``random_weights``) onto ``device``. With ``shared`` its
+    streams batch their windows in one model worker. ``preview``: ``landmark_model``, when given, drives the
+    mouth; ``preview_config``: :class:`engine.synth.preview.PreviewConfig`. ``none``: the avatar at rest."""
+    kind = canonical_renderer(kind)
     if kind == "neural":
+        from engine.synth.backends import DTYPES, make_renderer_backend
         from engine.synth.neural import NeuralSynthesizer
 
-        if landmark_model is None or backend_factory is None:
-            raise ValueError("the neural synthesizer needs a landmark model and a renderer backend")
+        if backend_factory is None:
+            if landmark_model is None or renderer is None:
+                from engine.synth.weights import load_models
+
+                landmark_model, renderer = load_models(device=device, random_weights=random_weights)
+            dtype = DTYPES[precision]
+
+            def backend_factory():
+                return make_renderer_backend(backend, renderer, dtype)
+
         return NeuralSynthesizer(landmark_model, backend_factory, shared=shared, max_batch=max_batch)
-    kind = canonical_renderer(kind)
     if kind == "preview":
         from engine.synth.preview.synthesizer import PreviewSynthesizer
 

@@ -1,35 +1,7 @@
-"""The figures of one client session (:func:`analyse`), from its raw :class:`SessionRecord`.
-
-**Clocks.** Everything is on the Unix clock of this machine. *Input time* of signal sample ``s``:
-when the client's microphone spoke it (:class:`streaming.bench.signal.SignalTrack`). *Send time* of
-a received frame: when the server sent it, from its RTP timestamp and the RTCP sender reports of its
-stream (:class:`streaming.rtp_clock.RtpClock`: the median of the nearest reports' predictions), so a
-figure on the send clock leaves out the downlink network and this client's jitter buffer and
-decoder. *Arrival*: when the decoded frame came out of this client's aiortc receiver.
-
-**Per event**: ``audio_ms``: input time of the click -> send time of the returned click (found by
-normalised cross-correlation with the chirp, threshold 0.5, :func:`find_clicks`);
-``audio_arrival_ms``: to its arrival instead. ``mouth_ms``: input time of the onset -> send time of
-the first received frame whose mouth opens for it (:mod:`streaming.bench.mouth`): the first opening
-that starts within half a period of the onset's returned audio (the returned click +
-``click_lead_s``), and never before the onset was spoken; ``mouth_arrival_ms``: to the frame's
-arrival. ``av_offset_ms``: the mouth-open frame's send time minus the send time of the returned
-audio of the onset: how long after the sound starts leaving the server the lips start moving
-(positive: lips later); it includes the renderer's own timing (the speech gate needs 60 ms of voice,
-but a renderer that looks ahead, this server's windows hold 212 ms of later audio, can start the
-lips before the sound). ``server_mouth_ms``: ``mouth_ms`` minus capture (one 20 ms packet) and
-uplink, i.e. the server's arrival of the onset's packet -> its send time of the mouth-open frame.
-``uplink_ms`` (per session): the server's stats messages carry ``input`` (its session sample count
-after the latest audio push and the Unix time that push arrived); uplink = that arrival time minus
-this client's send time of the packet that ends at that sample (median over the messages). It
-holds while the server's session clock counts this client's samples one to one (no lost packets,
-no gaps), which a continuous test signal over a sound network gives.
-
-**Per session**: received video frames, received fps (arrivals after the first second), dropped
-frames (gaps in the received video's RTP timestamps), frame interval (arrival to arrival) and its
-jitter ``|interval - 40 ms|``, and from the server's last stats message the windows it shed to hold
-its latency budget (``dropped``), its late frames and its per-stage latency split. Figures are
-summarised by :func:`percentiles` (p50 / p95 / p99 / max / n, ms).
+"""The figures of one client session of the latency tool (:func:`analyse`), from its raw
+:class:`SessionRecord`: per event audio in -> out, audio in -> mouth open, the A/V offset and the server's
+share; per session fps, drops, frame interval and jitter and the server's stage split, summarised by
+:func:`percentiles`. Every figure and clock is defined in docs/latency.md, "The bench tool's figures".
 """
 
 from __future__ import annotations
