@@ -10,7 +10,7 @@ from pathlib import Path
 
 from engine.live.session import LiveConfig
 from engine.synth import canonical_renderer
-from engine.synth.backends import BACKENDS, DTYPES
+from engine.synth.backends import BACKENDS, DEFAULT_BACKEND, DEFAULT_PRECISION, DTYPES
 from streaming.session import StreamConfig
 
 __all__ = ["DEFAULT_AVATAR", "ROOT", "WEB_CLIENT", "ServerConfig", "add_arguments", "config_from_args"]
@@ -38,8 +38,8 @@ class ServerConfig:
     random_weights: bool = False
     renderer: str = "auto"  # auto | neural | preview | none (ModelEngine.from_config)
     device: str = "auto"
-    backend: str = "fast"
-    precision: str = "fp32"
+    backend: str = DEFAULT_BACKEND
+    precision: str = DEFAULT_PRECISION
     max_sessions: int = 4
     max_batch: int = 16  # windows per model call, across sessions
     max_viewers: int = 16

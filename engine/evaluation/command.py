@@ -13,6 +13,8 @@ from engine.evaluation.networks import load_networks
 from engine.evaluation.reconstruction import evaluate_checkpoints
 from engine.evaluation.report import format_table, to_json
 from engine.evaluation.syncnet import SYNCNET_VSHIFT
+from engine.synth.backends import BACKENDS, DTYPES
+from engine.synth.neural import DubConfig
 
 
 def _range(text: str, kind: type) -> tuple:
@@ -60,9 +62,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="held-out part as 25 fps frame indices (END exclusive)",
     )
     c.add_argument("--refs", default="25", help="renderer reference images N, or 'auto' for L/5 (default 25)")
-    c.add_argument("--batch", type=int, default=4, help="windows per model call (default 4)")
-    c.add_argument("--backend", default="fast", help="renderer backend: fast, plain, cuda-graph, onnx")
-    c.add_argument("--dtype", default="fp32", help="renderer precision: fp32, fp16, bf16")
+    dc = DubConfig()
+    c.add_argument("--batch", type=int, default=dc.batch, help=f"windows per model call (default {dc.batch})")
+    c.add_argument(
+        "--backend", default=dc.backend, choices=BACKENDS, help=f"renderer backend (default {dc.backend})"
+    )
+    c.add_argument(
+        "--dtype", default=dc.dtype, choices=tuple(DTYPES), help=f"renderer precision (default {dc.dtype})"
+    )
     c.add_argument("--cache-dir", metavar="DIR", help="avatar cache folder (default: the user cache)")
     c.add_argument("--save-video", metavar="MP4", help="also write the dubbed held-out part here")
     n = parser.add_argument_group("optional metric networks", f"files you supply; see {DOCS}")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from engine.synth.backends import DEFAULT_BACKEND, DEFAULT_PRECISION
+
 __all__ = ["SYNTHESIZERS", "canonical_renderer", "make_synthesizer"]
 
 SYNTHESIZERS = ("neural", "preview", "none")
@@ -24,8 +26,8 @@ def make_synthesizer(
     landmark_model=None,
     renderer=None,
     backend_factory: Callable | None = None,
-    backend: str = "fast",
-    precision: str = "fp32",
+    backend: str = DEFAULT_BACKEND,
+    precision: str = DEFAULT_PRECISION,
     device: str = "cpu",
     max_batch: int = 16,
     shared: bool = True,

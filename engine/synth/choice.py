@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from engine.synth import canonical_renderer, make_synthesizer
+from engine.synth.backends import DEFAULT_BACKEND, DEFAULT_PRECISION
 
 PREVIEW_HINT = (
     "For the neural IP_LAP renderer put landmarkgenerator_checkpoint.pth and renderer_checkpoint.pth "
@@ -31,8 +32,8 @@ class ModelEngine:
         self,
         landmark_model=None,
         renderer=None,
-        backend: str = "fast",
-        precision: str = "fp32",
+        backend: str = DEFAULT_BACKEND,
+        precision: str = DEFAULT_PRECISION,
         device: str = "cpu",
         weights: dict | None = None,
         backend_factory: Callable[[], object] | None = None,

@@ -25,7 +25,13 @@ from engine.core.composite import composite
 from engine.core.frames import Box, Frame, FrameKind
 from engine.core.schedule import CENTER, LOOKAHEAD_MS, T, Window, silent_windows
 from engine.core.sketch import sketches_to_tensor
-from engine.synth.backends import DTYPES, RendererBackend, make_renderer_backend
+from engine.synth.backends import (
+    DEFAULT_BACKEND,
+    DEFAULT_PRECISION,
+    DTYPES,
+    RendererBackend,
+    make_renderer_backend,
+)
 from engine.synth.base import CallInfo, Computed, Planned, planned_timing, rest_frame
 from engine.synth.weights import (  # noqa: F401  (re-exported: the names the offline tools use)
     CHECKPOINT_DIR,
@@ -42,8 +48,8 @@ __all__ = ["DubConfig", "FaceGenerator", "NeuralSynthesizer", "NeuralStream", "S
 class DubConfig:
     batch: int = 4  # windows per model call
     device: str = "cpu"
-    backend: str = "fast"
-    dtype: str = "fp32"  # fp32 | fp16 | bf16 (renderer precision)
+    backend: str = DEFAULT_BACKEND
+    dtype: str = DEFAULT_PRECISION  # fp32 | fp16 | bf16 (renderer precision)
 
 
 @dataclass

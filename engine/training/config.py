@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+AMP_MODES = ("auto", "off", "bf16", "fp16")  # --amp
+
 __all__ = [
     "LandmarkTrainConfig",
     "RendererTrainConfig",
@@ -127,7 +129,7 @@ def add_common_arguments(parser, defaults: TrainConfig) -> None:
     a("--device", help="auto (default), cpu, cuda or cuda:N")
     a(
         "--amp",
-        choices=["auto", "off", "bf16", "fp16"],
+        choices=AMP_MODES,
         help="mixed precision on CUDA (default auto; off on CPU)",
     )
     a("--num-workers", type=int, help="DataLoader worker processes (default 0)")

@@ -36,6 +36,7 @@ import torch
 
 import models
 from engine.synth.neural import CHECKPOINT_DIR, find_checkpoint
+from engine.training.config import AMP_MODES
 
 __all__ = ["PresenterConfig", "add_arguments", "fine_tune_presenter", "run_from_args"]
 
@@ -376,7 +377,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     a("--save-every", type=int, default=d.save_every)
     a("--sample-every", type=int, default=d.sample_every)
     a("--device", default=d.device, help="auto | cpu | cuda | cuda:N")
-    a("--amp", default=d.amp, choices=("auto", "off", "bf16", "fp16"))
+    a("--amp", default=d.amp, choices=AMP_MODES)
     a("--seed", type=int, default=d.seed)
     a("--resume", action="store_true", help="continue the runs in --out")
     a("--no-eval", dest="evaluate", action="store_false", help="skip the before/after evaluation")

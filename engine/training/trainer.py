@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from .config import (
+    AMP_MODES,
     LandmarkTrainConfig,
     RendererTrainConfig,
     TrainConfig,
@@ -104,7 +105,7 @@ class Amp:
 def make_amp(device: torch.device, mode: str) -> tuple[Amp, str | None]:
     """The AMP setting for ``device`` and ``mode`` and a warning to log (or None)."""
     mode = (mode or "auto").lower()
-    if mode not in ("auto", "off", "bf16", "fp16"):
+    if mode not in AMP_MODES:
         raise TrainingError(f"--amp {mode}: expected auto, off, bf16 or fp16")
     if device.type != "cuda":
         warn = (

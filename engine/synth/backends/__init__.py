@@ -32,6 +32,8 @@ class RendererBackend(Protocol):
 
 
 BACKENDS = ("fast", "plain", "cuda-graph", "onnx")
+DEFAULT_BACKEND = "fast"
+DEFAULT_PRECISION = "fp32"
 
 
 def onnx_cache_dir():
