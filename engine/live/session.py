@@ -82,7 +82,8 @@ class LiveStats:
     """Counters of a session. ``frames`` = ``speech_frames + rest_frames + dropped`` (frames handed
     to the consumer); ``latency`` holds the latest values (seconds) of: ``wait`` (window ready ->
     model start), ``model`` (one model call), ``per_window`` (model call / windows in it),
-    ``composite`` (paste and blends of one group), ``total`` (window ready -> frame emitted)."""
+    ``composite`` (paste and blends of one group), ``emit`` (window ready -> frame emitted: not the
+    transport's ``total``, which runs from the audio's arrival to the wire)."""
 
     frames: int = 0
     speech_frames: int = 0
@@ -445,7 +446,7 @@ class LiveSession:
             else:
                 s.dropped += 1
             if frame.timing.ready is not None:
-                s.add("total", now - frame.timing.ready)
+                s.add("emit", now - frame.timing.ready)
             yield frame
 
     def _close_output(self) -> None:
