@@ -1,10 +1,10 @@
-"""Shared plumbing of the benchmark scripts: timing, device names, result files."""
+"""Shared plumbing of the benchmark scripts: timing, device names, result files (percentiles and other
+summaries of timings: :func:`engine.core.stats.summary`)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 import platform
 import sys
 import time
@@ -35,14 +35,6 @@ def timed(fn, device: str, repeat: int, warmup: int = 1) -> list[float]:
         sync(device)
         out.append(time.perf_counter() - t0)
     return out
-
-
-def percentile(xs: list[float], q: float) -> float:
-    """Linear-interpolated percentile, ``q`` in [0, 1]."""
-    xs = sorted(xs)
-    k = (len(xs) - 1) * q
-    lo, hi = math.floor(k), math.ceil(k)
-    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 
 def device_name(device: str) -> str:

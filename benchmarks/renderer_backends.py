@@ -43,7 +43,6 @@ sys.path.insert(0, str(ROOT))
 import models  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     RESULTS,
-    percentile,
     run_meta,
     standin_renderer,
     timed,
@@ -51,6 +50,7 @@ from benchmarks.common import (  # noqa: E402
     write_results,
 )
 from benchmarks.renderer_speed import authors_loop  # noqa: E402
+from engine.core.stats import summary  # noqa: E402
 from engine.synth.backends import DTYPES, make_renderer_backend  # noqa: E402
 
 MEDIA = ROOT.parent / "shared" / "media"
@@ -68,14 +68,15 @@ def make_backend(name: str, renderer: models.Renderer, dtype: torch.dtype, devic
 
 def row(label: str, n: int, batch: int, precision: str, times: list[float]) -> dict:
     per_frame = statistics.median(times) / batch
+    ms = summary(times, 1000, keys=("p50", "p95", "p99"), digits=2)
     return {
         "variant": label,
         "refs": n,
         "batch": batch,
         "precision": precision,
-        "p50_ms": round(1000 * percentile(times, 0.5), 2),
-        "p95_ms": round(1000 * percentile(times, 0.95), 2),
-        "p99_ms": round(1000 * percentile(times, 0.99), 2),
+        "p50_ms": ms["p50"],
+        "p95_ms": ms["p95"],
+        "p99_ms": ms["p99"],
         "ms_per_frame": round(1000 * per_frame, 2),
         "frames_per_s": round(1 / per_frame, 2),
         "times_s": [round(t, 5) for t in times],

@@ -32,7 +32,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import models  # noqa: E402
-from benchmarks.common import RESULTS, percentile, run_meta, standin_renderer, sync, write_results  # noqa: E402
+from benchmarks.common import RESULTS, run_meta, standin_renderer, sync, write_results  # noqa: E402
+from engine.core.stats import summary  # noqa: E402
 from models.fast_renderer import FastRenderer  # noqa: E402
 from models.renderer import WEIGHT_EPS, flow_to_deformation, warp  # noqa: E402
 
@@ -132,7 +133,7 @@ def bench_refs(r, fasts, n: int, args, gen: torch.Generator) -> list[dict]:
             "label": LABELS[name],
             "times_s": times[name],
             "median_ms": round(1000 * statistics.median(per_frame), 1),
-            "p95_ms": round(1000 * percentile(per_frame, 0.95), 1),
+            "p95_ms": summary(per_frame, 1000, keys=("p95",), digits=1)["p95"],
         }
         if name in bank_ms:
             row["bank_ms"] = round(bank_ms[name], 1)

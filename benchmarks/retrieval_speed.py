@@ -1,4 +1,5 @@
-"""Frame time of the CPU retrieval renderer (engine.synth.preview), one session, per avatar.
+"""Frame time of the CPU preview renderer (engine.synth.preview; this file keeps its old name), one
+session, per avatar.
 
     .venv/bin/python benchmarks/retrieval_speed.py --media ../shared/media --seconds 20
 
@@ -28,11 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cv2  # noqa: E402
 
-from benchmarks.common import RESULTS, ROOT, percentile, run_meta, write_results  # noqa: E402
+from benchmarks.common import RESULTS, ROOT, run_meta, write_results  # noqa: E402
 from engine.core.audio import load_audio, mel_chunks, melspectrogram  # noqa: E402
 from engine.core.avatar import AvatarConfig, prepare_avatar  # noqa: E402
 from engine.core.schedule import pingpong  # noqa: E402
-from engine.synth.preview import OpennessTracker, RetrievalConfig, RetrievalRenderer, openness_curve  # noqa: E402
+from engine.core.stats import summary  # noqa: E402
+from engine.synth.preview import OpennessTracker, PreviewConfig, PreviewRenderer, openness_curve  # noqa: E402
 
 
 def synthetic_speech(seconds: float, seed: int = 0) -> np.ndarray:
@@ -60,7 +62,7 @@ def time_avatar(
         cv2.setNumThreads(threads)
     try:
         t0 = time.perf_counter()
-        renderer = RetrievalRenderer(avatar, RetrievalConfig(mode=mode))
+        renderer = PreviewRenderer(avatar, PreviewConfig(mode=mode))
         init_s = time.perf_counter() - t0
         t0 = time.perf_counter()
         # warp mode: the per-template warps; a still's patches at every level too (a video template
@@ -84,6 +86,7 @@ def time_avatar(
     finally:
         cv2.setNumThreads(saved)
     total = [r + t for r, t in zip(render_ms, track_ms, strict=False)]
+    render, tracker, frame = (summary(x, keys=("p50", "p95")) for x in (render_ms, track_ms, total))
     return {
         "mode": renderer.mode,
         "frame_hw": list(avatar.frame_size),
@@ -95,15 +98,15 @@ def time_avatar(
         "frames": len(render_ms),
         "init_ms": round(1000 * init_s, 1),
         "precompute_ms": round(1000 * pre_s, 1),
-        "render_p50_ms": round(percentile(render_ms, 0.5), 2),
-        "render_p95_ms": round(percentile(render_ms, 0.95), 2),
+        "render_p50_ms": round(render["p50"], 2),
+        "render_p95_ms": round(render["p95"], 2),
         "render_max_ms": round(max(render_ms), 2),
         "total_max_ms": round(max(total), 2),
-        "tracker_p50_ms": round(percentile(track_ms, 0.5), 3),
-        "total_p50_ms": round(percentile(total, 0.5), 2),
-        "total_p95_ms": round(percentile(total, 0.95), 2),
-        "fps_p50": round(1000 / percentile(total, 0.5), 1),
-        "fps_p95": round(1000 / percentile(total, 0.95), 1),
+        "tracker_p50_ms": round(tracker["p50"], 3),
+        "total_p50_ms": round(frame["p50"], 2),
+        "total_p95_ms": round(frame["p95"], 2),
+        "fps_p50": round(1000 / frame["p50"], 1),
+        "fps_p95": round(1000 / frame["p95"], 1),
     }
 
 
@@ -153,10 +156,10 @@ def main() -> None:
         loadavg_1min_after=round(load_after, 2),
     )
     md = [
-        f"Retrieval renderer frame time (one session) — {meta['device']}, {meta['date']}",
+        f"Preview renderer frame time (one session) — {meta['device']}, {meta['date']}",
         f"Command: `{meta['command']}`",
         f"Audio: {audio_name}; openness from `openness_curve`; templates ping-pong; 1-min load average "
-        f"{load:.2f} before the run, {load_after:.2f} after. A frame = `RetrievalRenderer.render()` "
+        f"{load:.2f} before the run, {load_after:.2f} after. A frame = `PreviewRenderer.render()` "
         "(full frame out) + "
         "`OpennessTracker.push()`. Warp mode: the per-template warps are built beforehand "
         "(`precompute()`, in the precompute column), and for the still its patches at all 32 openness "
