@@ -30,9 +30,7 @@ from streaming.ice import loopback_configuration
 from streaming.rtp_clock import CLOCK_RATE, RtpClock, ntp_to_unix
 from streaming.tracks import audio_frame_samples, wait_cancelled
 
-__all__ = ["RtcClient", "SenderClock", "ntp_to_unix"]
-
-SenderClock = RtpClock  # the name this client's clocks had (benchmarks/live_latency.py builds them)
+__all__ = ["RtcClient", "ntp_to_unix"]
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """A received stream's RTP timestamps -> the time its sender sent them (Unix), from RTCP sender reports.
 
 The one mapping used by every client-side measurement (:class:`streaming.client.RtcClient`, the
-latency tool in :mod:`streaming.bench`, ``benchmarks/live_latency.py``). aiortc's sender puts the
+latency tool in :mod:`streaming.bench`, ``benchmarks/latency/``). aiortc's sender puts the
 NTP time and RTP timestamp of the latest packet it sent in each sender report, so every report is
 an exact (send time, RTP timestamp) pair, but each carries that one packet's send jitter. A
 timestamp's send time is therefore the *median of the predictions of the (up to) 5 reports

@@ -22,10 +22,6 @@ import numpy as np
 
 from benchmarks.latency.suites import DEFAULT_AVATAR, LIMIT_S
 
-# the server's value of ServerConfig.renderer for a --renderer choice: "retrieval" is what the
-# server's configuration accepts for the preview renderer (an alias once it takes "preview")
-SERVER_RENDERER = {"preview": "retrieval"}
-
 
 def worker_snapshot(server) -> dict | None:
     """Counters of the model worker the sessions share, where the server has one."""
@@ -75,7 +71,7 @@ def build_app(opts):
         random_weights=opts.weights == "standin",
         # only the weights asked for: an empty folder instead of checkpoints/ unless paths are given
         checkpoint_dir=str(Path(opts.cache) / "no-checkpoints"),
-        renderer=SERVER_RENDERER.get(opts.renderer, opts.renderer),
+        renderer=opts.renderer,
         device=opts.device,
         backend=opts.backend,
         precision=opts.precision,
