@@ -269,3 +269,32 @@ def test_live_preview_renderer_opens_the_mouth_in_speech_only(avatar, landmark_m
     for f in frames:  # only the lower face changes
         y0 = f.box[1] if f.box is not None else 0
         assert np.array_equal(f.image[:y0], template(avatar, f.index)[:y0])
+
+
+def test_live_gap_is_rest_frames_without_a_model_call(avatar, landmark_model):
+    """close_segment (the transport's watchdog after an input stall): the gap is filled with rest frames,
+    never sent to the synthesizer, and the clock moves on to the next frame boundary."""
+    x = speechlike(0.6, seed=8)
+    stub = InvertBackend()
+    cfg = LiveConfig(batch=2, latency_budget_ms=None, speech_gate=False, crossfade=0)
+
+    async def main():
+        async with LiveSession(avatar, private_neural(landmark_model, stub), cfg) as session:
+            frames: list = []
+            consumer = asyncio.create_task(collect(session, frames))
+            for i in range(0, len(x), CHUNK):
+                session.push_audio(x[i : i + CHUNK], SR)
+            p0 = session.close_segment(to_sample=len(x) + SR)  # one second of nothing
+            calls = stub.calls
+            session.control(Control(ControlKind.END))
+            await asyncio.wait_for(consumer, LIMIT)
+            return frames, p0, calls, session.stats
+
+    frames, p0, calls, stats = run(main())
+    n = len(mel_chunks(melspectrogram(x)))
+    assert p0 == -(-(len(x) + SR) // 640) and [f.index for f in frames] == list(range(p0))
+    assert stats.gaps == 1 and stats.dropped == 0 and stats.speech_frames == n
+    gap = frames[n:]
+    assert len(gap) == p0 - n and all(not f.is_speech for f in gap)
+    assert all(np.array_equal(f.image, template(avatar, f.index)) for f in gap)
+    assert stats.model_calls == -(-(n - 2) // cfg.batch)

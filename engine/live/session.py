@@ -369,7 +369,9 @@ class LiveSession:
         p0 = max(-(-target // SAMPLES_PER_FRAME), q0)
         if p0 > q0:  # the gap: rest frames, in order after the segment's last windows
             s0, s1 = q0 * SAMPLES_PER_FRAME, p0 * SAMPLES_PER_FRAME
-            gap = Window(q0, tuple(range(q0, p0)), (), -1, NO_MEL, span=(s0, s1), render_span=(s0, s1))
+            gap = Window(
+                q0, tuple(range(q0, p0)), (), -1, NO_MEL, span=(s0, s1), render_span=(s0, s1), is_speech=False
+            )
             self._windows.append(Planned(gap, t))
             self._work_event.set()
             self._stats.gaps += 1
