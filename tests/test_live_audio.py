@@ -1,4 +1,4 @@
-"""The live audio front end equals the offline functions on the same audio (engine/live_audio.py)."""
+"""The live audio front end equals the offline functions on the same audio (engine/live/audio.py)."""
 
 from __future__ import annotations
 

@@ -56,7 +56,7 @@ def _band_bins(band: tuple[float, float], cfg: MelConfig) -> np.ndarray:
 class OpennessTracker:
     """Streaming audio -> openness in [0, 1], one value per renderer window / output frame.
 
-    Feed it, in order, each :class:`engine.live.messages.MelWindow` the live scheduler makes
+    Feed it, in order, each :class:`engine.core.schedule.Window` the live scheduler makes
     (:meth:`push_window`), or a renderer mel chunk (80, 16) and a speech verdict (:meth:`push`).
     ``render_mel`` is the IP_LAP normalised log-mel in [-4, 4]; it is turned back into dB and the
     mean power of the bins in ``band_hz`` over the chunk frames around the output frame's time is
@@ -136,7 +136,7 @@ class OpennessTracker:
         return self.value
 
     def push_window(self, window) -> float:
-        """:meth:`push` with a :class:`engine.live.messages.MelWindow` (its ``render_mel``, ``is_speech``).
+        """:meth:`push` with a :class:`engine.core.schedule.Window` (its ``render_mel``, ``is_speech``).
 
         The value is the openness of every frame in ``window.output_indices``.
         """
