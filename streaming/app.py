@@ -2,7 +2,8 @@
 the :class:`~streaming.registry.Server` and adds every route (docs/api.md): the page and its
 static files, the JSON API (info, avatars and posters, sessions), WebRTC / WHIP / WHEP
 (:mod:`streaming.webrtc`), the websocket ingest (:mod:`streaming.websocket`), ``/healthz`` and
-``/metrics`` (:mod:`streaming.metrics`). :func:`serve_app` runs an application on a free port for
+``/metrics`` (:mod:`streaming.metrics`), and, with ``--allow-origin``, CORS for the configured
+origins (:func:`cors_middleware`). :func:`serve_app` runs an application on a free port for
 a block (tests, benchmarks, the bench tool); :func:`serve` is ``mouthpiece serve``."""
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from engine.core.avatar import AvatarError
 from engine.synth.choice import ModelEngine
 from streaming import webrtc, websocket
 from streaming.avatars import AvatarLibrary
-from streaming.config import WEB_CLIENT, ServerConfig, config_from_args
+from streaming.config import WEB_CLIENT, ServerConfig, config_from_args, origin
 from streaming.metrics import prometheus_text
 from streaming.registry import SERVER, Server, json_error, server_of
 
-__all__ = ["create_app", "routes", "serve", "serve_app"]
+__all__ = ["cors_middleware", "create_app", "routes", "serve", "serve_app"]
 
 routes = web.RouteTableDef()  # the page and the JSON API
 health_routes = web.RouteTableDef()  # /healthz and /metrics (added after the others)
@@ -125,6 +126,49 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(text=prometheus_text(server_of(request)), content_type="text/plain", charset="utf-8")
 
 
+# CORS (the Fetch standard) as the WHIP (RFC 9725) and WHEP specs use it
+CORS_METHODS = "POST, PATCH, DELETE, OPTIONS"
+CORS_HEADERS = "Content-Type, Authorization, If-Match"
+CORS_EXPOSE = "Location, Link, ETag, Retry-After"  # what players read from the answers
+CORS_MAX_AGE_S = 600
+
+
+def cors_middleware(allowed: tuple[str, ...]):
+    """CORS for pages from the ``allowed`` origins (``--allow-origin``; ``*``: any): their requests
+    get ``Access-Control-Allow-Origin`` (their own origin) and the exposed headers, their
+    preflights (``OPTIONS`` with ``Access-Control-Request-Method``) the methods and headers the
+    WHIP and WHEP specs use. Requests from any other origin get no CORS headers (the browser
+    refuses the answer); requests without ``Origin`` are untouched."""
+    origins = {origin(o) for o in allowed}
+    any_origin = "*" in origins
+
+    def add(headers, request: web.Request) -> None:
+        headers.add("Vary", "Origin")
+        sent = request.headers.get("Origin")
+        if sent is None or not (any_origin or sent.lower() in origins):
+            return
+        headers["Access-Control-Allow-Origin"] = sent
+        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            headers["Access-Control-Allow-Methods"] = CORS_METHODS
+            headers["Access-Control-Allow-Headers"] = CORS_HEADERS
+            headers["Access-Control-Max-Age"] = str(CORS_MAX_AGE_S)
+        else:
+            headers["Access-Control-Expose-Headers"] = CORS_EXPOSE
+
+    @web.middleware
+    async def cors(request: web.Request, handler):
+        try:
+            response = await handler(request)
+        except web.HTTPException as e:
+            add(e.headers, request)
+            raise
+        if not response.prepared:  # a websocket has sent its headers already (and needs no CORS)
+            add(response.headers, request)
+        return response
+
+    return cors
+
+
 def create_app(cfg: ServerConfig, engine: ModelEngine | None = None, library: AvatarLibrary | None = None):
     """The aiohttp application (models and avatars loaded from ``cfg`` unless given)."""
     # The live front end makes a small numpy matmul every 20 ms; an idle multi-threaded OpenBLAS
@@ -135,7 +179,8 @@ def create_app(cfg: ServerConfig, engine: ModelEngine | None = None, library: Av
     engine = engine or ModelEngine.from_config(cfg)
     library = library or AvatarLibrary.from_config(cfg)
     server = Server(cfg, engine, library)
-    app = web.Application(client_max_size=4 * 1024 * 1024)
+    middlewares = [cors_middleware(cfg.allow_origins)] if cfg.allow_origins else []
+    app = web.Application(client_max_size=4 * 1024 * 1024, middlewares=middlewares)
     app[SERVER] = server
     for table in (routes, webrtc.routes, websocket.routes, health_routes):
         app.add_routes(table)

@@ -7,13 +7,22 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from engine.live.session import LiveConfig
 from engine.synth import canonical_renderer
 from engine.synth.backends import BACKENDS, DEFAULT_BACKEND, DEFAULT_PRECISION, DTYPES
 from streaming.session import StreamConfig
 
-__all__ = ["DEFAULT_AVATAR", "ROOT", "WEB_CLIENT", "ServerConfig", "add_arguments", "config_from_args"]
+__all__ = [
+    "DEFAULT_AVATAR",
+    "ROOT",
+    "WEB_CLIENT",
+    "ServerConfig",
+    "add_arguments",
+    "config_from_args",
+    "origin",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 WEB_CLIENT = ROOT / "web_client"
@@ -44,10 +53,41 @@ class ServerConfig:
     max_batch: int = 16  # windows per model call, across sessions
     max_viewers: int = 16
     ice_servers: tuple[str, ...] = ()  # stun: / turn: URLs; none by default (no outside traffic)
+    # origins whose pages may call WHIP / WHEP (CORS); none by default: no CORS headers; "*": any
+    allow_origins: tuple[str, ...] = ()
     loopback: bool = False  # ICE on 127.0.0.1 only (local demos, tests)
     connect_timeout_s: float = 20.0  # a peer that has not connected by then is dropped
     mic_prefetch: int = 2  # 20 ms packets aiortc buffers before decoding a microphone (its default: 4)
     stream: StreamConfig = field(default_factory=StreamConfig)
+
+
+def origin(text: str) -> str:
+    """An ``--allow-origin`` value as browsers send it in ``Origin`` (``scheme://host[:port]``,
+    lower case, no default port) or ``*``; argparse.ArgumentTypeError otherwise."""
+    text = text.strip()
+    if text == "*":
+        return text
+    parts = urlsplit(text)
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if (
+        parts.scheme.lower() not in ("http", "https")
+        or not parts.hostname
+        or port == -1
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or parts.username is not None
+    ):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an origin like https://example.com or http://host:8081"
+        )
+    scheme = parts.scheme.lower()
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    default = {"http": 80, "https": 443}[scheme]
+    return f"{scheme}://{host}" + ("" if port in (None, default) else f":{port}")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -115,6 +155,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help=f"concurrent sessions (default {sc.max_sessions})",
     )
     p.add_argument("--ice-server", action="append", default=[], metavar="URL", help="STUN/TURN URL (repeat)")
+    p.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        type=origin,
+        metavar="ORIGIN",
+        help="let pages from ORIGIN (scheme://host[:port], or * for any) use WHIP / WHEP (CORS; repeat)",
+    )
     p.add_argument("--loopback", action="store_true", help="ICE on 127.0.0.1 only (local demos and tests)")
     p.add_argument(
         "--mic-prefetch",
@@ -150,6 +198,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_sessions=args.max_sessions,
         max_batch=args.max_batch,
         ice_servers=tuple(args.ice_server),
+        allow_origins=tuple(getattr(args, "allow_origin", None) or ()),
         loopback=args.loopback,
         mic_prefetch=args.mic_prefetch,
         stream=StreamConfig(delay_ms=args.delay_ms, live=live),

@@ -5,12 +5,15 @@ sinks, WHEP viewers, data channel and tasks), the session limit (:class:`Busy` b
 start-up / shutdown of the application (loopback ICE, the default avatar and model warm-up, every
 session closed at the end). :func:`Server.close_session` is the one way a session ends: it closes
 its viewers, peer, sinks and tasks, then the session, and releases the avatar's model references
-with its last session. ``app[SERVER]`` is the Server behind an application; :func:`json_error`
+with its last session, and remembers the resources that ended (:meth:`Server.ended_recently`: a
+bounded set of paths, so that a DELETE of a WHIP session or WHEP viewer that just ended on its own
+is answered as done). ``app[SERVER]`` is the Server behind an application; :func:`json_error`
 and :func:`busy_response` are the error answers the handlers share."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import gc
 import logging
@@ -31,6 +34,9 @@ from streaming.tracks import wait_cancelled
 __all__ = ["SERVER", "Busy", "Hosted", "Server", "busy_response", "json_error", "server_of"]
 
 log = logging.getLogger("mouthpiece.server")
+
+ENDED_KEEP = 1024  # ended resource paths remembered (the oldest are forgotten first)
+ENDED_TTL_S = 600.0  # ... for this long
 
 
 @dataclass
@@ -62,6 +68,7 @@ class Server:
         self.closed_counts = {"speech": 0, "rest": 0, "dropped": 0, "model_calls": 0, "video_sent": 0}
         self._background: set[asyncio.Task] = set()
         self._pending = 0  # sessions being created (counted against the limit)
+        self._ended: collections.OrderedDict[str, float] = collections.OrderedDict()  # path -> when
         self._ice = contextlib.ExitStack()
         self.started_at = time.time()
 
@@ -122,6 +129,20 @@ class Server:
         log.info("session %s (%s) started with avatar %s", stream.id, kind, name)
         return hosted
 
+    def mark_ended(self, path: str) -> None:
+        """Remember that the resource at ``path`` (``/whip/{id}``, ``/whep/{id}/{viewer}``) ended."""
+        self._ended[path] = time.monotonic()
+        self._ended.move_to_end(path)
+        while len(self._ended) > ENDED_KEEP:
+            self._ended.popitem(last=False)
+
+    def ended_recently(self, path: str) -> bool:
+        """Whether the resource at ``path`` ended within ``ENDED_TTL_S`` (and is still remembered)."""
+        now = time.monotonic()
+        while self._ended and now - next(iter(self._ended.values())) > ENDED_TTL_S:
+            self._ended.popitem(last=False)
+        return path in self._ended
+
     def newest(self) -> Hosted | None:
         return next(reversed(self.sessions.values()), None) if self.sessions else None
 
@@ -136,9 +157,12 @@ class Server:
         self.closed_counts["dropped"] += snap.dropped
         self.closed_counts["model_calls"] += snap.model_calls
         self.closed_counts["video_sent"] += s.video.sent
-        for pc in list(hosted.viewers.values()):
+        for vid, pc in list(hosted.viewers.items()):
+            self.mark_ended(f"/whep/{sid}/{vid}")
             await pc.close()
         hosted.viewers.clear()
+        if hosted.kind == "whip":
+            self.mark_ended(f"/whip/{sid}")
         if hosted.pc is not None:
             await hosted.pc.close()
         for sink in hosted.sinks:

@@ -1,22 +1,34 @@
 """WebRTC: the browser's ``POST /offer`` (microphone in; avatar video and delayed audio out; the
-data channel ``control``), WHIP ingest (``POST /whip``, ``DELETE /whip/{session}``) and WHEP
-viewers (``POST /whep[/{session}]``, ``DELETE /whep/{session}/{viewer}``); docs/api.md has the
-requests and answers. Each session's peer connection is watched (:func:`watch_pc`: failed, closed
-or never connected within ``connect_timeout_s`` ends the session or viewer); its first audio track
-feeds the session through a :class:`~streaming.tracks.MicrophoneSink` with the configured jitter
-buffer prefetch, and the session ends with that track; any other track is read and discarded.
-Viewers get proxies of the session's tracks (:func:`answer_offer`). aiortc gathers every candidate
-before it answers, so trickle ICE (PATCH) is refused."""
+data channel ``control``), WHIP ingest (RFC 9725: ``POST /whip``, ``DELETE /whip/{session}``) and
+WHEP viewers (the WHEP draft: ``POST /whep[/{session}]``, ``DELETE /whep/{session}/{viewer}``);
+docs/api.md has the requests and answers.
+
+Offers are checked before anything is created (:func:`parse_offer`: UTF-8 SDP with media; WHIP
+must send audio, WHEP must receive audio or video): a bad one gets 400 and a one-line message,
+never an exception text. An offer is answered with exactly its m-lines (:func:`answer_offer`):
+a viewer gets the session's video and audio only on the m-lines that ask to receive them (a
+video-only or audio-only WHEP player works), and no data channel unless offered. The 201 answers
+carry ``Location``, an ``ETag`` (the answer's ICE ufrag) and the ICE servers as ``Link: <url>;
+rel="ice-server"`` headers (:func:`ice_links`), which ``OPTIONS`` on every WHIP / WHEP path also
+gives. aiortc gathers every candidate before it answers, so trickle ICE and ICE restarts are not
+supported: ``PATCH`` is answered 405 with ``Allow``. Each peer connection is watched
+(:func:`watch_pc`): ICE or DTLS failed, closed, ICE not connected within :data:`ICE_TIMEOUT_S`,
+or DTLS not up :data:`DTLS_TIMEOUT_S` after ICE connected, ends the session or viewer. A session's
+first audio track feeds it through a :class:`~streaming.tracks.MicrophoneSink` with the
+configured jitter buffer prefetch, and the session ends with that track; any other track is read
+and discarded. WHIP sessions and WHEP viewers that ended are remembered for a while
+(:meth:`~streaming.registry.Server.ended_recently`): their DELETE is answered 200."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import re
 import uuid
 
 from aiohttp import web
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCSessionDescription, sdp
 from aiortc.contrib.media import MediaBlackhole
 
 from engine.core.avatar import AvatarError
@@ -25,30 +37,193 @@ from streaming.control import channel_reply
 from streaming.registry import Busy, Hosted, Server, busy_response, json_error, server_of
 from streaming.tracks import MicrophoneSink
 
-__all__ = ["answer_offer", "routes", "sink_audio", "watch_pc"]
+__all__ = [
+    "DTLS_TIMEOUT_S",
+    "ICE_TIMEOUT_S",
+    "MAX_OFFER_BYTES",
+    "OfferError",
+    "answer_offer",
+    "ice_links",
+    "parse_offer",
+    "routes",
+    "sink_audio",
+    "watch_pc",
+]
 
 log = logging.getLogger("mouthpiece.server")
 
+SDP_TYPE = "application/sdp"
+MAX_OFFER_BYTES = 64 * 1024  # an SDP offer is a few kB; more is refused (413)
+# aioice reports ICE failed only when every check has gone unanswered for ~40 s (its STUN
+# retransmissions), so the server keeps its own deadlines: ICE connected within ICE_TIMEOUT_S of
+# the answer (a working path takes well under 2 s, relays included), then DTLS up within
+# DTLS_TIMEOUT_S (a stalled handshake); both within connect_timeout_s
+ICE_TIMEOUT_S = 10.0
+DTLS_TIMEOUT_S = 5.0
+RETRY_AFTER_S = 2  # POST /whep with no session yet: try again after this
+MEDIA_KINDS = ("audio", "video")
+RECEIVES = ("recvonly", "sendrecv")  # directions of an offer's m-line that ask to receive
+SENDS = ("sendonly", "sendrecv")
+UNANSWERABLE = (
+    "could not answer this offer (it needs ICE credentials, a DTLS fingerprint and Opus audio or "
+    "VP8 / H.264 video)"
+)
+# the methods of each WHIP / WHEP path (PATCH, trickle ICE and ICE restarts, is not supported)
+ENDPOINT_METHODS = "OPTIONS, POST"
+RESOURCE_METHODS = "DELETE, OPTIONS"
+
+
+class OfferError(Exception):
+    """An offer that cannot be answered; ``str()`` is a one-line message for the client."""
+
+
+# ---- offers --------------------------------------------------------------------------------------
+
+
+def parse_offer(body: bytes, need: str) -> tuple[RTCSessionDescription, sdp.SessionDescription]:
+    """Check an SDP offer before anything is made for it. ``need``: ``"send-audio"`` (WHIP: an
+    audio m-line the client sends), ``"receive"`` (WHEP: an audio or video m-line the client
+    receives) or ``""``. Returns the description to answer and its parse; OfferError (with a
+    plain message) otherwise."""
+    if not body.strip():
+        raise OfferError("the offer is empty: send an SDP offer")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise OfferError("the offer is not UTF-8 text: send an SDP offer") from None
+    if not text.lstrip().startswith("v=0"):
+        raise OfferError("the offer is not SDP (it must start with v=0)")
+    try:
+        parsed = sdp.SessionDescription.parse(text)
+    except Exception:  # aiortc's parser fails with assorted errors on malformed lines
+        raise OfferError("the offer is not valid SDP") from None
+    media = [m for m in parsed.media if m.kind in MEDIA_KINDS]
+    if not parsed.media:
+        raise OfferError("the offer has no media (m=) lines")
+    for m in parsed.media:
+        if not (m.ice.usernameFragment and m.ice.password):
+            raise OfferError("the offer has no ICE credentials (a=ice-ufrag, a=ice-pwd)")
+    if need == "send-audio" and not any(m.kind == "audio" and _direction(m) in SENDS for m in media):
+        raise OfferError("a WHIP offer must send audio (an audio m-line, sendonly or sendrecv)")
+    if need == "receive" and not any(_direction(m) in RECEIVES for m in media):
+        raise OfferError("a WHEP offer must receive audio or video (a recvonly or sendrecv m-line)")
+    return RTCSessionDescription(sdp=text, type="offer"), parsed
+
+
+def _direction(m) -> str:
+    return m.direction or "sendrecv"
+
+
+async def answer_offer(
+    pc: RTCPeerConnection, offer: RTCSessionDescription, send: Hosted | None = None
+) -> RTCSessionDescription:
+    """Answer ``offer`` with exactly its m-lines; with ``send``, the session's video and delayed
+    audio go out on the first video and the first audio m-line that ask to receive (a new viewer
+    of that session). OfferError (a plain message; the cause is logged) when it cannot be answered."""
+    try:
+        await pc.setRemoteDescription(offer)
+        if send is not None:
+            _attach(pc, offer, send)
+        await pc.setLocalDescription(await pc.createAnswer())
+    except Exception as e:  # aiortc raises ValueError and its own errors for offers it cannot take
+        log.info("an offer could not be answered: %s: %s", type(e).__name__, e)
+        raise OfferError(UNANSWERABLE) from None
+    return pc.localDescription
+
+
+def _attach(pc: RTCPeerConnection, offer: RTCSessionDescription, send: Hosted) -> None:
+    receives = {
+        m.rtp.muxId: m.kind
+        for m in sdp.SessionDescription.parse(offer.sdp).media
+        if m.kind in MEDIA_KINDS and _direction(m) in RECEIVES
+    }
+    video, audio = send.stream.subscribe()
+    tracks = {"video": video, "audio": audio}
+    for transceiver in pc.getTransceivers():
+        kind = receives.get(transceiver.mid)
+        track = tracks.pop(kind, None) if kind else None
+        if track is None:
+            continue
+        transceiver.sender.replaceTrack(track)
+        transceiver.direction = (
+            "sendrecv" if transceiver.direction in ("recvonly", "sendrecv") else "sendonly"
+        )
+        if kind == "video":
+            send.stream.watch_sender(transceiver.sender)  # the encode and send stages
+    for track in tracks.values():  # a kind the offer does not receive
+        track.stop()
+
+
+def ice_links(srv: Server) -> list[str]:
+    """The configured ICE servers as ``Link`` header values (RFC 9725 section 4.6):
+    ``<turn:host?transport=udp>; rel="ice-server"; username="u"; credential="c";
+    credential-type="password"``."""
+    links = []
+    for server in srv.rtc_configuration().iceServers or []:
+        urls = [server.urls] if isinstance(server.urls, str) else list(server.urls)
+        for url in urls:
+            if not url or any(c in url for c in '<> "\r\n'):
+                continue
+            link = f'<{url}>; rel="ice-server"'
+            if getattr(server, "username", None):
+                link += f"; username={_quoted(server.username)}"
+            if getattr(server, "credential", None):
+                link += f'; credential={_quoted(server.credential)}; credential-type="password"'
+            links.append(link)
+    return links
+
+
+def _quoted(value: str) -> str:
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+# ---- peers ---------------------------------------------------------------------------------------
+
 
 def watch_pc(srv: Server, pc: RTCPeerConnection, on_gone) -> None:
-    """Call ``on_gone`` when ``pc`` fails or closes, or has not connected ``connect_timeout_s``
-    after the answer (a peer that left during ICE)."""
-    connected = asyncio.Event()
+    """Call ``on_gone`` once when ``pc`` fails (ICE or DTLS) or closes, when its ICE has not
+    connected :data:`ICE_TIMEOUT_S` after the answer (a peer that left, or whose checks fail),
+    when its DTLS is not up :data:`DTLS_TIMEOUT_S` after ICE connected (a stalled or refused
+    handshake), or when it is not connected ``connect_timeout_s`` after the answer."""
+    ice_up, connected = asyncio.Event(), asyncio.Event()
+    state = {"gone": False}
+
+    def end(why: str) -> None:
+        ice_up.set()
+        connected.set()
+        if not state["gone"]:
+            state["gone"] = True
+            log.info("a peer %s: closing it", why)
+            srv.spawn(on_gone())
+
+    @pc.on("iceconnectionstatechange")
+    async def _ice() -> None:
+        if pc.iceConnectionState == "completed":
+            ice_up.set()
+        elif pc.iceConnectionState == "failed":
+            end("failed ICE")
 
     @pc.on("connectionstatechange")
     async def _state() -> None:
         if pc.connectionState == "connected":
+            ice_up.set()
             connected.set()
-        if pc.connectionState in ("failed", "closed"):
-            connected.set()
-            srv.spawn(on_gone())
+        elif pc.connectionState in ("failed", "closed"):
+            end(f"is {pc.connectionState}")
 
     async def deadline() -> None:
+        loop = asyncio.get_running_loop()
+        limit = loop.time() + srv.cfg.connect_timeout_s
+        ice_limit = min(ICE_TIMEOUT_S, srv.cfg.connect_timeout_s)
         try:
-            await asyncio.wait_for(connected.wait(), srv.cfg.connect_timeout_s)
+            await asyncio.wait_for(ice_up.wait(), ice_limit)
         except TimeoutError:
-            log.info("a peer did not connect within %.0f s: closing it", srv.cfg.connect_timeout_s)
-            await on_gone()
+            end(f"did not connect (ICE) within {ice_limit:.0f} s")
+            return
+        try:
+            await asyncio.wait_for(connected.wait(), max(0.0, min(DTLS_TIMEOUT_S, limit - loop.time())))
+        except TimeoutError:
+            end("did not complete DTLS after ICE connected")
 
     srv.spawn(deadline())
 
@@ -73,21 +248,6 @@ def sink_audio(srv: Server, hosted: Hosted, pc: RTCPeerConnection) -> None:
             hosted.tasks.add(srv.spawn(_drain(hole)))
 
 
-async def answer_offer(
-    pc: RTCPeerConnection, offer: RTCSessionDescription, send: Hosted | None = None
-) -> RTCSessionDescription:
-    """Answer ``offer``; with ``send``, the answer carries that session's video and delayed audio
-    (a new viewer of its relay). ValueError / RuntimeError: an offer that cannot be answered."""
-    await pc.setRemoteDescription(offer)
-    if send is not None:
-        for track in send.stream.subscribe():
-            sender = pc.addTrack(track)
-            if track.kind == "video":
-                send.stream.watch_sender(sender)  # the encode and send stages
-    await pc.setLocalDescription(await pc.createAnswer())
-    return pc.localDescription
-
-
 def _receiver_of(pc: RTCPeerConnection, track):
     return next((t.receiver for t in pc.getTransceivers() if t.receiver.track is track), None)
 
@@ -100,16 +260,19 @@ async def _drain(hole: MediaBlackhole) -> None:
         await hole.stop()
 
 
+# ---- the browser's /offer ------------------------------------------------------------------------
+
 routes = web.RouteTableDef()
 
 
 async def _read_offer_json(request: web.Request) -> tuple[RTCSessionDescription, dict]:
     try:
         body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise web.HTTPBadRequest(
-            text=json.dumps({"error": "bad_request", "message": f"not JSON: {e}"})
-        ) from e
+            text=json.dumps({"error": "bad_request", "message": "the body is not JSON"}),
+            content_type="application/json",
+        ) from None
     if not isinstance(body, dict) or body.get("type") != "offer" or not isinstance(body.get("sdp"), str):
         raise web.HTTPBadRequest(
             text=json.dumps({"error": "bad_request", "message": 'expected {"sdp": "...", "type": "offer"}'}),
@@ -168,31 +331,65 @@ async def offer(request: web.Request) -> web.Response:
 
     try:
         answer = await answer_offer(pc, desc, send=hosted)
-    except (ValueError, RuntimeError) as e:  # a malformed or unusable offer
+    except OfferError as e:
         await srv.close_session(sid)
-        return json_error(400, "bad_offer", f"could not answer this offer: {e}")
+        return json_error(400, "bad_offer", str(e))
     return web.json_response({"sdp": answer.sdp, "type": "answer", "session": sid})
 
 
-async def _read_sdp(request: web.Request) -> RTCSessionDescription:
-    if request.content_type != "application/sdp":
+# ---- WHIP and WHEP -------------------------------------------------------------------------------
+
+
+def _plain(status: int, message: str, headers=None) -> web.Response:
+    return web.Response(status=status, text=message, headers=headers)
+
+
+async def _read_sdp(request: web.Request) -> bytes:
+    if request.content_type != SDP_TYPE:
         raise web.HTTPUnsupportedMediaType(text="WHIP/WHEP offers must be sent as application/sdp")
-    return RTCSessionDescription(sdp=await request.text(), type="offer")
+    body = await request.read()  # at most the app's client_max_size
+    if len(body) > MAX_OFFER_BYTES:
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_OFFER_BYTES, actual_size=len(body))
+    return body
 
 
-def _sdp_created(answer: RTCSessionDescription, location: str) -> web.Response:
+def _with_links(srv: Server, headers: dict | None = None) -> list[tuple[str, str]]:
+    return [*(headers or {}).items(), *(("Link", link) for link in ice_links(srv))]
+
+
+def _sdp_created(srv: Server, answer: RTCSessionDescription, location: str) -> web.Response:
+    ufrag = re.search(r"^a=ice-ufrag:(\S+)", answer.sdp, re.MULTILINE)
+    etag = f'"{ufrag.group(1) if ufrag else uuid.uuid4().hex}"'
     return web.Response(
         status=201,
         text=answer.sdp,
-        content_type="application/sdp",
-        headers={"Location": location, "Access-Control-Expose-Headers": "Location"},
+        content_type=SDP_TYPE,
+        headers=_with_links(srv, {"Location": location, "ETag": etag}),
     )
+
+
+@routes.route("OPTIONS", "/whip")
+@routes.route("OPTIONS", "/whep")
+@routes.route("OPTIONS", "/whep/{sid}")
+async def endpoint_options(request: web.Request) -> web.Response:
+    # the ICE servers (and, for a browser on an allowed origin, the CORS preflight: app.py)
+    return web.Response(status=204, headers=_with_links(server_of(request), {"Allow": ENDPOINT_METHODS}))
+
+
+@routes.route("OPTIONS", "/whip/{sid}")
+@routes.route("OPTIONS", "/whep/{sid}/{vid}")
+async def resource_options(request: web.Request) -> web.Response:
+    return web.Response(status=204, headers=_with_links(server_of(request), {"Allow": RESOURCE_METHODS}))
 
 
 @routes.post("/whip")
 async def whip(request: web.Request) -> web.Response:
     srv = server_of(request)
-    desc = await _read_sdp(request)
+    body = await _read_sdp(request)
+    try:
+        desc, _ = parse_offer(body, "send-audio")
+    except OfferError as e:
+        return _plain(400, str(e))
     name = request.query.get("avatar")
     bad = _check_avatar(srv, name)
     if bad is not None:
@@ -201,25 +398,30 @@ async def whip(request: web.Request) -> web.Response:
         hosted = await srv.new_session("whip", name)
     except Busy:
         return busy_response(srv, sdp=True)
+    except (AvatarError, OSError, ValueError):
+        return _plain(422, f"the avatar {name or srv.library.default!r} could not be prepared")
     sid = hosted.stream.id
     pc = hosted.pc = RTCPeerConnection(srv.rtc_configuration())
     watch_pc(srv, pc, lambda: srv.close_session(sid))
     sink_audio(srv, hosted, pc)
     try:
         answer = await answer_offer(pc, desc)
-    except (ValueError, RuntimeError) as e:
+    except OfferError as e:
         await srv.close_session(sid)
-        return web.Response(status=400, text=f"could not answer this offer: {e}")
-    return _sdp_created(answer, f"/whip/{sid}")
+        return _plain(400, str(e))
+    return _sdp_created(srv, answer, f"/whip/{sid}")
 
 
 @routes.delete("/whip/{sid}")
 async def whip_delete(request: web.Request) -> web.Response:
     srv = server_of(request)
-    hosted = srv.sessions.get(request.match_info["sid"])
+    sid = request.match_info["sid"]
+    hosted = srv.sessions.get(sid)
     if hosted is None or hosted.kind != "whip":
-        return web.Response(status=404, text="no such WHIP session")
-    await srv.close_session(hosted.stream.id)
+        if srv.ended_recently(f"/whip/{sid}"):
+            return _plain(200, "the WHIP session had ended")
+        return _plain(404, "no such WHIP session")
+    await srv.close_session(sid)
     return web.Response(status=200)
 
 
@@ -227,40 +429,68 @@ async def whip_delete(request: web.Request) -> web.Response:
 @routes.post("/whep/{sid}")
 async def whep(request: web.Request) -> web.Response:
     srv = server_of(request)
-    desc = await _read_sdp(request)
+    body = await _read_sdp(request)
     sid = request.match_info.get("sid")
     hosted = srv.sessions.get(sid) if sid else srv.newest()
+    if hosted is None and sid:
+        return _plain(404, "no such session (it may have ended)")
     if hosted is None:
-        return web.Response(status=404, text="no session to watch: start one (page, WHIP or websocket) first")
-    if len(hosted.viewers) >= srv.cfg.max_viewers:
-        return web.Response(
-            status=503, text="too many viewers for this session", headers={"Retry-After": "5"}
+        return _plain(
+            404,
+            "no session to watch yet: start one (page, WHIP or websocket), then try again",
+            {"Retry-After": str(RETRY_AFTER_S)},
         )
+    if len(hosted.viewers) >= srv.cfg.max_viewers:
+        return _plain(503, "too many viewers for this session", {"Retry-After": "5"})
+    try:
+        desc, _ = parse_offer(body, "receive")
+    except OfferError as e:
+        return _plain(400, str(e))
     sid = hosted.stream.id
     vid = uuid.uuid4().hex[:8]
     pc = RTCPeerConnection(srv.rtc_configuration())
     hosted.viewers[vid] = pc
 
+    drains: set[asyncio.Task] = set()
+
     async def gone() -> None:
         viewer = hosted.viewers.pop(vid, None)
         if viewer is not None:
+            srv.mark_ended(f"/whep/{sid}/{vid}")
             await viewer.close()
+        for t in list(drains):
+            t.cancel()
 
     watch_pc(srv, pc, gone)
+
+    @pc.on("track")
+    def _track(track) -> None:  # a sendrecv offer's media: read and discarded, until the viewer goes
+        hole = MediaBlackhole()
+        hole.addTrack(track)
+        drains.add(srv.spawn(_drain(hole)))
+
     try:
         answer = await answer_offer(pc, desc, send=hosted)
-    except (ValueError, RuntimeError) as e:
+    except OfferError as e:
         await gone()
-        return web.Response(status=400, text=f"could not answer this offer: {e}")
-    return _sdp_created(answer, f"/whep/{sid}/{vid}")
+        return _plain(400, str(e))
+    if hosted.stream.closed or srv.sessions.get(sid) is not hosted:  # it ended while answering
+        await gone()
+        return _plain(404, "no such session (it has ended)")
+    return _sdp_created(srv, answer, f"/whep/{sid}/{vid}")
 
 
 @routes.delete("/whep/{sid}/{vid}")
 async def whep_delete(request: web.Request) -> web.Response:
-    hosted = server_of(request).sessions.get(request.match_info["sid"])
-    pc = hosted.viewers.pop(request.match_info["vid"], None) if hosted is not None else None
+    srv = server_of(request)
+    sid, vid = request.match_info["sid"], request.match_info["vid"]
+    hosted = srv.sessions.get(sid)
+    pc = hosted.viewers.pop(vid, None) if hosted is not None else None
     if pc is None:
-        return web.Response(status=404, text="no such WHEP viewer")
+        if srv.ended_recently(f"/whep/{sid}/{vid}"):
+            return _plain(200, "the WHEP viewer had ended")
+        return _plain(404, "no such WHEP viewer")
+    srv.mark_ended(f"/whep/{sid}/{vid}")
     await pc.close()
     return web.Response(status=200)
 
@@ -268,5 +498,10 @@ async def whep_delete(request: web.Request) -> web.Response:
 @routes.route("PATCH", "/whip/{sid}")
 @routes.route("PATCH", "/whep/{sid}/{vid}")
 async def trickle(request: web.Request) -> web.Response:
-    # aiortc gathers all candidates before answering; trickle ICE is not needed
-    return web.Response(status=405, text="trickle ICE is not supported: send a complete offer")
+    # aiortc gathers every candidate before it answers: no trickle ICE, no ICE restart (RFC 9725
+    # section 4.3.1: a resource that supports PATCH for neither answers 405)
+    return _plain(
+        405,
+        "trickle ICE and ICE restarts are not supported: send a complete offer",
+        {"Allow": RESOURCE_METHODS},
+    )
