@@ -462,3 +462,28 @@ def test_failed_ice_or_dtls_removes_the_peer_within_seconds(media):
     assert ICE_TIMEOUT_S * 0.5 <= out["ice"] < REMOVED_WITHIN_S and out["dtls"] < REMOVED_WITHIN_S
     assert out["stalled"] < REMOVED_WITHIN_S and out["stalled"] >= DTLS_TIMEOUT_S * 0.5
     assert out["delete_failed_viewer"] == 200
+
+
+def test_allow_origin_option():
+    from engine.cli import build_parser
+    from streaming.server import config_from_args
+
+    def origins(*values):
+        argv = ["serve", *(x for v in values for x in ("--allow-origin", v))]
+        return config_from_args(build_parser().parse_args(argv)).allow_origins
+
+    assert origins() == ()
+    assert origins("HTTP://Player.Example:80/", "https://a.example:8443", "*") == (
+        "http://player.example",  # as browsers send Origin: lower case, no default port
+        "https://a.example:8443",
+        "*",
+    )
+    for bad in (
+        "player.example",
+        "ftp://x.example",
+        "http://x.example/path",
+        "http://x.example:99999",
+        "null",
+    ):
+        with pytest.raises(SystemExit):
+            origins(bad)
