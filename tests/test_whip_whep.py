@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import time
 from pathlib import Path
 
 import aiohttp
 import pytest
+from aioice import stun
 from aiortc import RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaPlayer
 from aiortc.mediastreams import MediaStreamError
@@ -52,6 +54,36 @@ def make_app(media, **kw):
         **kw,
     )
     return create_app(cfg, ModelEngine.from_config(cfg), AvatarLibrary.from_config(cfg))
+
+
+class StunResponder(asyncio.DatagramProtocol):
+    """A STUN server on loopback (RFC 8489 Binding only), so that the server's ICE gathering with
+    a configured ``stun:`` URL completes at once instead of waiting out its 5 s STUN timeout."""
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.requests = 0
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        try:
+            request = stun.parse_message(data)
+        except ValueError:
+            return
+        if request.message_method == stun.Method.BINDING and request.message_class == stun.Class.REQUEST:
+            self.requests += 1
+            response = stun.Message(
+                message_method=stun.Method.BINDING,
+                message_class=stun.Class.RESPONSE,
+                transaction_id=request.transaction_id,
+            )
+            response.attributes["XOR-MAPPED-ADDRESS"] = addr
+            self.transport.sendto(bytes(response), addr)
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def run(main, limit: float = 4 * LIMIT):
@@ -136,12 +168,18 @@ def count(viewer: Viewer, kind: str) -> int:
 
 
 def test_cors_for_allowed_origins_only_and_options_with_ice_links(media):
-    app = make_app(media, allow_origins=(ALLOWED,), ice_servers=("stun:127.0.0.1:9",))
+    stun_port = free_udp_port()
+    stun_url = f"stun:127.0.0.1:{stun_port}"
+    app = make_app(media, allow_origins=(ALLOWED,), ice_servers=(stun_url,))
     server = app[SERVER]
     preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"}
 
     async def main():
         out = {}
+        loop = asyncio.get_running_loop()
+        stun_transport, responder = await loop.create_datagram_endpoint(
+            StunResponder, local_addr=("127.0.0.1", stun_port)
+        )
         async with serve_app(app) as url, aiohttp.ClientSession() as http:
             for path in ("/whip", "/whip/abc", "/whep", "/whep/abc", "/whep/abc/def"):
                 for who, origin in (("allowed", ALLOWED), ("other", "http://evil.example")):
@@ -160,9 +198,13 @@ def test_cors_for_allowed_origins_only_and_options_with_ice_links(media):
                 await viewer.close()
             await pc.close()
             await until(lambda: not server.sessions, "the WHIP session to end with its publisher")
+        stun_transport.close()
+        out["stun requests"] = responder.requests
         return out
 
     out = run(main)
+    assert out["stun requests"] >= 3  # the server gathered with the configured STUN server
+    link = f'<{stun_url}>; rel="ice-server"'
     for path in ("/whip", "/whip/abc", "/whep", "/whep/abc", "/whep/abc/def"):
         status, h = out[(path, "allowed")]
         assert status == 204 and h["Access-Control-Allow-Origin"] == ALLOWED and "Origin" in h["Vary"]
@@ -180,15 +222,15 @@ def test_cors_for_allowed_origins_only_and_options_with_ice_links(media):
         status, h = out[(path, "other")]
         assert status == 204 and not [k for k in h if k.lower().startswith("access-control-")]
         status, h = out[(path, "plain")]
-        assert status == 204 and h.getall("Link") == ['<stun:127.0.0.1:9>; rel="ice-server"']
+        assert status == 204 and h.getall("Link") == [link]
         assert "OPTIONS" in h["Allow"] and "PATCH" not in h["Allow"]
     status, h, text = out["no-session"]
     assert status == 404 and h["Access-Control-Allow-Origin"] == ALLOWED and int(h["Retry-After"]) > 0
     assert "Retry-After" in h["Access-Control-Expose-Headers"] and "\n" not in text.strip()
-    assert out["whip"].getall("Link") == ['<stun:127.0.0.1:9>; rel="ice-server"']  # the POST 201 answer
+    assert out["whip"].getall("Link") == [link]  # the POST 201 answer
     assert "Access-Control-Allow-Origin" not in out["whip"]  # no Origin sent: no CORS headers
     status, h, _ = out[("whep", "allowed")]
-    assert status == 201 and h["Access-Control-Allow-Origin"] == ALLOWED
+    assert status == 201 and h["Access-Control-Allow-Origin"] == ALLOWED and h.getall("Link") == [link]
     assert {x.strip() for x in h["Access-Control-Expose-Headers"].split(",")} >= {"Location", "Link", "ETag"}
     status, h, _ = out[("whep", "other")]
     assert status == 201 and not [k for k in h if k.lower().startswith("access-control-")]
