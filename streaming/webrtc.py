@@ -161,6 +161,9 @@ def ice_links(srv: Server) -> list[str]:
     links = []
     for server in srv.rtc_configuration().iceServers or []:
         urls = [server.urls] if isinstance(server.urls, str) else list(server.urls)
+        secrets = f"{getattr(server, 'username', '') or ''}{getattr(server, 'credential', '') or ''}"
+        if any(c in secrets for c in "\r\n"):  # cannot be a header value
+            continue
         for url in urls:
             if not url or any(c in url for c in '<> "\r\n'):
                 continue
