@@ -258,6 +258,7 @@ def test_ice_links_carry_credentials():
             return RTCConfiguration(
                 iceServers=[
                     RTCIceServer(urls="stun:stun.example.net"),
+                    RTCIceServer(urls="turn:bad.example.net", username="u\r\nX-Injected: 1", credential="c"),
                     RTCIceServer(
                         urls=["turn:turn.example.net?transport=udp", "turns:turn.example.net"],
                         username="user",
