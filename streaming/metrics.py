@@ -76,7 +76,8 @@ class ServerMetrics:
     (:class:`_ServerState`, read at each scrape). ``handler`` answers ``GET /metrics``."""
 
     def __init__(self, server: Server) -> None:
-        # auto_describe: the names are known at registration (a clash raises; ?name[]= finds them)
+        # auto_describe: every collector's names are known at registration (a clash raises, and
+        # ?name[]= finds them); the server's own state describes itself without being read
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_ServerState(server))
         self.stage_latency = Histogram(
@@ -105,25 +106,72 @@ class ServerMetrics:
         return generate_latest(self.registry).decode()
 
 
-def _counter(name: str, help_: str, value: float) -> CounterMetricFamily:
-    return CounterMetricFamily(name, help_, value=value)
+#: The server's own families: name -> (type, help, labels). Counters are named with ``_total``.
+FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "mouthpiece_sessions_active": ("gauge", "Sessions running now.", ()),
+    "mouthpiece_sessions_max": ("gauge", "Session limit (--max-sessions).", ()),
+    "mouthpiece_sessions_started_total": ("counter", "Sessions started.", ()),
+    "mouthpiece_sessions_rejected_total": ("counter", "Sessions refused (busy).", ()),
+    "mouthpiece_sessions_ended_total": ("counter", "Sessions ended.", ()),
+    "mouthpiece_viewers_active": ("gauge", "WHEP viewers now.", ()),
+    "mouthpiece_frames_total": (
+        "counter",
+        "Session frames made, by kind (dropped: windows shed by the latency budget).",
+        ("kind",),
+    ),
+    "mouthpiece_model_calls_total": ("counter", "Session model requests.", ()),
+    "mouthpiece_video_frames_sent_total": ("counter", "Video frames sent.", ()),
+    "mouthpiece_video_late_frames_total": (
+        "counter",
+        "Video frames not ready in time (the last image repeated, or the avatar at rest).",
+        (),
+    ),
+    "mouthpiece_model_batches_total": ("counter", "Batched model calls.", ()),
+    "mouthpiece_model_shared_batches_total": (
+        "counter",
+        "Model calls that served several sessions at once.",
+        (),
+    ),
+    "mouthpiece_model_windows_total": ("counter", "Windows the model worker computed.", ()),
+    "mouthpiece_model_busy_seconds_total": ("counter", "Seconds the model worker spent computing.", ()),
+    "mouthpiece_model_batch_windows": ("gauge", "Mean windows per model call (recent calls).", ()),
+    "mouthpiece_session_fps": ("gauge", "Video frames per second sent (last 2 s).", ("session",)),
+    "mouthpiece_session_viewers": ("gauge", "WHEP viewers of this session.", ("session",)),
+    "mouthpiece_session_dropped": (
+        "gauge",
+        "Windows shed by the latency budget in this session.",
+        ("session",),
+    ),
+    "mouthpiece_session_late_frames": (
+        "gauge",
+        "Video frames of this session not ready in time.",
+        ("session",),
+    ),
+    "mouthpiece_gpu_memory_bytes": (
+        "gauge",
+        "GPU memory of this process (PyTorch's allocator: allocated tensors, reserved by the cache).",
+        ("device", "kind"),
+    ),
+}
 
 
-def _gauge(name: str, help_: str, value: float) -> GaugeMetricFamily:
-    return GaugeMetricFamily(name, help_, value=value)
-
-
-def _labelled(family: Metric, samples: Iterable[tuple[tuple[str, ...], float]]) -> Metric:
-    for labels, value in samples:
-        family.add_metric(list(labels), value)
+def _family(name: str, samples: Iterable[tuple[tuple[str, ...], float]] = ()) -> Metric:
+    kind, help_, labels = FAMILIES[name]
+    family = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(name, help_, labels=labels)
+    for values, value in samples:
+        family.add_metric(list(values), value)
     return family
 
 
 class _ServerState(Collector):
-    """The server's sessions, counters and model worker, read at each scrape."""
+    """The server's sessions, counters and model worker (:data:`FAMILIES`), read at each scrape."""
 
     def __init__(self, server: Server) -> None:
         self._server = server
+
+    def describe(self) -> Iterable[Metric]:
+        """The families, without reading anything (the registry's name check, ``?name[]=``)."""
+        return [_family(name) for name in FAMILIES]
 
     def collect(self) -> Iterable[Metric]:
         srv = self._server
@@ -132,82 +180,47 @@ class _ServerState(Collector):
         for h in hosted:
             for k, v in session_counts(h.stream).items():
                 totals[k] += v
-        yield _gauge("mouthpiece_sessions_active", "Sessions running now.", len(hosted))
-        yield _gauge("mouthpiece_sessions_max", "Session limit (--max-sessions).", srv.cfg.max_sessions)
-        yield _counter("mouthpiece_sessions_started_total", "Sessions started.", srv.started_total)
-        yield _counter("mouthpiece_sessions_rejected_total", "Sessions refused (busy).", srv.rejected_total)
-        yield _counter("mouthpiece_sessions_ended_total", "Sessions ended.", srv.ended_total)
-        yield _gauge("mouthpiece_viewers_active", "WHEP viewers now.", sum(len(h.viewers) for h in hosted))
-        yield _labelled(
-            CounterMetricFamily(
-                "mouthpiece_frames",
-                "Session frames made, by kind (dropped: windows shed by the latency budget).",
-                labels=["kind"],
-            ),
-            (((k,), totals[k]) for k in FRAME_KINDS),
-        )
-        yield _counter("mouthpiece_model_calls_total", "Session model requests.", totals["model_calls"])
-        yield _counter("mouthpiece_video_frames_sent_total", "Video frames sent.", totals["video_sent"])
-        yield _counter(
-            "mouthpiece_video_late_frames_total",
-            "Video frames not ready in time (the last image repeated, or the avatar at rest).",
-            totals["video_late"],
-        )
-        yield from self._worker()
-        yield from self._sessions(hosted)
-        yield from self._gpu()
-
-    def _worker(self) -> Iterable[Metric]:
-        w = self._server.engine.worker
-        if w is None:
-            return
-        ws = w.stats.snapshot()
-        yield _counter("mouthpiece_model_batches_total", "Batched model calls.", ws["calls"])
-        yield _counter(
-            "mouthpiece_model_shared_batches_total",
-            "Model calls that served several sessions at once.",
-            ws["shared_calls"],
-        )
-        yield _counter("mouthpiece_model_windows_total", "Windows the model worker computed.", ws["windows"])
-        yield _counter(
-            "mouthpiece_model_busy_seconds_total", "Seconds the model worker spent computing.", ws["busy_s"]
-        )
-        yield _gauge(
-            "mouthpiece_model_batch_windows",
-            "Mean windows per model call (recent calls).",
-            ws["mean_windows_per_call"],
-        )
-
-    def _sessions(self, hosted: list) -> Iterable[Metric]:
-        per_session = (
-            ("mouthpiece_session_fps", "Video frames per second sent (last 2 s).", lambda h: h.stream.fps),
-            ("mouthpiece_session_viewers", "WHEP viewers of this session.", lambda h: len(h.viewers)),
-            (
-                "mouthpiece_session_dropped",
-                "Windows shed by the latency budget in this session.",
-                lambda h: h.stream.live.stats.dropped,
-            ),
-            (
-                "mouthpiece_session_late_frames",
-                "Video frames of this session not ready in time.",
-                lambda h: h.stream.video.late,
-            ),
-        )
-        for name, help_, value in per_session:
-            family = GaugeMetricFamily(name, help_, labels=["session"])
-            yield _labelled(family, (((h.stream.id,), value(h)) for h in hosted))
-
-    def _gpu(self) -> Iterable[Metric]:
+        one = {
+            "mouthpiece_sessions_active": len(hosted),
+            "mouthpiece_sessions_max": srv.cfg.max_sessions,
+            "mouthpiece_sessions_started_total": srv.started_total,
+            "mouthpiece_sessions_rejected_total": srv.rejected_total,
+            "mouthpiece_sessions_ended_total": srv.ended_total,
+            "mouthpiece_viewers_active": sum(len(h.viewers) for h in hosted),
+            "mouthpiece_model_calls_total": totals["model_calls"],
+            "mouthpiece_video_frames_sent_total": totals["video_sent"],
+            "mouthpiece_video_late_frames_total": totals["video_late"],
+        }
+        w = srv.engine.worker  # made at start-up, with the synthesizer
+        if w is not None:
+            ws = w.stats.snapshot()
+            one["mouthpiece_model_batches_total"] = ws["calls"]
+            one["mouthpiece_model_shared_batches_total"] = ws["shared_calls"]
+            one["mouthpiece_model_windows_total"] = ws["windows"]
+            one["mouthpiece_model_busy_seconds_total"] = ws["busy_s"]
+            one["mouthpiece_model_batch_windows"] = ws["mean_windows_per_call"]
+        for name, value in one.items():
+            yield _family(name, [((), value)])
+        yield _family("mouthpiece_frames_total", [((k,), totals[k]) for k in FRAME_KINDS])
+        per_session = {
+            "mouthpiece_session_fps": lambda h: h.stream.fps,
+            "mouthpiece_session_viewers": lambda h: len(h.viewers),
+            "mouthpiece_session_dropped": lambda h: h.stream.live.stats.dropped,
+            "mouthpiece_session_late_frames": lambda h: h.stream.video.late,
+        }
+        for name, value in per_session.items():
+            yield _family(name, [((h.stream.id,), value(h)) for h in hosted])
         torch = sys.modules.get("torch")  # the models' library, when loaded (never imported here)
-        if torch is None or not torch.cuda.is_available():
-            return
-        used = torch.cuda.is_initialized()
-        family = GaugeMetricFamily(
-            "mouthpiece_gpu_memory_bytes",
-            "GPU memory of this process (PyTorch's allocator: allocated tensors, reserved by the cache).",
-            labels=["device", "kind"],
-        )
-        for d in range(torch.cuda.device_count()):
-            family.add_metric([str(d), "allocated"], torch.cuda.memory_allocated(d) if used else 0)
-            family.add_metric([str(d), "reserved"], torch.cuda.memory_reserved(d) if used else 0)
-        yield family
+        if torch is not None and torch.cuda.is_available():
+            used = torch.cuda.is_initialized()
+            yield _family(
+                "mouthpiece_gpu_memory_bytes",
+                [
+                    ((str(d), kind), fn(d) if used else 0)
+                    for d in range(torch.cuda.device_count())
+                    for kind, fn in (
+                        ("allocated", torch.cuda.memory_allocated),
+                        ("reserved", torch.cuda.memory_reserved),
+                    )
+                ],
+            )
