@@ -275,7 +275,8 @@ def test_process_metrics_on_each_servers_own_registry(library_factory, landmark_
             for app in apps:
                 async with serve_app(app) as url:
                     texts.append(await scrape(http, url))
-                    async with http.get(f"{url}/metrics?name[]=process_cpu_seconds_total") as r:
+                    query = "name[]=process_cpu_seconds_total&name[]=mouthpiece_frames_total"
+                    async with http.get(f"{url}/metrics?{query}") as r:
                         texts.append(await r.text())
         return texts
 
@@ -288,7 +289,7 @@ def test_process_metrics_on_each_servers_own_registry(library_factory, landmark_
         assert value(text, "process_open_fds") > 3 and value(text, "process_start_time_seconds") > 1.6e9
         assert fam["python_info"].samples[0].labels["implementation"]
         assert "python_gc_collections" in fam and value(text, "mouthpiece_sessions_max") == 4
-    assert list(families(one_cpu)) == ["process_cpu_seconds"]  # ?name[]= selects
+    assert sorted(families(one_cpu)) == ["mouthpiece_frames", "process_cpu_seconds"]  # ?name[]= selects
     assert b"mouthpiece_" not in generate_latest(REGISTRY)
 
 
