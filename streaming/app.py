@@ -20,7 +20,6 @@ from engine.synth.choice import ModelEngine
 from streaming import webrtc, websocket
 from streaming.avatars import AvatarLibrary
 from streaming.config import WEB_CLIENT, ServerConfig, config_from_args, origin
-from streaming.metrics import prometheus_text
 from streaming.registry import SERVER, Server, json_error, server_of
 
 __all__ = ["cors_middleware", "create_app", "routes", "serve", "serve_app"]
@@ -123,7 +122,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 @health_routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(text=prometheus_text(server_of(request)), content_type="text/plain", charset="utf-8")
+    """Prometheus text (0.0.4), or OpenMetrics when asked for (:mod:`streaming.metrics`)."""
+    return await server_of(request).metrics.handler(request)
 
 
 # CORS (the Fetch standard) as the WHIP (RFC 9725) and WHEP specs use it

@@ -1,146 +1,226 @@
-"""``/metrics``: the server's state in the Prometheus text exposition format (0.0.4)
-(:func:`prometheus_text`): sessions (active, limit, started, refused), WHEP viewers, frames by
-kind and model calls (ended sessions' counts plus the running ones'), the shared model worker's
-batching, video frames sent, per-session fps / shed windows / late frames, process CPU time and
-resident memory, GPU memory (when PyTorch is loaded with CUDA; never imported here) and per-stage
-latency quantiles over the active sessions' recent frames. Read-only: it changes nothing."""
+"""``/metrics``: the server's state for Prometheus, through ``prometheus_client`` on a registry of
+the server's own (:class:`ServerMetrics`; several servers in one process do not collide, and the
+library's global registry is left alone). The Prometheus text format (0.0.4) by default, OpenMetrics
+when the scraper asks for it (``Accept``), gzip when it accepts it, ``?name[]=`` to select series.
+
+- **Counters** (``_total``; they never go backwards while the process lives, and are exact
+  integers up to 2**53): sessions started, refused and ended; frames by kind, model calls, video
+  frames sent and those late, each the ended sessions' totals (kept by the registry,
+  :meth:`~streaming.registry.Server.close_session`) plus the running sessions' own counts; the
+  shared model worker's batches, windows and busy seconds.
+- **Histogram** ``mouthpiece_stage_latency_seconds{stage}``: every frame's stages (docs/latency.md),
+  observed once per frame record (:meth:`ServerMetrics.observe_frame`, the sessions'
+  ``frame_observers``), buckets from 5 ms to 2 s (:data:`BUCKETS_S`).
+- **Gauges**: sessions running and the limit, viewers, the worker's recent windows per call, GPU
+  memory (when PyTorch is loaded with CUDA; never imported here) and, per running session
+  (label ``session``), its fps, viewers, shed windows and late frames.
+- The standard process and Python metrics (``process_*``: CPU seconds, resident and virtual memory,
+  open files, start time; ``python_info``; ``python_gc_*``).
+
+Collecting reads the server's state and changes nothing; it runs on the event loop, as the state
+it reads does."""
 
 from __future__ import annotations
 
-import os
 import sys
-import time
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
-import numpy as np
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.aiohttp import make_aiohttp_handler
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
 
-from streaming.registry import Server
-from streaming.session import STAGES
+from engine.live.messages import STAGES
 
-__all__ = ["prometheus_text"]
+if TYPE_CHECKING:
+    from streaming.registry import Server
+
+__all__ = ["BUCKETS_S", "COUNTS", "ServerMetrics", "session_counts"]
+
+#: The stage-latency histogram's upper bounds (seconds): 5 ms to 2 s, finer where the stages are
+#: (a few ms for ingest, mel, encode; 200 ms of look-ahead; the delay in total), then +Inf.
+BUCKETS_S = (
+    0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5, 2.0,
+)  # fmt: skip
+
+FRAME_KINDS = ("speech", "rest", "dropped")
+#: A session's counts that add up across sessions into counters (:func:`session_counts`)
+COUNTS = (*FRAME_KINDS, "model_calls", "video_sent", "video_late")
 
 
-def _resident_bytes() -> int | None:
-    """Resident set size of this process (Linux /proc), or None where it cannot be read."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
+def session_counts(stream) -> dict[str, int]:
+    """A :class:`~streaming.session.StreamSession`'s counts (:data:`COUNTS`), each of which only
+    grows while the session lives."""
+    live, video = stream.live.stats, stream.video
+    return {
+        "speech": live.speech_frames,
+        "rest": live.rest_frames,
+        "dropped": live.dropped,
+        "model_calls": live.model_calls,
+        "video_sent": video.sent,
+        "video_late": video.late,
+    }
 
 
-def prometheus_text(srv: Server) -> str:
-    """The server's metrics in the Prometheus text exposition format (0.0.4)."""
-    lines: list[str] = []
+class ServerMetrics:
+    """The metrics of one :class:`~streaming.registry.Server`: its own ``CollectorRegistry`` with
+    the process, platform and GC collectors, the stage-latency histogram and the server's state
+    (:class:`_ServerState`, read at each scrape). ``handler`` answers ``GET /metrics``."""
 
-    def metric(name: str, kind: str, help_: str, samples: list[tuple[dict, float]]) -> None:
-        lines.append(f"# HELP {name} {help_}")
-        lines.append(f"# TYPE {name} {kind}")
-        for labels, value in samples:
-            lab = ",".join(f'{k}="{v}"' for k, v in labels.items())
-            lines.append(f"{name}{{{lab}}} {value:.6g}" if lab else f"{name} {value:.6g}")
+    def __init__(self, server: Server) -> None:
+        # auto_describe: every collector's names are known at registration (a clash raises, and
+        # ?name[]= finds them); the server's own state describes itself without being read
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(_ServerState(server))
+        self.stage_latency = Histogram(
+            "mouthpiece_stage_latency_seconds",
+            "Per-stage latency of every frame sent (docs/latency.md), from all sessions since start.",
+            ["stage"],
+            buckets=BUCKETS_S,
+            registry=self.registry,
+        )
+        # every stage's series exists from the start (at zero), so rate() has a first sample
+        self._stages = [(s, self.stage_latency.labels(stage=s)) for s in STAGES]
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        self.handler = make_aiohttp_handler(self.registry)
 
-    hosted = list(srv.sessions.values())
-    metric("mouthpiece_sessions_active", "gauge", "Sessions running now.", [({}, len(hosted))])
-    metric("mouthpiece_sessions_max", "gauge", "Session limit.", [({}, srv.cfg.max_sessions)])
-    metric("mouthpiece_sessions_started_total", "counter", "Sessions started.", [({}, srv.started_total)])
-    metric(
-        "mouthpiece_sessions_rejected_total",
-        "counter",
-        "Sessions refused (busy).",
-        [({}, srv.rejected_total)],
-    )
-    metric(
-        "mouthpiece_viewers_active", "gauge", "WHEP viewers now.", [({}, sum(len(h.viewers) for h in hosted))]
-    )
-    totals = dict(srv.closed_counts)
-    for h in hosted:
-        st = h.stream.live.stats
-        totals["speech"] += st.speech_frames
-        totals["rest"] += st.rest_frames
-        totals["dropped"] += st.dropped
-        totals["model_calls"] += st.model_calls
-        totals["video_sent"] += h.stream.video.sent
-    metric(
-        "mouthpiece_frames_total",
+    def observe_frame(self, record: Mapping) -> None:
+        """One frame's record (a :attr:`StreamSession.frame_observers` entry: the stages it has, in seconds)."""
+        for stage, hist in self._stages:
+            seconds = record.get(stage)
+            if seconds is not None:
+                hist.observe(max(0.0, seconds))  # a negative one would take _sum back
+
+    def text(self) -> str:
+        """The Prometheus text format (0.0.4) of every metric now."""
+        return generate_latest(self.registry).decode()
+
+
+#: The server's own families: name -> (type, help, labels). Counters are named with ``_total``.
+FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "mouthpiece_sessions_active": ("gauge", "Sessions running now.", ()),
+    "mouthpiece_sessions_max": ("gauge", "Session limit (--max-sessions).", ()),
+    "mouthpiece_sessions_started_total": ("counter", "Sessions started.", ()),
+    "mouthpiece_sessions_rejected_total": ("counter", "Sessions refused (busy).", ()),
+    "mouthpiece_sessions_ended_total": ("counter", "Sessions ended.", ()),
+    "mouthpiece_viewers_active": ("gauge", "WHEP viewers now.", ()),
+    "mouthpiece_frames_total": (
         "counter",
         "Session frames made, by kind (dropped: windows shed by the latency budget).",
-        [({"kind": k}, totals[k]) for k in ("speech", "rest", "dropped")],
-    )
-    metric(
-        "mouthpiece_model_calls_total", "counter", "Session model requests.", [({}, totals["model_calls"])]
-    )
-    w = srv.engine.worker
-    if w is not None:
-        ws = w.stats.snapshot()
-        metric("mouthpiece_model_batches_total", "counter", "Batched model calls.", [({}, ws["calls"])])
-        metric(
-            "mouthpiece_model_shared_batches_total",
-            "counter",
-            "Model calls that served several sessions at once.",
-            [({}, ws["shared_calls"])],
-        )
-        metric(
-            "mouthpiece_model_batch_windows",
-            "gauge",
-            "Mean windows per model call (recent calls).",
-            [({}, ws["mean_windows_per_call"])],
-        )
-    metric(
-        "mouthpiece_video_frames_sent_total", "counter", "Video frames sent.", [({}, totals["video_sent"])]
-    )
-    metric(
-        "mouthpiece_session_fps",
-        "gauge",
-        "Video frames per second sent (last 2 s).",
-        [({"session": h.stream.id}, h.stream.fps) for h in hosted],
-    )
-    metric(
-        "mouthpiece_session_dropped",
+        ("kind",),
+    ),
+    "mouthpiece_model_calls_total": ("counter", "Session model requests.", ()),
+    "mouthpiece_video_frames_sent_total": ("counter", "Video frames sent.", ()),
+    "mouthpiece_video_late_frames_total": (
+        "counter",
+        "Video frames not ready in time (the last image repeated, or the avatar at rest).",
+        (),
+    ),
+    "mouthpiece_model_batches_total": ("counter", "Batched model calls.", ()),
+    "mouthpiece_model_shared_batches_total": (
+        "counter",
+        "Model calls that served several sessions at once.",
+        (),
+    ),
+    "mouthpiece_model_windows_total": ("counter", "Windows the model worker computed.", ()),
+    "mouthpiece_model_busy_seconds_total": ("counter", "Seconds the model worker spent computing.", ()),
+    "mouthpiece_model_batch_windows": ("gauge", "Mean windows per model call (recent calls).", ()),
+    "mouthpiece_session_fps": ("gauge", "Video frames per second sent (last 2 s).", ("session",)),
+    "mouthpiece_session_viewers": ("gauge", "WHEP viewers of this session.", ("session",)),
+    "mouthpiece_session_dropped": (
         "gauge",
         "Windows shed by the latency budget in this session.",
-        [({"session": h.stream.id}, h.stream.live.stats.dropped) for h in hosted],
-    )
-    metric(
-        "mouthpiece_session_late_frames",
+        ("session",),
+    ),
+    "mouthpiece_session_late_frames": (
         "gauge",
-        "Video frames that repeated the last image because the model was late.",
-        [({"session": h.stream.id}, h.stream.video.late) for h in hosted],
-    )
-    metric(
-        "mouthpiece_process_cpu_seconds_total",
-        "counter",
-        "CPU time of the server process (user + system, all threads).",
-        [({}, time.process_time())],
-    )
-    rss = _resident_bytes()
-    if rss is not None:
-        metric("mouthpiece_process_resident_memory_bytes", "gauge", "Resident memory.", [({}, rss)])
-    torch = sys.modules.get("torch")  # the models' library, when loaded (never imported here)
-    if torch is not None and torch.cuda.is_available():
-        used = torch.cuda.is_initialized()
-        metric(
-            "mouthpiece_gpu_memory_bytes",
-            "gauge",
-            "GPU memory of this process (PyTorch's allocator: allocated tensors, reserved by the cache).",
-            [
-                ({"device": str(d), "kind": kind}, fn(d) if used else 0)
-                for d in range(torch.cuda.device_count())
-                for kind, fn in (
-                    ("allocated", torch.cuda.memory_allocated),
-                    ("reserved", torch.cuda.memory_reserved),
-                )
-            ],
-        )
-    name = "mouthpiece_stage_latency_seconds"
-    lines.append(f"# HELP {name} Per-stage latency over the active sessions' recent frames.")
-    lines.append(f"# TYPE {name} summary")
-    for stage in STAGES:
-        vals = [v for h in hosted for v in h.stream.latency[stage]]
-        if not vals:
-            continue
-        arr = np.asarray(vals)
-        for q in (0.5, 0.95, 0.99):
-            lines.append(f'{name}{{stage="{stage}",quantile="{q}"}} {np.quantile(arr, q):.6g}')
-        lines.append(f'{name}_sum{{stage="{stage}"}} {arr.sum():.6g}')
-        lines.append(f'{name}_count{{stage="{stage}"}} {arr.size}')
-    return "\n".join(lines) + "\n"
+        "Video frames of this session not ready in time.",
+        ("session",),
+    ),
+    "mouthpiece_gpu_memory_bytes": (
+        "gauge",
+        "GPU memory of this process (PyTorch's allocator: allocated tensors, reserved by the cache).",
+        ("device", "kind"),
+    ),
+}
+
+
+def _family(name: str, samples: Iterable[tuple[tuple[str, ...], float]] = ()) -> Metric:
+    kind, help_, labels = FAMILIES[name]
+    family = (CounterMetricFamily if kind == "counter" else GaugeMetricFamily)(name, help_, labels=labels)
+    for values, value in samples:
+        family.add_metric(list(values), value)
+    return family
+
+
+class _ServerState(Collector):
+    """The server's sessions, counters and model worker (:data:`FAMILIES`), read at each scrape."""
+
+    def __init__(self, server: Server) -> None:
+        self._server = server
+
+    def describe(self) -> Iterable[Metric]:
+        """The families, without reading anything (the registry's name check, ``?name[]=``)."""
+        return [_family(name) for name in FAMILIES]
+
+    def collect(self) -> Iterable[Metric]:
+        srv = self._server
+        hosted = list(srv.sessions.values())
+        totals = dict(srv.closed_counts)
+        for h in hosted:
+            for k, v in session_counts(h.stream).items():
+                totals[k] += v
+        one = {
+            "mouthpiece_sessions_active": len(hosted),
+            "mouthpiece_sessions_max": srv.cfg.max_sessions,
+            "mouthpiece_sessions_started_total": srv.started_total,
+            "mouthpiece_sessions_rejected_total": srv.rejected_total,
+            "mouthpiece_sessions_ended_total": srv.ended_total,
+            "mouthpiece_viewers_active": sum(len(h.viewers) for h in hosted),
+            "mouthpiece_model_calls_total": totals["model_calls"],
+            "mouthpiece_video_frames_sent_total": totals["video_sent"],
+            "mouthpiece_video_late_frames_total": totals["video_late"],
+        }
+        w = srv.engine.worker  # made at start-up, with the synthesizer
+        if w is not None:
+            ws = w.stats.snapshot()
+            one["mouthpiece_model_batches_total"] = ws["calls"]
+            one["mouthpiece_model_shared_batches_total"] = ws["shared_calls"]
+            one["mouthpiece_model_windows_total"] = ws["windows"]
+            one["mouthpiece_model_busy_seconds_total"] = ws["busy_s"]
+            one["mouthpiece_model_batch_windows"] = ws["mean_windows_per_call"]
+        for name, value in one.items():
+            yield _family(name, [((), value)])
+        yield _family("mouthpiece_frames_total", [((k,), totals[k]) for k in FRAME_KINDS])
+        per_session = {
+            "mouthpiece_session_fps": lambda h: h.stream.fps,
+            "mouthpiece_session_viewers": lambda h: len(h.viewers),
+            "mouthpiece_session_dropped": lambda h: h.stream.live.stats.dropped,
+            "mouthpiece_session_late_frames": lambda h: h.stream.video.late,
+        }
+        for name, value in per_session.items():
+            yield _family(name, [((h.stream.id,), value(h)) for h in hosted])
+        torch = sys.modules.get("torch")  # the models' library, when loaded (never imported here)
+        if torch is not None and torch.cuda.is_available():
+            used = torch.cuda.is_initialized()
+            yield _family(
+                "mouthpiece_gpu_memory_bytes",
+                [
+                    ((str(d), kind), fn(d) if used else 0)
+                    for d in range(torch.cuda.device_count())
+                    for kind, fn in (
+                        ("allocated", torch.cuda.memory_allocated),
+                        ("reserved", torch.cuda.memory_reserved),
+                    )
+                ],
+            )

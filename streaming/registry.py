@@ -1,7 +1,9 @@
 """The session registry (:class:`Server`): the running sessions (:class:`Hosted`: a
 :class:`~streaming.session.StreamSession` and what belongs to it: its peer connection, microphone
 sinks, WHEP viewers, data channel and tasks), the session limit (:class:`Busy` beyond
-``max_sessions``, counting sessions still being created), the counters behind ``/metrics``, and
+``max_sessions``, counting sessions still being created), the counters behind ``/metrics`` (the
+ended sessions' totals, so that no counter goes back when a session ends; each session's frame
+records go to the stage-latency histogram: :class:`~streaming.metrics.ServerMetrics`), and
 start-up / shutdown of the application (loopback ICE, the default avatar and model warm-up, every
 session closed at the end). :func:`Server.close_session` is the one way a session ends: it closes
 its viewers, peer, sinks and tasks, then the session, and releases the avatar's model references
@@ -28,6 +30,7 @@ from engine.synth.choice import ModelEngine
 from streaming.avatars import AvatarLibrary
 from streaming.config import ServerConfig
 from streaming.ice import loopback_ice
+from streaming.metrics import COUNTS, ServerMetrics, session_counts
 from streaming.session import StreamSession
 from streaming.tracks import wait_cancelled
 
@@ -65,12 +68,13 @@ class Server:
         self.library = library
         self.sessions: dict[str, Hosted] = {}
         self.started_total = self.rejected_total = self.ended_total = 0
-        self.closed_counts = {"speech": 0, "rest": 0, "dropped": 0, "model_calls": 0, "video_sent": 0}
+        self.closed_counts = dict.fromkeys(COUNTS, 0)  # the ended sessions' totals (session_counts)
         self._background: set[asyncio.Task] = set()
         self._pending = 0  # sessions being created (counted against the limit)
         self._ended: collections.OrderedDict[str, float] = collections.OrderedDict()  # path -> when
         self._ice = contextlib.ExitStack()
         self.started_at = time.time()
+        self.metrics = ServerMetrics(self)
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -120,6 +124,7 @@ class Server:
             avatar = await self.library.load(name)
             eng = self.engine
             stream = StreamSession(avatar, eng.synthesizer, self.cfg.stream, avatar_name=name)
+            stream.frame_observers.append(self.metrics.observe_frame)  # each frame's stages -> the histogram
             await stream.start()
         finally:
             self._pending -= 1
@@ -143,6 +148,10 @@ class Server:
             self._ended.popitem(last=False)
         return path in self._ended
 
+    def _count_closed(self, counts: dict[str, int]) -> None:
+        for k, v in counts.items():
+            self.closed_counts[k] += v
+
     def newest(self) -> Hosted | None:
         return next(reversed(self.sessions.values()), None) if self.sessions else None
 
@@ -151,12 +160,11 @@ class Server:
         if hosted is None:
             return False
         s = hosted.stream
-        snap = s.live.stats
-        self.closed_counts["speech"] += snap.speech_frames
-        self.closed_counts["rest"] += snap.rest_frames
-        self.closed_counts["dropped"] += snap.dropped
-        self.closed_counts["model_calls"] += snap.model_calls
-        self.closed_counts["video_sent"] += s.video.sent
+        # Its counts move to the ended sessions' totals in the same step as it leaves the running
+        # ones (a scrape between the two would see the counters go back), and what it still does
+        # while it closes (frames sent to viewers until they are closed) follows after.
+        counted = session_counts(s)
+        self._count_closed(counted)
         for vid, pc in list(hosted.viewers.items()):
             self.mark_ended(f"/whep/{sid}/{vid}")
             await pc.close()
@@ -171,6 +179,7 @@ class Server:
             t.cancel()
             await wait_cancelled(t)
         await s.aclose()
+        self._count_closed({k: v - counted[k] for k, v in session_counts(s).items()})
         self.ended_total += 1
         if all(h.stream.avatar is not s.avatar for h in self.sessions.values()):
             self.engine.synthesizer.release(s.avatar)  # its reference bank (GPU memory) goes with it

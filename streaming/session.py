@@ -108,6 +108,7 @@ class StreamSession:
         # callable(dict): each frame's record when complete: "index", "speech", the stages it has
         # (seconds) and "times" (clock times "arrived", "handed" (to the sender), "end" (of total))
         self.on_frame = None
+        self.frame_observers: list = []  # more callables(dict) of each frame's record (the server's metrics)
         self._fps_marks: collections.deque[tuple[float, int]] = collections.deque(maxlen=64)
         self.fps = 0.0
         self.on_stats = None  # callable(dict), called every stats_interval_s
@@ -286,6 +287,8 @@ class StreamSession:
         out = rec.finish(on_wire)
         for stage, seconds in rec.stages.items():
             self.latency[stage].append(seconds)
+        for observe in self.frame_observers:
+            observe(out)
         if self.on_frame is not None:
             self.on_frame(out)
 

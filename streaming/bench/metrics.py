@@ -1,8 +1,10 @@
 """The server's process figures while a run goes on, read from its ``/metrics`` (Prometheus text):
 :class:`MetricsSampler` samples process CPU seconds, resident memory and reserved GPU memory every
 second; its :meth:`~MetricsSampler.summary` gives the CPU use (percent of one core) between two
-times and the peak memory. :func:`get_json` is the tool's GET of a JSON endpoint (``/api/info``,
-``/healthz``): ``{}`` for anything but a 200 with JSON, so a server without it is not an error.
+times and the peak memory. The process figures are the standard ``process_cpu_seconds_total`` and
+``process_resident_memory_bytes`` (``mouthpiece_process_*`` on servers before prometheus_client).
+:func:`get_json` is the tool's GET of a JSON endpoint (``/api/info``, ``/healthz``): ``{}`` for
+anything but a 200 with JSON, so a server without it is not an error.
 """
 
 from __future__ import annotations
@@ -12,30 +14,31 @@ import contextlib
 import json
 import time
 
+from prometheus_client.parser import text_string_to_metric_families
+
 __all__ = ["MetricsSampler", "get_json", "parse_metrics"]
+
+CPU_SECONDS = ("process_cpu_seconds_total", "mouthpiece_process_cpu_seconds_total")
+RESIDENT_BYTES = ("process_resident_memory_bytes", "mouthpiece_process_resident_memory_bytes")
 
 
 def parse_metrics(text: str) -> dict[str, list[tuple[dict, float]]]:
-    """Prometheus text -> {name: [(labels, value)]}."""
+    """Prometheus text -> {sample name: [(labels, value)]} (what parses: a malformed line ends it)."""
     out: dict[str, list[tuple[dict, float]]] = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        head, _, value = line.rpartition(" ")
-        name, _, rest = head.partition("{")
-        labels = {}
-        for part in rest.rstrip("}").split(","):
-            if "=" in part:
-                k, v = part.split("=", 1)
-                labels[k.strip()] = v.strip().strip('"')
-        with contextlib.suppress(ValueError):
-            out.setdefault(name, []).append((labels, float(value)))
+    with contextlib.suppress(ValueError):
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                out.setdefault(sample.name, []).append((dict(sample.labels), float(sample.value)))
     return out
 
 
-def _metric(m: dict, name: str, **labels) -> float | None:
-    vals = [v for lab, v in m.get(name, []) if all(lab.get(k) == x for k, x in labels.items())]
-    return float(sum(vals)) if vals else None
+def _metric(m: dict, names: str | tuple[str, ...], **labels) -> float | None:
+    """The sum of the samples of the first of ``names`` the text has (with these labels)."""
+    for name in (names,) if isinstance(names, str) else names:
+        vals = [v for lab, v in m.get(name, []) if all(lab.get(k) == x for k, x in labels.items())]
+        if vals:
+            return float(sum(vals))
+    return None
 
 
 async def get_json(url: str, timeout: float = 10.0) -> dict:
@@ -71,8 +74,8 @@ class MetricsSampler:
         self.samples.append(
             (
                 time.time(),
-                _metric(m, "mouthpiece_process_cpu_seconds_total"),
-                _metric(m, "mouthpiece_process_resident_memory_bytes"),
+                _metric(m, CPU_SECONDS),
+                _metric(m, RESIDENT_BYTES),
                 _metric(m, "mouthpiece_gpu_memory_bytes", kind="reserved"),
             )
         )
