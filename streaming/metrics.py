@@ -95,7 +95,7 @@ class ServerMetrics:
         self.handler = make_aiohttp_handler(self.registry)
 
     def observe_frame(self, record: Mapping) -> None:
-        """One frame's record (a :attr:`StreamSession.frame_observers` entry: the stages it has, in seconds)."""
+        """One frame's record, the stages it has in seconds (one of :attr:`StreamSession.frame_observers`)."""
         for stage, hist in self._stages:
             seconds = record.get(stage)
             if seconds is not None:
