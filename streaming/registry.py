@@ -147,6 +147,10 @@ class Server:
             t.cancel()
             await wait_cancelled(t)
         await s.aclose()
+        # the peer, its channel and the handlers' closures are cycles: drop them now, not at a collection
+        hosted.pc = hosted.channel = None
+        hosted.sinks.clear()
+        hosted.tasks.clear()
         self.ended_total += 1
         if all(h.stream.avatar is not s.avatar for h in self.sessions.values()):
             self.engine.synthesizer.release(s.avatar)  # its reference bank (GPU memory) goes with it

@@ -1,0 +1,184 @@
+"""What one websocket client can make the server hold is bounded: audio far ahead of real time in one
+message (60 s, and 15 MB = 491 s) enters the session no more than ``max_lead_s`` ahead, frames are
+made no further ahead than playout needs (the preview renderer on the bundled 512x512 portrait: one
+full-frame image per speech frame, which is what made 60 s of audio cost 1.1 GB before), the session
+still lip-syncs, and a client that leaves with audio queued has its session torn down within
+seconds. A message over the limit is refused with a clear error and close code 1009. The server runs
+in this process (aiohttp on a free port, the ``websockets`` library as the client); the RSS figures
+include the client's copy of what it sends, so the bounds are generous and stated with each test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import numpy as np
+import pytest
+import websockets
+
+from engine.core.clock import FPS
+from engine.live.session import LiveConfig
+from streaming.server import SERVER, AvatarLibrary, ModelEngine, ServerConfig, create_app, serve_app
+from streaming.session import RENDER_MARGIN_S, StreamConfig
+from streaming.websocket import MAX_MESSAGE_BYTES
+from tests.helpers import LIMIT, speechlike, until
+
+DELAY_MS = 400.0  # the server's default
+MAX_LEAD_S = 20.0  # the server's default
+MIB = 1024 * 1024
+
+
+def rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    import resource
+
+    return pages * resource.getpagesize() / MIB
+
+
+@pytest.fixture(scope="module")
+def make_app(tmp_path_factory):
+    empty = tmp_path_factory.mktemp("no-checkpoints")
+    cache = tmp_path_factory.mktemp("bounded-avatars")
+
+    def make():
+        cfg = ServerConfig(
+            loopback=True,
+            refs=1,
+            device="cpu",
+            checkpoint_dir=str(empty),
+            cache_dir=str(cache),
+            stream=StreamConfig(delay_ms=DELAY_MS, max_lead_s=MAX_LEAD_S, live=LiveConfig(batch=2)),
+        )
+        engine = ModelEngine.from_config(cfg)
+        assert engine.mode == "preview"  # a full-frame image per speech frame: what filled memory before
+        return create_app(cfg, engine=engine, library=AvatarLibrary.from_config(cfg))
+
+    return make
+
+
+def pcm(seconds: float, seed: int = 0) -> bytes:
+    """Speech (s16le, 16 kHz mono) of ``seconds``: the 3 s test signal repeated."""
+    x = np.tile(speechlike(3.0, seed=seed), int(np.ceil(seconds / 3.0)))[: int(seconds * 16000)]
+    return (np.clip(x, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+async def recv_json(ws) -> dict:
+    return json.loads(await asyncio.wait_for(ws.recv(), LIMIT))
+
+
+async def watch(s, seconds: float, marks: dict) -> None:
+    """Sample the session for ``seconds``: the largest lead and the most frames made and not shown."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        marks["lead"] = max(marks.get("lead", -1e9), s.lead_s())
+        made_ahead = s.live.queued_frames + len(s._ready)
+        marks["ahead"] = max(marks.get("ahead", 0), made_ahead)
+        marks["rss"] = max(marks.get("rss", 0.0), rss_mib())
+        await asyncio.sleep(0.02)
+
+
+def one_big_message(make_app, payload: bytes, watch_s: float):
+    app = make_app()
+    server = app[SERVER]
+
+    async def main():
+        async with serve_app(app) as url:
+            ws_url = url.replace("http", "ws") + "/ws"
+            async with websockets.connect(ws_url, max_size=None, close_timeout=LIMIT) as ws:
+                sid = (await recv_json(ws))["session"]
+                s = server.sessions[sid].stream
+                closed = asyncio.Event()
+                s.on_close = lambda _s: closed.set()
+                before = rss_mib()
+                await ws.send(payload)
+                await until(lambda: s.live.samples_received > 16000 * (MAX_LEAD_S - 1), "the lead to fill")
+                marks: dict = {}
+                await watch(s, watch_s, marks)
+                await ws.send(json.dumps({"type": "stats"}))
+                stats = await recv_json(ws)
+                received = s.live.samples_received
+                t_left = time.perf_counter()
+            # the client left with most of its audio not yet taken in: the session goes at once
+            await asyncio.wait_for(closed.wait(), LIMIT)
+            gone_s = time.perf_counter() - t_left
+            await until(lambda: not server.sessions, "the registry to drop the session")
+        return before, marks, stats, received, gone_s
+
+    return asyncio.run(asyncio.wait_for(main(), 4 * LIMIT))
+
+
+def check(before, marks, stats, received, gone_s, payload_s: float, rss_bound_mib: float) -> None:
+    assert marks["lead"] <= MAX_LEAD_S + 0.05, marks  # never further ahead than max_lead_s
+    assert received < 16000 * (MAX_LEAD_S + 10)  # the rest of the message waited, unprocessed
+    assert received < 16000 * payload_s
+    # frames made ahead of their time: at most delay + margin (+ a model call, a batch, a tick)
+    assert marks["ahead"] <= (DELAY_MS / 1e3 + RENDER_MARGIN_S + 0.5) * FPS + 4, marks
+    assert marks["rss"] - before < rss_bound_mib, (before, marks)
+    sf = stats["session_frames"]
+    assert sf["speech_frames"] > 50 and sf["frames"] >= sf["speech_frames"]  # still lip-synced
+    assert stats["lead_s"] > MAX_LEAD_S - 2  # and still far ahead: the held audio is fed as it goes
+    assert gone_s < 5.0, gone_s  # torn down within seconds, audio queued or not
+
+
+def test_one_message_of_60_s_is_fed_as_the_lead_allows(make_app):
+    """60 s in one message (1.9 MB): before, 1.1 GB (every frame made at once). Bounds: 100 MiB of
+    RSS growth (measured: 27 MiB), the lead <= 20 s, frames made ahead <= ~1.1 s worth (measured: 21
+    frames)."""
+    payload = pcm(60.0)
+    check(*one_big_message(make_app, payload, watch_s=4.0), payload_s=60.0, rss_bound_mib=100.0)
+
+
+def test_one_message_of_15_mb_is_fed_as_the_lead_allows(make_app):
+    """15 MB in one message (491 s of 16 kHz audio): before, 5 GB in 13 s. Bound: 200 MiB of RSS
+    growth (measured: 75 MiB), which includes ~45 MB of copies of the message (the client's, its
+    masked frame, the server's)."""
+    payload = pcm(15 * 1024 * 1024 / 32000)
+    assert len(payload) < MAX_MESSAGE_BYTES
+    check(
+        *one_big_message(make_app, payload, watch_s=3.0),
+        payload_s=len(payload) / 32000,
+        rss_bound_mib=200.0,
+    )
+
+
+def test_flush_drops_held_audio_and_a_message_too_big_is_refused(make_app):
+    """A flush read while audio waits for the lead drops it (the session's clock stops where it was);
+    a message over 16 MiB gets the error ``too_big`` and close code 1009, and its session ends."""
+    app = make_app()
+    server = app[SERVER]
+
+    async def main():
+        async with serve_app(app) as url:
+            ws_url = url.replace("http", "ws") + "/ws"
+            async with websockets.connect(ws_url, max_size=None) as ws:
+                sid = (await recv_json(ws))["session"]
+                s = server.sessions[sid].stream
+                await ws.send(pcm(40.0))
+                await until(lambda: s.live.samples_received > 16000 * (MAX_LEAD_S - 1), "the lead to fill")
+                await ws.send(json.dumps({"type": "flush"}))
+                assert (await recv_json(ws))["type"] == "flush"
+                at_flush = s.live.samples_received
+                await ws.send(json.dumps({"type": "stats"}))
+                stats = await recv_json(ws)  # replies come in order: the flush has been handled
+                await ws.send(json.dumps({"type": "end"}))
+                ended = await recv_json(ws)
+                after = s.live.samples_received
+            async with websockets.connect(ws_url, max_size=None) as ws:
+                await recv_json(ws)
+                await ws.send(b"\0" * (MAX_MESSAGE_BYTES + 2))
+                too_big = await recv_json(ws)
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await asyncio.wait_for(ws.recv(), LIMIT)
+            await until(lambda: not server.sessions, "both sessions to end")
+        return at_flush, stats, ended, after, too_big, closed.value.rcvd
+
+    at_flush, stats, ended, after, too_big, rcvd = asyncio.run(asyncio.wait_for(main(), 3 * LIMIT))
+    assert at_flush < 16000 * (MAX_LEAD_S + 1)  # the other ~20 s were held, then dropped
+    assert stats["session_frames"]["flushes"] == 1
+    assert ended == {"type": "ended"}
+    assert after - at_flush < 16000  # nothing of the held audio went in after the flush
+    assert too_big["type"] == "error" and too_big["error"] == "too_big" and "16 MiB" in too_big["message"]
+    assert rcvd.code == 1009 and rcvd.reason == "message too big"
