@@ -182,3 +182,64 @@ def test_flush_drops_held_audio_and_a_message_too_big_is_refused(make_app):
     assert after - at_flush < 16000  # nothing of the held audio went in after the flush
     assert too_big["type"] == "error" and too_big["error"] == "too_big" and "16 MiB" in too_big["message"]
     assert rcvd.code == 1009 and rcvd.reason == "message too big"
+
+
+def test_a_client_that_vanishes_while_the_server_is_not_reading_is_found(make_app):
+    """Two messages of 60 s: the server holds both and stops reading the socket; the client's
+    connection is then cut (no close frame). The server's probe finds it gone and the session is torn
+    down within seconds, its held audio dropped."""
+    app = make_app()
+    server = app[SERVER]
+    payload = pcm(60.0)
+
+    async def main():
+        async with serve_app(app) as url:
+            ws = await websockets.connect(url.replace("http", "ws") + "/ws", max_size=None)
+            sid = (await recv_json(ws))["session"]
+            s = server.sessions[sid].stream
+            closed = asyncio.Event()
+            s.on_close = lambda _s: closed.set()
+            await ws.send(payload)
+            await ws.send(payload)
+            await until(lambda: s.live.samples_received > 16000 * (MAX_LEAD_S - 1), "the lead to fill")
+            received = s.live.samples_received
+            t_cut = time.perf_counter()
+            ws.transport.abort()  # the client is gone: no close frame, the TCP connection reset
+            await asyncio.wait_for(closed.wait(), LIMIT)
+            gone_s = time.perf_counter() - t_cut
+            await until(lambda: not server.sessions, "the registry to drop the session")
+        return received, gone_s
+
+    received, gone_s = asyncio.run(asyncio.wait_for(main(), 2 * LIMIT))
+    assert received < 16000 * (MAX_LEAD_S + 5)  # most of the 120 s was still held
+    assert gone_s < 5.0, gone_s
+
+
+def test_an_offer_session_whose_peer_leaves_is_torn_down_within_seconds(make_app, tmp_path):
+    """A browser-style session (our aiortc client, ``POST /offer``) with a microphone file playing:
+    when the peer closes, the session goes within seconds."""
+    from streaming.client import RtcClient
+    from tests.helpers import write_wav
+
+    wav = tmp_path / "mic.wav"
+    write_wav(wav, np.tile(speechlike(3.0, seed=2), 4))
+    app = make_app()
+    server = app[SERVER]
+
+    async def main():
+        async with serve_app(app) as url:
+            client = await RtcClient(url, audio_path=str(wav), keep_video=False).start()
+            s = server.sessions[client.session].stream
+            closed = asyncio.Event()
+            s.on_close = lambda _s: closed.set()
+            await client.wait_video(25, LIMIT)
+            await until(lambda: s.live.samples_received > 0, "the microphone to reach the session")
+            t_left = time.perf_counter()
+            await client.close()
+            await asyncio.wait_for(closed.wait(), LIMIT)
+            gone_s = time.perf_counter() - t_left
+            await until(lambda: not server.sessions, "the registry to drop the session")
+        return gone_s
+
+    gone_s = asyncio.run(asyncio.wait_for(main(), 2 * LIMIT))
+    assert gone_s < 5.0, gone_s
