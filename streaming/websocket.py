@@ -175,7 +175,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 await ws.send_json(reply)
             if recv is None and len(ing.held) < HELD_MESSAGES and not ws.closed:
                 recv = loop.create_task(ws.receive())
-            timeout = ing.wait_s() if ing.held or ing.end_pending else None
+            # a session closed elsewhere (DELETE, shutdown) is noticed within PROBE_S
+            timeout = ing.wait_s() if ing.held or ing.end_pending else PROBE_S
             if recv is not None:
                 await asyncio.wait({recv}, timeout=timeout)
             else:

@@ -243,3 +243,29 @@ def test_an_offer_session_whose_peer_leaves_is_torn_down_within_seconds(make_app
 
     gone_s = asyncio.run(asyncio.wait_for(main(), 2 * LIMIT))
     assert gone_s < 5.0, gone_s
+
+
+def test_a_session_deleted_by_the_operator_closes_its_websocket(make_app):
+    """``DELETE /api/sessions/{id}`` of a websocket session: the socket is closed (1000, "session
+    ended") within seconds, without the client sending anything."""
+    import aiohttp
+
+    app = make_app()
+    server = app[SERVER]
+
+    async def main():
+        async with serve_app(app) as url:
+            async with websockets.connect(url.replace("http", "ws") + "/ws") as ws:
+                sid = (await recv_json(ws))["session"]
+                async with aiohttp.ClientSession() as http, http.delete(f"{url}/api/sessions/{sid}") as r:
+                    status = r.status
+                t0 = time.perf_counter()
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await asyncio.wait_for(ws.recv(), LIMIT)
+                dt = time.perf_counter() - t0
+            assert not server.sessions
+            return status, closed.value.rcvd, dt
+
+    status, rcvd, dt = asyncio.run(asyncio.wait_for(main(), 2 * LIMIT))
+    assert status == 200 and rcvd.code == 1000 and rcvd.reason == "session ended"
+    assert dt < 5.0, dt
