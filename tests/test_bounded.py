@@ -269,3 +269,35 @@ def test_a_session_deleted_by_the_operator_closes_its_websocket(make_app):
     status, rcvd, dt = asyncio.run(asyncio.wait_for(main(), 2 * LIMIT))
     assert status == 200 and rcvd.code == 1000 and rcvd.reason == "session ended"
     assert dt < 5.0, dt
+
+
+def test_rest_frames_reach_the_tracks_as_views_of_the_avatar(tmp_path):
+    """Silence costs no image: the rest frames a session hands its video track (``take_frame``)
+    are read-only views of the avatar's own frames, and no more of them are made ahead than the
+    render horizon allows (2 s of silence pushed at once: after a second, what is due and ~0.6 s
+    more exist)."""
+    from engine.synth.none import NoneSynthesizer
+    from streaming.server import AvatarLibrary, ServerConfig
+    from streaming.session import StreamSession
+
+    lib = AvatarLibrary.from_config(ServerConfig(refs=1, cache_dir=str(tmp_path)))
+
+    async def main():
+        avatar = await lib.load("portrait")
+        async with StreamSession(avatar, NoneSynthesizer(), StreamConfig(delay_ms=DELAY_MS)) as s:
+            s.push_audio(np.zeros(2 * 16000, np.float32), 16000)
+            p0 = s.playout.session_frame(s.playout.frame_now())
+            await until(lambda: s.live.stats.frames > 5, "the first frames")
+            await asyncio.sleep(1.0)  # the horizon bounds what exists a second later
+            made = s.live.stats.frames
+            p = max(0, s.playout.session_frame(s.playout.frame_now()))
+            frames = [s.take_frame(q)[0] for q in range(p, p + 5)]
+        return avatar, frames, made, p - max(0, p0)
+
+    avatar, frames, made, shown = asyncio.run(asyncio.wait_for(main(), LIMIT))
+    assert all(f is not None for f in frames)
+    for f in frames:
+        assert f.kind.value == "rest" and not f.image.flags.writeable
+        assert np.shares_memory(f.image, avatar.frames)  # the avatar's frame itself, not a copy
+    # not all 2 s (50 frames) at once: what is due, plus the horizon (delay + margin), plus a tick
+    assert made <= shown + (DELAY_MS / 1e3 + RENDER_MARGIN_S) * FPS + 8, (made, shown)
