@@ -203,12 +203,13 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 break
     except ConnectionError:  # the client left while the server wrote to it
         pass
-    finally:
+    finally:  # the session goes first, even when this handler is being cancelled (shutdown)
+        ing.drop()
         if recv is not None:
             recv.cancel()
-            await wait_cancelled(recv)
-        ing.drop()
         await srv.close_session(s.id)
+        if recv is not None:
+            await wait_cancelled(recv)
         if not ws.closed:
             with contextlib.suppress(Exception):
                 await ws.close(message=b"session ended")
