@@ -16,7 +16,10 @@ while audio is held act at once (``flush``/``interrupt`` drop the held audio too
 which waits for the held audio to be fed. Held audio that waited counts as arriving when it is
 pushed (the ``ingest`` stage and ``input`` stats are the server's intake, not the message's
 arrival). While it is not reading, the server pings the client every :data:`PROBE_S` so that one
-that left is found (and its session torn down) within seconds."""
+that left is found (and its session torn down) within seconds; while it reads, a client silent for
+:data:`HEARTBEAT_S` is pinged and one that does not answer within half of that is gone (aiohttp's
+own heartbeat is off: it would count the time the server is not reading, when the client's answer
+waits behind its audio, against the client)."""
 
 from __future__ import annotations
 
@@ -39,6 +42,7 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # one websocket message (aiohttp max_msg_s
 PIECE_S = 0.2  # seconds of audio pushed into the session at a time (a large message is split)
 MIN_PIECE_S = 0.02  # a piece shorter than this waits for more room (unless it is the message's rest)
 PROBE_S = 1.0  # while the server is not reading, a ping this often finds a client that left
+HEARTBEAT_S = 20.0  # while reading: nothing heard for this long -> a ping; no answer in half of it -> gone
 HELD_MESSAGES = 2  # audio messages held for the lead before the server stops reading
 DEFAULT_FORMAT = {"sample_rate": 16000, "channels": 1, "format": "s16le"}
 
@@ -146,7 +150,8 @@ def _gone(request: web.Request, ws: web.WebSocketResponse) -> bool:
 @routes.get("/ws")
 async def websocket(request: web.Request) -> web.StreamResponse:
     srv = server_of(request)
-    ws = _IngestSocket(heartbeat=20.0, max_msg_size=MAX_MESSAGE_BYTES)
+    # our own heartbeat (aiohttp's counts the time the server is not reading against the client)
+    ws = _IngestSocket(autoping=False, max_msg_size=MAX_MESSAGE_BYTES)
     await ws.prepare(request)
     name = request.query.get("avatar")
     if name is not None and name not in srv.library.sources:
@@ -165,7 +170,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     ing = _Ingest(s)
     recv: asyncio.Task | None = None
     loop = asyncio.get_running_loop()
-    probed = loop.time()
+    probed = heard = loop.time()  # the last probe while not reading; the last message from the client
+    pinged: float | None = None  # a heartbeat ping not yet answered
     try:
         await ws.send_json(
             {"type": "session", "session": s.id, "whep": f"/whep/{s.id}", "avatar": s.avatar_name}
@@ -181,16 +187,29 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 await asyncio.wait({recv}, timeout=timeout)
             else:
                 await asyncio.sleep(timeout)
-            if recv is None or not recv.done():
-                if recv is None:  # not reading (backpressure): is the client still there?
-                    if _gone(request, ws):
-                        break
-                    if loop.time() - probed >= PROBE_S:
-                        probed = loop.time()
-                        await ws.ping()
+            now = loop.time()
+            if recv is None:  # not reading (backpressure): is the client still there?
+                heard, pinged = now, None  # nothing can be heard now: the heartbeat waits
+                if _gone(request, ws):
+                    break
+                if now - probed >= PROBE_S:  # a write to a peer that left fails
+                    probed = now
+                    await ws.ping()
+                continue
+            if not recv.done():  # reading, nothing came
+                if pinged is not None and now - pinged > HEARTBEAT_S / 2:
+                    break  # no answer to the heartbeat: the client is gone
+                if pinged is None and now - heard > HEARTBEAT_S:
+                    pinged = now
+                    await ws.ping()
                 continue
             msg, recv = recv.result(), None
-            if msg.type == WSMsgType.BINARY:
+            heard, pinged = now, None
+            if msg.type == WSMsgType.PING:
+                await ws.pong(msg.data)
+            elif msg.type == WSMsgType.PONG:
+                pass
+            elif msg.type == WSMsgType.BINARY:
                 if ing.ending:
                     await ws.send_json(error("ended", "audio after end is ignored"))
                 else:

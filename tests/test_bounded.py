@@ -43,14 +43,14 @@ def make_app(tmp_path_factory):
     empty = tmp_path_factory.mktemp("no-checkpoints")
     cache = tmp_path_factory.mktemp("bounded-avatars")
 
-    def make():
+    def make(max_lead_s: float = MAX_LEAD_S):
         cfg = ServerConfig(
             loopback=True,
             refs=1,
             device="cpu",
             checkpoint_dir=str(empty),
             cache_dir=str(cache),
-            stream=StreamConfig(delay_ms=DELAY_MS, max_lead_s=MAX_LEAD_S, live=LiveConfig(batch=2)),
+            stream=StreamConfig(delay_ms=DELAY_MS, max_lead_s=max_lead_s, live=LiveConfig(batch=2)),
         )
         engine = ModelEngine.from_config(cfg)
         assert engine.mode == "preview"  # a full-frame image per speech frame: what filled memory before
@@ -301,3 +301,32 @@ def test_rest_frames_reach_the_tracks_as_views_of_the_avatar(tmp_path):
         assert np.shares_memory(f.image, avatar.frames)  # the avatar's frame itself, not a copy
     # not all 2 s (50 frames) at once: what is due, plus the horizon (delay + margin), plus a tick
     assert made <= shown + (DELAY_MS / 1e3 + RENDER_MARGIN_S) * FPS + 8, (made, shown)
+
+
+def test_a_client_held_back_by_backpressure_is_not_taken_for_gone(make_app, monkeypatch):
+    """Three messages of 3 s with a lead limit of 1 s: the server stops reading for seconds, longer
+    than its heartbeat (shortened to 1 s here); the client, whose answers to pings wait behind its audio,
+    stays connected, all its audio goes in, and it is still answered afterwards."""
+    from streaming import websocket as ingest
+
+    monkeypatch.setattr(ingest, "HEARTBEAT_S", 1.0)
+    app = make_app(max_lead_s=1.0)
+    server = app[SERVER]
+    payload = pcm(3.0)
+
+    async def main():
+        async with serve_app(app) as url:
+            async with websockets.connect(url.replace("http", "ws") + "/ws", max_size=None) as ws:
+                sid = (await recv_json(ws))["session"]
+                s = server.sessions[sid].stream
+                for _ in range(3):
+                    await ws.send(payload)
+                await until(lambda: s.live.samples_received >= 16000 * 8.9, "all 9 s to go in", 2 * LIMIT)
+                marks: dict = {}
+                await watch(s, 0.5, marks)
+                await ws.send(json.dumps({"type": "stats"}))
+                return await recv_json(ws), marks
+
+    stats, marks = asyncio.run(asyncio.wait_for(main(), 3 * LIMIT))
+    assert stats["type"] == "stats" and stats["session_frames"]["audio_seconds"] > 8.9
+    assert stats["lead_s"] <= 1.05 and marks["lead"] <= 1.05
