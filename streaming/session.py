@@ -2,9 +2,11 @@
 watchdog. A transport pushes audio (:meth:`StreamSession.push_audio`) and controls; the lip-synced video and
 the delayed audio come out of two aiortc tracks shared by any number of viewers
 (:meth:`StreamSession.subscribe`). Session frame ``p`` must be ready one frame before it is shown (the live
-session's deadline: later windows are shed); a housekeeping task runs the gap watchdog (an input more than
-``gap_ms`` behind real time closes the segment), measures the frame rate, trims frames nobody took and
-pushes stats. Details: docs/live.md.
+session's deadline: later windows are shed) and is made no earlier than ``delay_ms`` +
+:data:`RENDER_MARGIN_S` (plus the expected model call) before that deadline, so audio pushed ahead of
+real time (at most ``max_lead_s``: :meth:`StreamSession.room`) waits as windows, not as frames. A
+housekeeping task runs the gap watchdog (an input more than ``gap_ms`` behind real time closes the
+segment), measures the frame rate, trims frames nobody took and pushes stats. Details: docs/live.md.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ __all__ = ["LOOKAHEAD_MS", "MODEL_STAGES", "STAGES", "StreamConfig", "StreamSess
 
 PENDING_FRAMES = 25  # frames not on the wire after this many frames are accounted without encode/send
 DEADLINE_MARGIN_S = 1.0 / FPS  # a frame must be ready this long before it is shown
+RENDER_MARGIN_S = 5.0 / FPS  # frames are made at most delay + this (+ a model call) before their deadline
 MODES = {"none": "passthrough"}  # the stats' name of a synthesizer, where it differs
 PERCENTILES = ("p50", "p95", "p99", "max", "n")
 
@@ -87,7 +90,10 @@ class StreamSession:
         self.config = config or StreamConfig()
         self.id = session_id or uuid.uuid4().hex[:12]
         self.avatar_name = avatar_name
-        live_cfg = replace(self.config.live, latency_budget_ms=self.config.budget_ms)
+        ahead = self.config.live.render_ahead_s
+        if ahead is None:  # real-time input never waits for it; audio pushed ahead is rendered just in time
+            ahead = self.config.delay_ms / 1e3 + RENDER_MARGIN_S
+        live_cfg = replace(self.config.live, latency_budget_ms=self.config.budget_ms, render_ahead_s=ahead)
         self.clock = clock
         self.playout = Playout(self.config.delay_ms / 1e3, clock)
         self.playout_audio = PlayoutAudio(self.config.playout_keep_s)
@@ -153,9 +159,13 @@ class StreamSession:
         for t in self._tasks:
             await wait_cancelled(t)
         await self.live.aclose()
+        # what a closed session no longer needs goes now, not when the last reference to it does
         self._ready.clear()
-        if self.on_close is not None:
-            self.on_close(self)
+        self._pending.clear()
+        self.playout_audio.drop()
+        on_close, self.on_close, self.on_stats, self.on_frame = self.on_close, None, None, None
+        if on_close is not None:
+            on_close(self)
 
     # ---- input ---------------------------------------------------------------------------------
 

@@ -461,6 +461,7 @@ async def whep(request: web.Request) -> web.Response:
         if viewer is not None:
             srv.mark_ended(f"/whep/{sid}/{vid}")
             await viewer.close()
+            srv.collect()  # the viewer's peer connection is a reference cycle: free it now
         for t in list(drains):
             t.cancel()
 
@@ -495,6 +496,7 @@ async def whep_delete(request: web.Request) -> web.Response:
         return _plain(404, "no such WHEP viewer")
     srv.mark_ended(f"/whep/{sid}/{vid}")
     await pc.close()
+    srv.collect()
     return web.Response(status=200)
 
 

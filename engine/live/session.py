@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -49,6 +50,10 @@ class LiveConfig:
     crossfade: int = 3  # frames of blend between rest and speech (0: hard cuts)
     speech_gate: bool = True  # False: every window is speech (no gate)
     stats_history: int = 10_000  # entries kept per latency list
+    # a window is taken for synthesis only once its frame's deadline is at most this far ahead (plus
+    # the expected call time); None: as soon as it is ready. Bounds the frames made ahead of playout
+    # when audio comes in faster than real time (needs a deadline: without one, no bound)
+    render_ahead_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.fps != FPS:
@@ -59,6 +64,8 @@ class LiveConfig:
             raise ValueError("crossfade must be >= 0")
         if self.latency_budget_ms is not None and self.latency_budget_ms <= 0:
             raise ValueError("latency_budget_ms must be positive (or None)")
+        if self.render_ahead_s is not None and self.render_ahead_s < 0:
+            raise ValueError("render_ahead_s must be >= 0 (or None)")
 
 
 class AudioTap(Protocol):
@@ -256,6 +263,7 @@ class LiveSession:
             except Exception:  # noqa: BLE001 - the session is closing; the result is unused
                 pass
         self._pool.shutdown(wait=True)  # idle now: returns at once
+        self._windows.clear()  # never computed now: their mel goes at once
         self._close_output()
 
     # ---- input ---------------------------------------------------------------------------------
@@ -467,6 +475,12 @@ class LiveSession:
                 if not self._windows:  # END and everything done
                     self._close_output()
                     return
+                early = self._early_s()
+                if early > 0:  # not due yet: wait (new work and controls wake the worker to look again)
+                    self._work_event.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._work_event.wait(), early)
+                    continue
                 gen = self._gen
                 group = self._take_group()
                 self._inflight = self._pool.submit(self._synthesize, group, self._avatar, gen)
@@ -492,15 +506,35 @@ class LiveSession:
         frames = self._stream.compose(avatar, computed, gen)
         return frames, computed.info
 
+    def _estimate(self, now: float) -> float:
+        """Seconds the next synthesizer call is expected to take. An estimate from a slow call (a
+        warm-up, a load spike) would shed every window and never be measured again: while no call
+        is made it decays, so the session tries again after a while."""
+        idle = max(0.0, now - self._last_model_end) if self._last_model_end else 0.0
+        return self._est_call * 0.5 ** (idle / ESTIMATE_HALF_LIFE_S)
+
+    def _early_s(
+        self, item: Planned | None = None, now: float | None = None, est: float | None = None
+    ) -> float:
+        """How long a window (default: the next) must wait before it is taken (``render_ahead_s``):
+        > 0 while its frame's deadline is further ahead than the horizon plus the expected call time."""
+        horizon = self.config.render_ahead_s
+        if horizon is None or self._deadline is None:
+            return 0.0
+        limit = self._deadline((item or self._windows[0]).window.index)
+        if limit is None:
+            return 0.0
+        now = time.perf_counter() if now is None else now
+        return limit - horizon - (self._estimate(now) if est is None else est) - now
+
     def _take_group(self) -> list[Planned]:
         """The next windows in order: up to ``batch`` to compute, with the silent / late ones around."""
         now, group, n_speech = time.perf_counter(), [], 0
-        # An estimate from a slow call (a warm-up, a load spike) would shed every window and never be
-        # measured again: while no call is made it decays, so the session tries again after a while.
-        idle = max(0.0, now - self._last_model_end) if self._last_model_end else 0.0
-        est = self._est_call * 0.5 ** (idle / ESTIMATE_HALF_LIFE_S)
+        est = self._estimate(now)
         while self._windows:
             item = self._windows[0]
+            if group and self._early_s(item, now, est) > 0:
+                break  # the rest is not due yet (silence is taken no further ahead than speech)
             if item.window.is_speech and self.synth.computes:
                 item.deadline = limit = self._deadline_of(item)
                 # one call carries the whole group: a window is late if that call would end after its
