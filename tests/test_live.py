@@ -264,6 +264,7 @@ def test_live_preview_renderer_opens_the_mouth_in_speech_only(avatar, landmark_m
     assert stats.dropped == 0 and stats.speech_frames > 10 and stats.rest_frames > 10
     quiet = [f for f in frames if f.index < 8]  # the leading silence
     assert all(np.array_equal(f.image, template(avatar, f.index)) for f in quiet)
+    assert all(np.shares_memory(f.image, avatar.frames) for f in quiet)  # silence costs no frame copy
     diffs = [np.abs(f.image.astype(int) - template(avatar, f.index)).max() for f in frames if f.is_speech]
     assert sum(d > 20 for d in diffs) > len(diffs) // 2  # the mouth opens in most speech frames
     for f in frames:  # only the lower face changes

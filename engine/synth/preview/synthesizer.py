@@ -17,7 +17,7 @@ import torch
 from engine.core.avatar import Avatar
 from engine.core.frames import Box, Frame, FrameKind
 from engine.core.schedule import LOOKAHEAD_MS, pingpong
-from engine.synth.base import CallInfo, Computed, Planned, planned_timing, rest_frame
+from engine.synth.base import CallInfo, Computed, Planned, planned_timing, readonly, rest_frame
 from engine.synth.neural import FaceGenerator, StageTimes
 from engine.synth.preview import OpennessTracker, PreviewConfig, PreviewRenderer, openness_curve
 
@@ -128,6 +128,8 @@ class PreviewStream:
 
     @staticmethod
     def _frame(q, kind, img, renderer, timing, info, transformer_s, template) -> Frame:
+        if renderer.last.mode == "template":  # the template itself (a closed mouth): keep no copy of it
+            img = readonly(renderer.avatar.frames[template])
         img.flags.writeable = False
         end = time.perf_counter()
         t = timing.copy()
