@@ -50,6 +50,16 @@ class ServerConfig:
     stream: StreamConfig = field(default_factory=StreamConfig)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The server's options; their defaults are those of :class:`ServerConfig` and the stream settings."""
     sc, st, lc = ServerConfig(), StreamConfig(), LiveConfig()
@@ -114,6 +124,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=sc.max_sessions,
         help=f"concurrent sessions (default {sc.max_sessions})",
     )
+    p.add_argument(
+        "--max-viewers",
+        type=_positive_int,
+        default=sc.max_viewers,
+        metavar="N",
+        help=f"WHEP viewers per session; one more is answered 503 (default {sc.max_viewers})",
+    )
     p.add_argument("--ice-server", action="append", default=[], metavar="URL", help="STUN/TURN URL (repeat)")
     p.add_argument("--loopback", action="store_true", help="ICE on 127.0.0.1 only (local demos and tests)")
     p.add_argument(
@@ -149,6 +166,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         precision=args.precision,
         max_sessions=args.max_sessions,
         max_batch=args.max_batch,
+        max_viewers=args.max_viewers,
         ice_servers=tuple(args.ice_server),
         loopback=args.loopback,
         mic_prefetch=args.mic_prefetch,
