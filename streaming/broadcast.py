@@ -48,8 +48,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-VIDEO_QUEUE = 5  # video frames a viewer may fall behind (200 ms at 25 fps) before its oldest are dropped
-AUDIO_QUEUE = 25  # 20 ms audio frames a viewer may fall behind (500 ms)
+# How far a viewer may fall behind before its oldest items are dropped. A paced source whose loop was
+# held up catches up with a burst of up to MAX_BEHIND_S (0.5 s, streaming/tracks.py) of items at once;
+# a queue holds such a burst, so a pause of the whole server costs no viewer a frame by itself.
+VIDEO_QUEUE = 13  # video frames (520 ms at 25 fps)
+AUDIO_QUEUE = 50  # 20 ms audio frames (1 s): an audio gap is heard, a late one is not
 
 
 def _read_only(a: np.ndarray) -> np.ndarray:
