@@ -150,6 +150,10 @@ class ServerProcess:
                 return int(line.split()[1])
         raise KeyError(key)
 
+    def loop_cpu_wait_s(self) -> float:
+        """Seconds the server's main thread (its event loop) has waited for a CPU (/proc schedstat)."""
+        return int(Path(f"/proc/{self.pid}/task/{self.pid}/schedstat").read_text().split()[1]) / 1e9
+
     def rss_mb(self) -> float:
         return self._status("VmRSS") / 1024.0
 

@@ -6,10 +6,12 @@ between two viewers' frames; a late joiner's encoder starts with a keyframe), a 
 :class:`StreamSession` with three viewers (the tracks, the stats, everything gone after ``aclose``),
 ``--max-viewers`` on the command line, and the real thing: ``mouthpiece serve`` in a child process, a
 presenter on ``/offer`` with speech as its microphone and three WHEP viewers (aiortc peers, one joining
-late) for 60 s: each viewer >= 24 fps (24 of the session's 25: on a machine so busy that the session
-itself falls behind, the bound follows the frames it made), none frozen (no gap > 0.5 s that the other
-peers do not share), the server's memory flat, a fourth viewer refused with 503, and every viewer's
-tasks and threads gone at the end. Every wait has a time limit.
+late) for 60 s: no viewer frozen (3 s without a frame), the server's memory flat, a fourth viewer refused with
+503, every viewer's tasks and threads gone at the end; and each viewer >= 24 fps with no gap over
+0.5 s and its 50 audio frames a second. A real-time shortfall fails the test unless the machine did
+not give the event loops the CPU they asked for (the server's or this process's loop thread waited
+for a CPU over 10 % of the minute, from /proc schedstat: cores busy with other work); then it is a
+skip that states the figures. Every wait has a time limit.
 """
 
 from __future__ import annotations
@@ -323,21 +325,22 @@ def test_max_viewers_option():
 
 WATCH_S = 60.0
 MIN_FPS = 24.0
-MIN_SOURCE_FPS = 20.0  # below this the machine is too busy for any real-time measurement
+FROZEN_S = 3.0  # no frame for this long, on any machine: frozen
+MAX_CPU_WAIT = 0.10  # an event loop that waited for a CPU longer than this share of the minute: too busy
 MAX_GAP_S = 0.5  # a viewer frozen: no frame for longer than this while the others go on
-SERVER_STALL_S = 2.0  # the whole server paused by a loaded machine (every peer's frames stop at once)
 RSS_GROWTH_MB = 40.0  # the last 20 s vs the first 20 s (the bug this replaces: ~20 MB/s)
+
+
+def thread_cpu_wait_s() -> float:
+    """Seconds this thread has waited for a CPU (runnable, not running: /proc schedstat)."""
+    path = f"/proc/self/task/{threading.get_native_id()}/schedstat"
+    return int(open(path).read().split()[1]) / 1e9
 
 
 def gaps_over(arrivals: np.ndarray, bound: float) -> list[tuple[float, float]]:
     """(previous, next) arrival times around each gap longer than ``bound``."""
     d = np.diff(arrivals)
     return [(float(arrivals[i]), float(arrivals[i + 1])) for i in np.flatnonzero(d > bound)]
-
-
-def frames_within(arrivals: np.ndarray, gap: tuple[float, float], margin: float = 0.1) -> int:
-    """Frames of a stream that arrived inside ``gap`` (shrunk by ``margin`` at both ends)."""
-    return int(((arrivals > gap[0] + margin) & (arrivals < gap[1] - margin)).sum())
 
 
 def test_one_session_three_whep_viewers_for_a_minute(tmp_path):
@@ -370,6 +373,7 @@ def test_one_session_three_whep_viewers_for_a_minute(tmp_path):
                     await fourth.close()
 
                     s0 = await srv.session_stats(sid)
+                    w0, c0 = srv.loop_cpu_wait_s(), thread_cpu_wait_s()
                     t0, t0_wall = time.monotonic(), time.time()
                     rss = []
                     while time.monotonic() - t0 < WATCH_S:  # the measuring window: one RSS sample a second
@@ -377,6 +381,9 @@ def test_one_session_three_whep_viewers_for_a_minute(tmp_path):
                         await asyncio.sleep(1.0)
                     t1, t1_wall = time.monotonic(), time.time()
                     s1 = await srv.session_stats(sid)
+                    out["wait_server"] = (srv.loop_cpu_wait_s() - w0) / (t1 - t0)
+                    out["window"] = (t0, t1)
+                    out["wait_client"] = (thread_cpu_wait_s() - c0) / (t1 - t0)
                     out["source_fps"] = (s1["video"]["sent"] - s0["video"]["sent"]) / (t1 - t0)
                     out["dropped"] = s1["broadcast"]["dropped_video"] - s0["broadcast"]["dropped_video"]
                     out["fps"] = [v.fps(t0, t1) for v in viewers]
@@ -410,20 +417,12 @@ def test_one_session_three_whep_viewers_for_a_minute(tmp_path):
         return out
 
     out = asyncio.run(asyncio.wait_for(main(), WATCH_S + 6 * LIMIT))
-    # every viewer gets what the session made, less at most 1 fps: >= 24 fps while the session makes its
-    # 25; a machine too busy to run the session itself at 25 (other work on the same cores pausing the
-    # whole server, which then skips frames) lowers the source and so every viewer with it
-    assert out["source_fps"] >= MIN_SOURCE_FPS, out["source_fps"]
-    bound = MIN_FPS - max(0.0, 25.0 - out["source_fps"])
-    info = (out["fps"], out["presenter_fps"], out["source_fps"], out["dropped"])
-    assert all(f >= bound for f in out["fps"]) and out["presenter_fps"] >= bound, info
-    # none froze: a gap of more than MAX_GAP_S in a viewer is a pause of the whole server (no peer,
-    # the presenter's included, got a frame in it), as a machine busy with other work causes, and short
-    for k, gap in ((k, g) for k, a in enumerate(out["streams"][:-1]) for g in gaps_over(a, MAX_GAP_S)):
-        assert gap[1] - gap[0] <= SERVER_STALL_S, (k, gap)
-        others = [a for j, a in enumerate(out["streams"]) if j != k]
-        assert all(frames_within(a, gap) == 0 for a in others), f"viewer {k} froze alone for {gap}"
-    assert all(n >= 45 * WATCH_S for n in out["audio"]), out["audio"]  # 50 audio frames a second
+    # at any load: no viewer froze (the bug this replaces: a viewer stopped for good after a few frames;
+    # the window's ends count, so a viewer that stops early shows), memory flat, the fourth viewer
+    # refused (above), every viewer's tasks and threads gone
+    t0, t1 = out["window"]
+    for k, a in enumerate(out["streams"]):
+        assert not gaps_over(np.concatenate([[t0], a, [t1]]), FROZEN_S), (k, gaps_over(a, MAX_GAP_S))
     first = max(mb for t, mb in out["rss"] if t < 20.0)
     last = max(mb for t, mb in out["rss"] if t >= WATCH_S - 20.0)
     assert last - first <= RSS_GROWTH_MB, (first, last)
@@ -431,3 +430,23 @@ def test_one_session_three_whep_viewers_for_a_minute(tmp_path):
     assert out["threads_end"] <= out["threads_presenter"] < out["threads_peak"]
     assert not [t for t in out["client_tasks"] if not t.done()]
     assert set(threading.enumerate()) <= threads_before  # the viewers' decoder threads are gone
+    # real time: every viewer >= 24 fps, no gap over 0.5 s, 50 audio frames a second. Judged unless
+    # the machine did not give the server's and the viewers' event loops the CPU they asked for (on
+    # cores shared with other work they may wait for one most of the time: then a frame rate says
+    # nothing about this code, and a shortfall is reported as a skip, with the figures)
+    gaps = [g for st in out["streams"] for g in gaps_over(np.concatenate([[t0], st, [t1]]), MAX_GAP_S)]
+    shortfall = [
+        f"viewer fps {[round(f, 1) for f in out['fps']]}" * (min(out["fps"]) < MIN_FPS),
+        f"presenter fps {out['presenter_fps']:.1f}" * (out["presenter_fps"] < MIN_FPS),
+        f"gaps {[round(b - a, 2) for a, b in gaps]} s" * bool(gaps),
+        f"audio frames {out['audio']}" * (min(out["audio"]) < 45 * WATCH_S),
+    ]
+    shortfall = "; ".join(x for x in shortfall if x)
+    waited = max(out["wait_server"], out["wait_client"])
+    if shortfall and waited > MAX_CPU_WAIT:
+        pytest.skip(
+            f"real time not judged: an event loop waited for a CPU {waited:.0%} of the minute (other work "
+            f"on these cores; the session made {out['source_fps']:.1f} fps): {shortfall}; every other "
+            "check passed"
+        )
+    assert not shortfall, (shortfall, f"waited for a CPU {waited:.0%}", f"source {out['source_fps']:.1f} fps")
