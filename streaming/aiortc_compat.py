@@ -1,19 +1,17 @@
 """Every reach into aiortc's (and aioice's) private internals, in one place.
 
-aiortc has no public setting or hook for a few things the server, the sessions and the test client
-need: the audio jitter buffer's prefetch, the RTP timestamp origin of a receiver, a look at the RTCP
-packets a receiver gets, the encoder output of a sender, the reader tasks of a ``MediaRelay`` and
-the ICE connection (and its nominated pairs) under an ``RTCIceGatherer``. Each reach is a small
-function here with a capability check (``can_...``) that says whether the installed aiortc looks as
-expected; a function either degrades as documented (returns False / None / an empty list) or
-raises :class:`AiortcInternalsError` naming what is missing. ``tests/test_aiortc_compat.py``
-checks every capability against the installed aiortc with real aiortc objects, so an aiortc
-upgrade that moves these internals fails there rather than silently in a session.
+aiortc has no public setting or hook for a few things the server, the sessions and the test client need:
+the audio jitter buffer's prefetch, the RTP timestamp origin of a receiver, a look at the RTCP packets a
+receiver gets, the encoder output of a sender and the ICE connection (and its nominated pairs) under an
+``RTCIceGatherer``. Each reach is a small function here with a capability check (``can_...``) that says
+whether the installed aiortc looks as expected; a function either degrades as documented (returns False /
+None / an empty list) or raises :class:`AiortcInternalsError` naming what is missing.
+``tests/test_aiortc_compat.py`` checks every capability against the installed aiortc with real aiortc
+objects, so an aiortc upgrade that moves these internals fails there rather than silently in a session.
 """
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 from collections.abc import Awaitable, Callable
 
@@ -22,7 +20,6 @@ import aioice.ice
 __all__ = [
     "AiortcInternalsError",
     "audio_prefetch",
-    "can_list_relay_readers",
     "can_read_rtp_timestamp_origin",
     "can_replace_next_encoded_frame",
     "can_set_audio_prefetch",
@@ -31,7 +28,6 @@ __all__ = [
     "missing_aioice_hooks",
     "next_encoded_frame",
     "nominated_pairs",
-    "relay_reader_tasks",
     "require_aioice_hooks",
     "rtp_timestamp_origin",
     "set_audio_prefetch",
@@ -42,7 +38,6 @@ __all__ = [
 # name-mangled attributes of aiortc classes (``self.__x`` in class ``C`` is ``_C__x``)
 _JITTER_BUFFER = "_RTCRtpReceiver__jitter_buffer"
 _TIMESTAMP_MAPPER = "_RTCRtpReceiver__timestamp_mapper"
-_RELAY_TASKS = "_MediaRelay__tasks"
 
 # what streaming.ice patches (for the duration of a loopback block): (owner, attribute)
 AIOICE_HOOKS = (
@@ -161,20 +156,6 @@ def set_next_encoded_frame(sender, fn: NextEncodedFrame) -> None:
     if next_encoded_frame(sender) is None:
         raise AiortcInternalsError("RTCRtpSender has no _next_encoded_frame")
     sender._next_encoded_frame = fn
-
-
-# ---- MediaRelay: reader tasks ------------------------------------------------------------------
-
-
-def can_list_relay_readers(relay) -> bool:
-    """Whether ``relay`` (a ``MediaRelay``) keeps its per-source reader tasks in a dict."""
-    return isinstance(getattr(relay, _RELAY_TASKS, None), dict)
-
-
-def relay_reader_tasks(relay) -> list[asyncio.Future]:
-    """The tasks with which ``relay`` reads its source tracks (one per source a proxy started);
-    empty where they cannot be found (then nobody waits for them)."""
-    return list(getattr(relay, _RELAY_TASKS, {}).values())
 
 
 # ---- ICE: aioice under aiortc ------------------------------------------------------------------

@@ -90,6 +90,16 @@ def origin(text: str) -> str:
     return f"{scheme}://{host}" + ("" if port in (None, default) else f":{port}")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The server's options; their defaults are those of :class:`ServerConfig` and the stream settings."""
     sc, st, lc = ServerConfig(), StreamConfig(), LiveConfig()
@@ -154,6 +164,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=sc.max_sessions,
         help=f"concurrent sessions (default {sc.max_sessions})",
     )
+    p.add_argument(
+        "--max-viewers",
+        type=_positive_int,
+        default=sc.max_viewers,
+        metavar="N",
+        help=f"WHEP viewers per session; one more is answered 503 (default {sc.max_viewers})",
+    )
     p.add_argument("--ice-server", action="append", default=[], metavar="URL", help="STUN/TURN URL (repeat)")
     p.add_argument(
         "--allow-origin",
@@ -197,6 +214,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         precision=args.precision,
         max_sessions=args.max_sessions,
         max_batch=args.max_batch,
+        max_viewers=args.max_viewers,
         ice_servers=tuple(args.ice_server),
         allow_origins=tuple(getattr(args, "allow_origin", None) or ()),
         loopback=args.loopback,

@@ -1,7 +1,8 @@
 """A streaming session: a :class:`engine.live.session.LiveSession` with its playout clock, tracks and
 watchdog. A transport pushes audio (:meth:`StreamSession.push_audio`) and controls; the lip-synced video and
-the delayed audio come out of two aiortc tracks shared by any number of viewers
-(:meth:`StreamSession.subscribe`). Session frame ``p`` must be ready one frame before it is shown (the live
+the delayed audio are made once per frame by two paced tracks and fanned out to any number of viewers,
+each with tracks and a bounded queue of its own (:meth:`StreamSession.subscribe`,
+:mod:`streaming.broadcast`). Session frame ``p`` must be ready one frame before it is shown (the live
 session's deadline: later windows are shed) and is made no earlier than ``delay_ms`` +
 :data:`RENDER_MARGIN_S` (plus the expected model call) before that deadline, so audio pushed ahead of
 real time (at most ``max_lead_s``: :meth:`StreamSession.room`) waits as windows, not as frames. A
@@ -18,7 +19,6 @@ import uuid
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-from aiortc.contrib.media import MediaRelay
 
 from engine.core.avatar import Avatar
 from engine.core.clock import AUDIO_RATE as TARGET_RATE
@@ -30,7 +30,8 @@ from engine.live.latency import MODEL_STAGES, LatencyRecord
 from engine.live.messages import STAGES, Control, ControlKind
 from engine.live.session import LiveConfig, LiveSession
 from engine.synth.base import Synthesizer
-from streaming.aiortc_compat import next_encoded_frame, relay_reader_tasks, set_next_encoded_frame
+from streaming.aiortc_compat import next_encoded_frame, set_next_encoded_frame
+from streaming.broadcast import AUDIO_QUEUE, VIDEO_QUEUE, Broadcast
 from streaming.tracks import AvatarVideoTrack, Playout, PlayoutAudio, PlayoutAudioTrack, wait_cancelled
 
 __all__ = ["LOOKAHEAD_MS", "MODEL_STAGES", "STAGES", "StreamConfig", "StreamSession"]
@@ -102,7 +103,8 @@ class StreamSession:
         )
         self.video = AvatarVideoTrack(self)
         self.audio = PlayoutAudioTrack(self)
-        self._relay = MediaRelay()
+        self.video_out = Broadcast(self.video, VIDEO_QUEUE, f"video-{self.id}")
+        self.audio_out = Broadcast(self.audio, AUDIO_QUEUE, f"audio-{self.id}")
         self._ready: collections.deque[Frame] = collections.deque()
         # (session samples after the push, its arrival time, its ingest seconds)
         self._arrivals: collections.deque[tuple[int, float, float]] = collections.deque(maxlen=8192)
@@ -150,10 +152,9 @@ class StreamSession:
         self.closed = True
         self.video.stop()
         self.audio.stop()
-        # the relay's readers end at their next recv() (at most one frame time): wait for them
-        readers = relay_reader_tasks(self._relay)
-        if readers:
-            await asyncio.wait(readers, timeout=1.0)
+        await self.video_out.aclose()
+        await self.audio_out.aclose()
+        self.video.close()  # its converter thread
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -245,8 +246,17 @@ class StreamSession:
         return self.live.error
 
     def subscribe(self) -> tuple:
-        """(video, audio) tracks for one more viewer (aiortc MediaRelay proxies)."""
-        return self._relay.subscribe(self.video), self._relay.subscribe(self.audio)
+        """(video, audio) tracks for one more viewer (:class:`streaming.broadcast.ViewerTrack`: its own
+        frames from a bounded queue; stop them, or close the peer that sends them, to leave).
+        RuntimeError once the session is closed."""
+        if self.closed:
+            raise RuntimeError("the session is closed")
+        return self.video_out.subscribe(), self.audio_out.subscribe()
+
+    @property
+    def viewers(self) -> int:
+        """Viewers now (their video tracks)."""
+        return len(self.video_out.viewers)
 
     def take_frame(self, p: int) -> tuple[Frame | None, int]:
         """Session frame ``p`` if it is ready (and the number of older frames skipped)."""
@@ -304,7 +314,7 @@ class StreamSession:
 
     def watch_sender(self, sender) -> bool:
         """Time ``encode`` and ``send`` of this session's video on an aiortc ``RTCRtpSender`` whose
-        track is one of :meth:`subscribe`'s proxies (wraps the sender's ``_next_encoded_frame`` and
+        track is one of :meth:`subscribe`'s viewer tracks (wraps the sender's ``_next_encoded_frame`` and
         the proxy's ``recv``; aiortc has no public hook). The first viewer to put a frame on the
         wire is the one counted. False if the sender does not look as expected (then ``total`` is
         measured when frames are handed on)."""
@@ -397,6 +407,12 @@ class StreamSession:
             "lead_s": self.lead_s(),
             "video": {"sent": v.sent, "fresh": v.fresh, "late": v.late, "idle": v.idle, "skipped": v.skipped},
             "audio": {"sent": self.audio.sent, "late_samples": self.playout_audio.late},
+            "broadcast": {  # every viewer's tracks (the session's own peer, the page, WHEP players)
+                "viewers": self.viewers,
+                "joined": self.video_out.joined,
+                "dropped_video": self.video_out.dropped,
+                "dropped_audio": self.audio_out.dropped,
+            },
             "session_frames": self.live.stats.snapshot(),
             "latency_ms": {s: summary(d, 1e3, PERCENTILES) for s, d in self.latency.items() if d},
         }

@@ -6,12 +6,18 @@ fixes ``anchor``, the output frame that shows session frame 0, and the grid's ph
 session's frame when it is ready, the last image for at most ``MAX_HOLD_FRAMES`` when the model is late,
 else the avatar at rest. :class:`PlayoutAudio` keeps the input audio at 48 kHz on the session clock for
 :class:`PlayoutAudioTrack`. The rules in full: docs/live.md, "The playout clock".
+
+Both tracks make each frame once (:meth:`AvatarVideoTrack.produce`, :meth:`PlayoutAudioTrack.produce`)
+as a read-only :class:`streaming.broadcast.SharedVideo` / :class:`streaming.broadcast.SharedAudio`
+(the picture converted to yuv420p once, off the event loop) for a :class:`streaming.broadcast.Broadcast`
+to fan out; their ``recv`` gives one frame of their own to a single direct consumer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import fractions
 import math
 import time
@@ -24,6 +30,7 @@ from engine.core.clock import AUDIO_RATE, FPS, SAMPLES_PER_FRAME
 from engine.core.schedule import pingpong
 from engine.live.audio import StreamingResampler
 from engine.live.messages import Control, ControlKind
+from streaming.broadcast import SharedAudio, SharedVideo
 
 __all__ = [
     "AUDIO_FRAME",
@@ -234,13 +241,43 @@ class AvatarVideoTrack(_PacedTrack):
         self.fresh = self.late = self.idle = self.skipped = 0
         self._late_run = 0  # consecutive frames not ready in time
         self.last_shown: int | None = None  # session frame index of the last fresh frame
+        self._converted: tuple[np.ndarray | None, tuple] = (None, ())  # the last image and its planes
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
 
     def forget_image(self) -> None:
         """After a flush: frames not ready show the avatar at rest instead of the last image."""
         self._image = None
 
     async def recv(self) -> av.VideoFrame:
-        i = await self._tick()
+        return (await self.produce()).frame()
+
+    async def produce(self) -> SharedVideo:
+        """The next output frame, when it is due, made once for every viewer: its image converted
+        to yuv420p in this track's converter thread (a held image is not converted again)."""
+        i, image = self._next_image(await self._tick())
+        if image is not self._converted[0]:
+            planes = await self._convert(image)
+            if self.readyState != "live":
+                raise MediaStreamError
+            self._converted = (image, planes)
+        h, w = image.shape[:2]
+        return SharedVideo(i, VIDEO_TIME_BASE, int(w), int(h), self._converted[1])
+
+    async def _convert(self, image: np.ndarray):
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mouthpiece-yuv")
+        loop = asyncio.get_running_loop()
+        shared = await loop.run_in_executor(self._executor, SharedVideo.from_bgr, image, 0, VIDEO_TIME_BASE)
+        return shared.planes
+
+    def close(self) -> None:
+        """Stop the track and its converter thread (waits for a conversion in progress, a few ms)."""
+        self.stop()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    def _next_image(self, i: int) -> tuple[int, np.ndarray]:
         session = self._session
         if session.error is not None:
             self.stop()
@@ -268,10 +305,7 @@ class AvatarVideoTrack(_PacedTrack):
             image = avatar.frames[int(pingpong(max(0, i if p is None else p), avatar.n_frames))]
             self.idle += 1
         self._image = image
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
-        frame.pts = i
-        frame.time_base = VIDEO_TIME_BASE
-        return frame
+        return i, image
 
 
 class PlayoutAudioTrack(_PacedTrack):
@@ -281,6 +315,10 @@ class PlayoutAudioTrack(_PacedTrack):
     rate = PLAYOUT_RATE / AUDIO_FRAME  # 50 frames per second
 
     async def recv(self) -> av.AudioFrame:
+        return (await self.produce()).frame()
+
+    async def produce(self) -> SharedAudio:
+        """The next 20 ms of audio, when it is due, made once for every viewer."""
         m = await self._tick()
         anchor = self._playout.anchor
         if anchor is None:
@@ -288,11 +326,7 @@ class PlayoutAudioTrack(_PacedTrack):
         else:
             x = self._session.read_audio(m * AUDIO_FRAME - anchor * PLAYOUT_PER_FRAME, AUDIO_FRAME)
         pcm = np.clip(np.rint(x * 32767.0), -32768, 32767).astype(np.int16)
-        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = PLAYOUT_RATE
-        frame.pts = m * AUDIO_FRAME
-        frame.time_base = AUDIO_TIME_BASE
-        return frame
+        return SharedAudio.from_pcm(pcm, m * AUDIO_FRAME, PLAYOUT_RATE, AUDIO_TIME_BASE)
 
 
 async def wait_cancelled(task: asyncio.Task) -> None:

@@ -1,13 +1,12 @@
 """Every reach into aiortc / aioice internals (streaming/aiortc_compat.py) against the installed aiortc.
 
-The first test inspects real aiortc objects (a peer connection with transceivers, a sender, a
-MediaRelay) without connecting anything: each capability check holds and each function reads or
-changes what it should, and fails clearly on an object that is not aiortc's. The second makes one
-short call between two peer connections in this process over loopback only
-(:func:`streaming.ice.loopback_ice`) and checks that the hooks take effect: the replaced encoder
-output is what the send loop uses, the RTCP tap sees sender reports, the RTP timestamp origin
-becomes known, the relay's reader task exists while a proxy is read and ends after its source
-stops, and the nominated ICE pairs are read. Every wait has a time limit.
+The first test inspects real aiortc objects (a peer connection with transceivers, a sender) without
+connecting anything: each capability check holds and each function reads or changes what it should, and
+fails clearly on an object that is not aiortc's. The second makes one short call between two peer
+connections in this process over loopback only (:func:`streaming.ice.loopback_ice`) and checks that the
+hooks take effect: the replaced encoder output is what the send loop uses, the RTCP tap sees sender
+reports, the RTP timestamp origin becomes known, and the nominated ICE pairs are read. Every wait has a
+time limit.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ import asyncio
 import aioice.ice
 import pytest
 from aiortc import RTCPeerConnection
-from aiortc.contrib.media import MediaRelay
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError, VideoStreamTrack
 from aiortc.rtp import RtcpSenderInfo, RtcpSrPacket
 
@@ -92,22 +90,6 @@ def test_capabilities_on_real_aiortc_objects():
         finally:
             await pc.close()
 
-        # MediaRelay: one reader task per source, started by the first proxy's recv()
-        relay = MediaRelay()
-        assert compat.can_list_relay_readers(relay)
-        assert compat.relay_reader_tasks(relay) == []
-        assert not compat.can_list_relay_readers(object())
-        assert compat.relay_reader_tasks(object()) == []
-        source = AudioStreamTrack()
-        proxy = relay.subscribe(source)
-        await asyncio.wait_for(proxy.recv(), LIMIT)
-        readers = compat.relay_reader_tasks(relay)
-        assert len(readers) == 1 and not readers[0].done()
-        source.stop()
-        done, _ = await asyncio.wait(readers, timeout=LIMIT)
-        assert done == set(readers)
-        proxy.stop()
-
     asyncio.run(main())
 
 
@@ -115,10 +97,9 @@ def test_hooks_take_effect_in_a_loopback_call():
     async def main():
         with loopback_ice() as config:
             client, server = RTCPeerConnection(config), RTCPeerConnection(config)
-            relay = MediaRelay()
             source = VideoStreamTrack()
             client.addTrack(AudioStreamTrack())
-            video_sender = client.addTrack(relay.subscribe(source))
+            video_sender = client.addTrack(source)
             encoded = []
             original = compat.next_encoded_frame(video_sender)
 
@@ -170,21 +151,16 @@ def test_hooks_take_effect_in_a_loopback_call():
 
                 await asyncio.wait_for(sender_reports(), LIMIT)
 
-                assert len(compat.relay_reader_tasks(relay)) == 1
                 for pc in (client, server):
                     pairs = selected_pairs(pc)
                     assert pairs and all(a[0] == LOOPBACK and b[0] == LOOPBACK for a, b in pairs)
                     assert local_candidate_hosts(pc) == {LOOPBACK}
             finally:
-                source.stop()  # the relay's reader ends at its next recv()
-                readers = compat.relay_reader_tasks(relay)
-                if readers:
-                    await asyncio.wait(readers, timeout=LIMIT)
+                source.stop()
                 await client.close()
                 await server.close()
                 for t in consumers:
                     t.cancel()
                 await asyncio.gather(*consumers, return_exceptions=True)
-            assert all(t.done() for t in readers)
 
     asyncio.run(main())

@@ -1,0 +1,508 @@
+"""CPU and memory per viewer of one live session (issue 14, "Broadcast").
+
+A server (``mouthpiece serve``, loopback ICE, the bundled portrait) runs in a child process so its CPU
+time and memory are its own. One presenter session (:class:`streaming.client.RtcClient` on ``/offer``,
+a speech-like WAV as its microphone; its peer is a viewer too) is joined by WHEP viewers
+(:class:`WhepViewer`: aiortc peers that ``POST /whep/{session}``) one step at a time: 0, 1, 2, ...
+``--viewers``. At each step, after ``--settle`` seconds, the server's CPU (% of one core, from
+``/proc/PID/stat``), its RSS and every viewer's frame rate (decoded frames' arrivals) are measured over
+``--seconds``. A second part times what one more viewer costs the server in isolation, on one thread:
+copying the shared yuv420p frame into a frame of its own, aiortc's VP8 encoder on it, and aiortc's Opus
+encoder on 20 ms of audio, at 25 and 50 frames per second of wall time.
+
+Run: ``python benchmarks/viewers.py --viewers 6 --seconds 10`` (results:
+benchmarks/results/viewers_cpu.md and .json; the decision they support: docs/live.md, "Viewers").
+The pieces (:class:`ServerProcess`, :class:`WhepViewer`) are used by tests/test_broadcast.py too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import wave
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from aiortc import RTCPeerConnection, RTCSessionDescription  # noqa: E402
+from aiortc.mediastreams import MediaStreamError  # noqa: E402
+
+from streaming.ice import loopback_configuration  # noqa: E402
+from streaming.tracks import wait_cancelled  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def speech_wav(path: Path, seconds: float, rate: int = 48000) -> Path:
+    """A voiced, syllable-modulated harmonic signal (f0 ~140 Hz) as a 16-bit mono WAV."""
+    t = np.arange(int(seconds * rate)) / rate
+    f0 = 140.0 + 20.0 * np.sin(2 * np.pi * 0.5 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / rate
+    x = np.zeros_like(t)
+    for h in range(1, 25):
+        f = h * f0
+        amp = np.exp(-(((f - 500) / 300) ** 2)) + 0.6 * np.exp(-(((f - 1500) / 400) ** 2))
+        x += amp * np.sin(h * phase)
+    x *= 0.15 + 0.85 * 0.5 * (1 - np.cos(2 * np.pi * 4.0 * t))
+    x = 0.3 * x / np.abs(x).max()
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((x * 32767).astype("<i2").tobytes())
+    return path
+
+
+class ServerProcess:
+    """``mouthpiece serve`` in a child process on a free port (loopback ICE); its CPU seconds, RSS
+    and thread count read from /proc. Use as ``async with ServerProcess(...) as srv:``."""
+
+    def __init__(self, workdir: Path, renderer: str = "preview", max_viewers: int = 16, *extra: str) -> None:
+        self.workdir = Path(workdir)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        empty = self.workdir / "no-checkpoints"
+        empty.mkdir(parents=True, exist_ok=True)
+        self.command = [
+            sys.executable,
+            "-m",
+            "engine",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
+        self.command += ["--loopback", "--renderer", renderer, "--checkpoint-dir", str(empty), "--refs", "1"]
+        self.command += ["--cache", str(self.workdir / "cache"), "--max-viewers", str(max_viewers), *extra]
+        self.proc: subprocess.Popen | None = None
+        self._log = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log_tail(self, n: int = 3000) -> str:
+        self._log.flush()
+        return Path(self._log.name).read_bytes()[-n:].decode("utf-8", "replace")
+
+    async def __aenter__(self) -> ServerProcess:
+        self._log = tempfile.NamedTemporaryFile(
+            "w+b", prefix="mouthpiece-viewers-", suffix=".log", delete=False
+        )
+        self.proc = subprocess.Popen(self.command, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 180.0
+        async with aiohttp.ClientSession() as http:
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(
+                        f"the server exited with status {self.proc.returncode}:\n{self.log_tail()}"
+                    )
+                with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError):
+                    async with http.get(f"{self.url}/healthz", timeout=aiohttp.ClientTimeout(total=2)) as r:
+                        if r.status == 200:
+                            break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the server did not answer in 180 s:\n{self.log_tail()}")
+                await asyncio.sleep(0.25)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, self.proc.wait, 30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        Path(self._log.name).unlink(missing_ok=True)
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+    def _status(self, key: str) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+        raise KeyError(key)
+
+    def loop_cpu_wait_s(self) -> float:
+        """Seconds the server's main thread (its event loop) has waited for a CPU (/proc schedstat)."""
+        return int(Path(f"/proc/{self.pid}/task/{self.pid}/schedstat").read_text().split()[1]) / 1e9
+
+    def rss_mb(self) -> float:
+        return self._status("VmRSS") / 1024.0
+
+    def threads(self) -> int:
+        return self._status("Threads")
+
+    async def session_stats(self, sid: str) -> dict:
+        """One session's stats (``/api/sessions/{sid}``)."""
+        async with aiohttp.ClientSession() as http, http.get(f"{self.url}/api/sessions/{sid}") as r:
+            return await r.json()
+
+    async def sessions(self) -> int:
+        """The server's session count (``/healthz``)."""
+        async with aiohttp.ClientSession() as http, http.get(f"{self.url}/healthz") as r:
+            return int((await r.json())["sessions"])
+
+
+class WhepViewer:
+    """An aiortc peer that watches a session over WHEP (recvonly video and audio, or video only):
+    ``POST /whep/{session}`` with its offer, ``DELETE`` its resource on :meth:`close`. Records the
+    arrival time (``time.monotonic()``) and pts of each decoded video frame and counts audio frames."""
+
+    def __init__(self, base_url: str, session: str, audio: bool = True) -> None:
+        self.base_url = base_url
+        self.session = session
+        self.audio = audio
+        self.pc = RTCPeerConnection(loopback_configuration())
+        self.location: str | None = None
+        self.video_arrivals: list[float] = []
+        self.video_pts: list[int] = []
+        self.audio_frames = 0
+        self.first_frame = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+
+    async def start(self) -> WhepViewer:
+        pc = self.pc
+        pc.addTransceiver("video", direction="recvonly")
+        if self.audio:
+            pc.addTransceiver("audio", direction="recvonly")
+
+        @pc.on("track")
+        def _track(track) -> None:
+            self._tasks.append(asyncio.ensure_future(self._consume(track)))
+
+        await pc.setLocalDescription(await pc.createOffer())
+        headers = {"Content-Type": "application/sdp"}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"{self.base_url}/whep/{self.session}", data=pc.localDescription.sdp, headers=headers
+            ) as r,
+        ):
+            text = await r.text()
+            if r.status != 201:
+                raise RuntimeError(f"WHEP offer refused ({r.status}): {text[:200]}")
+            self.location = r.headers["Location"]
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=text, type="answer"))
+        return self
+
+    async def _consume(self, track) -> None:
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            if track.kind == "video":
+                self.video_arrivals.append(time.monotonic())
+                self.video_pts.append(int(frame.pts))
+                self.first_frame.set()
+            else:
+                self.audio_frames += 1
+
+    def fps(self, t0: float, t1: float) -> float:
+        """Frames that arrived in ``[t0, t1)`` per second."""
+        a = np.asarray(self.video_arrivals)
+        return float(((a >= t0) & (a < t1)).sum() / (t1 - t0)) if t1 > t0 else 0.0
+
+    def max_gap(self, t0: float | None = None, t1: float | None = None) -> float:
+        """The longest time between two consecutive frames' arrivals (after the first frame, within
+        ``[t0, t1]`` where given)."""
+        a = np.asarray(self.video_arrivals)
+        if t0 is not None:
+            a = a[a >= t0]
+        if t1 is not None:
+            a = a[a <= t1]
+        return float(np.diff(a).max()) if a.size > 1 else float("inf")
+
+    async def close(self) -> None:
+        if self.location is not None:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with aiohttp.ClientSession() as http, http.delete(self.base_url + self.location) as r:
+                    await r.read()
+            self.location = None
+        await self.pc.close()
+        for t in self._tasks:
+            if not t.done():
+                t.cancel()
+            await wait_cancelled(t)
+
+
+# ---- part 2: the encoders one viewer adds ------------------------------------------------------
+
+
+def encoder_costs(size: tuple[int, int] = (512, 512), seconds: float = 4.0) -> dict:
+    """CPU ms per frame (thread time, one thread) of what one more viewer costs the server:
+    the frame copy (:meth:`SharedVideo.frame`), aiortc's VP8 encoder, the audio frame copy and Opus."""
+    import cv2
+    from aiortc.codecs import get_encoder
+    from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+    from streaming.broadcast import SharedAudio, SharedVideo
+    from streaming.tracks import AUDIO_TIME_BASE, VIDEO_TIME_BASE
+
+    h, w = size
+    portrait = cv2.imread(str(ROOT / "assets" / "portrait.png"), cv2.IMREAD_COLOR)
+    base = cv2.resize(portrait, (w, h))
+    n_video = int(25 * seconds)
+    rng = np.random.default_rng(0)
+    images = []
+    for _ in range(25):  # a moving mouth region: the encoder sees change every frame, as in speech
+        img = base.copy()
+        y0, x0 = int(h * 0.62), int(w * 0.38)
+        img[y0 : y0 + h // 8, x0 : x0 + w // 4] = rng.integers(0, 255, (h // 8, w // 4, 3), np.uint8)
+        images.append(img)
+    shared = [SharedVideo.from_bgr(images[i % 25], i, VIDEO_TIME_BASE) for i in range(n_video)]
+    vp8 = get_encoder(RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96))
+    opus = get_encoder(
+        RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, payloadType=111, channels=2)
+    )
+    t = np.arange(960 * 50 * int(seconds)) / 48000
+    pcm = (8000 * np.sin(2 * np.pi * 220 * t)).astype(np.int16)
+    audio = [
+        SharedAudio.from_pcm(pcm[k * 960 : (k + 1) * 960], k * 960, 48000, AUDIO_TIME_BASE)
+        for k in range(50 * int(seconds))
+    ]
+
+    def clock(fn, items) -> float:
+        t0 = time.thread_time()
+        for it in items:
+            fn(it)
+        return (time.thread_time() - t0) / len(items) * 1e3
+
+    copy_ms = clock(lambda s: s.frame(), shared)
+    vp8_ms = clock(lambda s: vp8.encode(s.frame()), shared) - copy_ms
+    audio_copy_ms = clock(lambda a: a.frame(), audio)
+    opus_ms = clock(lambda a: opus.encode(a.frame()), audio) - audio_copy_ms
+    convert_ms = clock(lambda img: SharedVideo.from_bgr(img, 0, VIDEO_TIME_BASE), images * 4)
+    per_s = 25 * (copy_ms + vp8_ms) + 50 * (audio_copy_ms + opus_ms)
+    return {
+        "size": f"{w}x{h}",
+        "video_copy_ms": round(copy_ms, 3),
+        "vp8_encode_ms": round(vp8_ms, 3),
+        "audio_copy_ms": round(audio_copy_ms, 4),
+        "opus_encode_ms": round(opus_ms, 3),
+        "bgr_to_yuv_once_ms": round(convert_ms, 3),
+        "viewer_cpu_percent": round(per_s / 10.0, 1),  # ms per second -> % of one core
+        "vp8_share": round(25 * vp8_ms / per_s, 3),
+    }
+
+
+# ---- part 1: a session with 0..N WHEP viewers --------------------------------------------------
+
+
+async def measure(args) -> dict:
+    from streaming.client import RtcClient
+    from streaming.ice import loopback_ice
+
+    work = Path(tempfile.mkdtemp(prefix="mouthpiece-viewers-"))
+    wav = speech_wav(
+        work / "speech.wav", args.settle * (args.viewers + 1) + args.seconds * (args.viewers + 1) + 30
+    )
+    steps = []
+    with loopback_ice():
+        async with ServerProcess(work, args.renderer, max(16, args.viewers)) as srv:
+            rss_idle = srv.rss_mb()
+            presenter = await RtcClient(srv.url, audio_path=str(wav), keep_video=False).start()
+            await presenter.wait_video(25, 60.0)
+            viewers: list[WhepViewer] = []
+            try:
+                for n in range(args.viewers + 1):
+                    if n:
+                        v = await WhepViewer(srv.url, presenter.session).start()
+                        viewers.append(v)
+                        await asyncio.wait_for(v.first_frame.wait(), 30.0)
+                    await asyncio.sleep(args.settle)  # a benchmark's measuring window, not a synchronisation
+                    c0, t0, m0 = srv.cpu_seconds(), time.monotonic(), len(presenter.video)
+                    await asyncio.sleep(args.seconds)
+                    c1, t1, m1 = srv.cpu_seconds(), time.monotonic(), len(presenter.video)
+                    step = {
+                        "whep_viewers": n,
+                        "server_cpu_percent": round(100 * (c1 - c0) / (t1 - t0), 1),
+                        "server_rss_mb": round(srv.rss_mb(), 1),
+                        "server_threads": srv.threads(),
+                        "presenter_fps": round((m1 - m0) / (t1 - t0), 2),
+                        "viewer_fps": [round(v.fps(t0, t1), 2) for v in viewers],
+                    }
+                    steps.append(step)
+                    print(json.dumps(step), flush=True)
+            finally:
+                for v in viewers:
+                    await v.close()
+                await presenter.close()
+    return summarize(steps, rss_idle)
+
+
+def summarize(steps: list[dict], rss_idle: float) -> dict:
+    """Per-viewer CPU and RSS: least squares over the steps that held 25 fps (>= 24 everywhere);
+    where the cores (shared with the clients and other work) ran out, the server got less CPU than it
+    needed, so those steps say nothing about its cost."""
+    held = [s for s in steps if min([s["presenter_fps"], *s["viewer_fps"]]) >= 24.0] or steps[:1]
+    for s in steps:
+        s["held"] = s in held
+    n = np.array([s["whep_viewers"] for s in held], float)
+    cpu = np.array([s["server_cpu_percent"] for s in held], float)
+    rss = np.array([s["server_rss_mb"] for s in held], float)
+    fit = np.polyfit(n, cpu, 1) if n.size > 1 else (float("nan"), cpu[0])
+    fit_rss = np.polyfit(n, rss, 1) if n.size > 1 else (float("nan"), rss[0])
+    return {
+        "steps": steps,
+        "server_rss_idle_mb": round(rss_idle, 1),
+        "cpu_per_viewer_percent": round(float(fit[0]), 1),
+        "cpu_session_percent": round(float(fit[1]), 1),
+        "rss_per_viewer_mb": round(float(fit_rss[0]), 1),
+    }
+
+
+def report_md(meta: dict, loaded: dict, costs: dict, n20: dict) -> str:
+    lines = [
+        "# Viewers: CPU and memory per viewer of one session",
+        "",
+        f"- date: {meta['date']}",
+        f"- device: {meta['device']}",
+        f"- command: `{meta['command']}`",
+        *([f"- summary recomputed: `{meta['summary']}`"] if meta.get("summary") else []),
+        f"- load average at the end (1, 5, 15 min; other work on the cores): {meta['load_average_1_5_15']}",
+        f"- renderer: {meta['renderer']}; avatar: the bundled portrait (512x512); loopback ICE; server in a "
+        "child process (its own CPU and RSS), clients in the benchmark's process on the same cores",
+        "",
+        "## One session, 0..N WHEP viewers (the presenter's own /offer peer is a viewer too)",
+        "",
+        "| WHEP viewers | server CPU % (one core) | server RSS MB | threads | presenter fps | viewers' fps "
+        "| held 25 fps |",
+        "| ---: | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
+    for s in loaded["steps"]:
+        fps = ", ".join(f"{x:.1f}" for x in s["viewer_fps"]) or "-"
+        lines.append(
+            f"| {s['whep_viewers']} | {s['server_cpu_percent']} | {s['server_rss_mb']} "
+            f"| {s['server_threads']} | {s['presenter_fps']} | {fps} | {'yes' if s['held'] else 'no'} |"
+        )
+    lines += [
+        "",
+        "Least squares over the steps that held 25 fps: "
+        f"**{loaded['cpu_per_viewer_percent']} % of one core per viewer**, "
+        f"{loaded['cpu_session_percent']} % for the session with its own peer; "
+        f"**{loaded['rss_per_viewer_mb']} MB RSS per viewer** "
+        f"(idle server: {loaded['server_rss_idle_mb']} MB).",
+        "",
+        "## What one more viewer costs, in isolation (one thread)",
+        "",
+        "| per frame | ms |",
+        "| --- | ---: |",
+        f"| yuv420p frame copy (its own av.VideoFrame) | {costs['video_copy_ms']} |",
+        f"| VP8 encode ({costs['size']}, aiortc's settings) | {costs['vp8_encode_ms']} |",
+        f"| audio frame copy (20 ms) | {costs['audio_copy_ms']} |",
+        f"| Opus encode (20 ms) | {costs['opus_encode_ms']} |",
+        f"| BGR -> yuv420p, once per session frame (not per viewer) | {costs['bgr_to_yuv_once_ms']} |",
+        "",
+        f"One viewer: {costs['viewer_cpu_percent']} % of one core at 25 fps + 50 audio frames/s; the VP8 "
+        f"encoder is {100 * costs['vp8_share']:.0f} % of it.",
+        "",
+        "## 20 viewers on one CPU",
+        "",
+        f"- a viewer costs {n20['per_viewer_percent']} % of one core end to end, of which "
+        f"{n20['per_viewer_encoding_percent']} % is encoding (VP8 + Opus, isolated figure) and "
+        f"{n20['per_viewer_rest_percent']} % the rest (RTP packets, SRTP, RTCP, the event loop)",
+        f"- an encoder per viewer (this design): session + 20 x {n20['per_viewer_percent']} % = "
+        f"**{n20['now_percent']} % of one core**",
+        f"- one encoder per codec per session, packets shared: session + one viewer's encoding + "
+        f"20 x {n20['per_viewer_rest_percent']} % = **{n20['shared_percent']} % of one core**",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--viewers", type=int, default=6, help="WHEP viewers at the last step (default 6)")
+    ap.add_argument("--seconds", type=float, default=10.0, help="measuring window per step (default 10)")
+    ap.add_argument("--settle", type=float, default=3.0, help="seconds after a viewer joins before measuring")
+    ap.add_argument("--renderer", default="preview", choices=("preview", "none"))
+    ap.add_argument("--out", default=str(RESULTS / "viewers_cpu"), help="results path without suffix")
+    ap.add_argument(
+        "--report-only",
+        action="store_true",
+        help="recompute the summary and the .md from the measured steps in --out's .json (no new run)",
+    )
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    if args.report_only:
+        old = json.loads(out.with_suffix(".json").read_text())
+        meta, costs = old["meta"], old["encoders"]
+        meta["summary"] = "python benchmarks/viewers.py --report-only (the summary of the steps above, again)"
+        loaded = summarize(old["session"]["steps"], old["session"]["server_rss_idle_mb"])
+    else:
+        costs = encoder_costs()
+        print(json.dumps(costs), flush=True)
+        loaded = asyncio.run(measure(args))
+    session_only = loaded["cpu_session_percent"]
+    per = loaded["cpu_per_viewer_percent"]
+    enc = costs["viewer_cpu_percent"]  # encoding one viewer's streams (isolated, one thread)
+    rest = round(max(0.0, per - enc), 1)  # the rest of a viewer's cost: RTP, SRTP, RTCP, the loop
+    n20 = {
+        "per_viewer_percent": per,
+        "per_viewer_encoding_percent": enc,
+        "per_viewer_rest_percent": rest,
+        "now_percent": round(session_only + 20 * per, 0),  # an encoder per viewer (this design)
+        "shared_percent": round(session_only + enc + 20 * rest, 0),  # one encoder per codec per session
+    }
+    if not args.report_only:
+        meta = machine_meta(args, argv)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(
+        json.dumps({"meta": meta, "session": loaded, "encoders": costs, "twenty_viewers": n20}, indent=2)
+        + "\n"
+    )
+    out.with_suffix(".md").write_text(report_md(meta, loaded, costs, n20))
+    print(out.with_suffix(".md").read_text())
+    return 0
+
+
+def machine_meta(args, argv) -> dict:
+    cpu = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    meta = {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "device": f"{cpu}, {os.cpu_count()} cores ({platform.platform()})",
+        "command": " ".join(
+            ["python", "benchmarks/viewers.py", *(argv if argv is not None else sys.argv[1:])]
+        ),
+        "renderer": args.renderer,
+        "load_average_1_5_15": [round(x, 2) for x in os.getloadavg()],  # other work on the same cores
+    }
+    return meta
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
