@@ -4,17 +4,21 @@ The test starts ``turnserver`` (coturn) on 127.0.0.1 with a temporary configurat
 credentials (a user, a password, a realm), UDP only (no TLS / DTLS listeners), relay addresses on
 127.0.0.1 in a known port range, its log in a file; it runs in the foreground and the test stops it.
 The server runs with ``--ice-server turn:127.0.0.1:PORT`` and the credentials and WITHOUT
-``--loopback``: it offers its interface addresses (host candidates). Chromium opens the page with
-``?relay=1`` (``iceTransportPolicy: "relay"``, the ICE servers taken from ``/api/info``), so the
-only candidates the browser may use are relay candidates allocated on coturn: every packet between
-them goes through the TURN server, as it would for a browser behind a NAT that lets nothing else
-out. A WHEP viewer (a small WHEP exchange in the page, relay-only too) watches the same session.
+``--loopback``: it offers its interface addresses (host candidates). Chromium uses relay-only ICE
+(``iceTransportPolicy: "relay"``, the ICE servers taken from ``/api/info``), so the only candidates
+the browser may use are relay candidates allocated on coturn: every packet between them goes
+through the TURN server, as for a browser behind a NAT that lets nothing else out.
 
-Checked: the avatar video plays (frames advance) for the page and for the WHEP viewer; the pair
-ICE selected is relay (this side) -> host (the server's interface address) in the browser's
-getStats, and in aioice's nominated pair the server talks to a coturn relay address; coturn's log
-shows the allocations for our user and the permissions for the server's address, and their release
-when the peers leave. The ICE-server options and ``/api/info`` are checked without coturn.
+- The page on ``/?relay=1`` with a fake microphone: the avatar video plays (frames advance) and the
+  page shows the route ``relay -> host``.
+- A WHEP viewer (a small WHEP exchange in a page script, relay-only) of a websocket session.
+
+Each checks, in the browser's getStats, that the selected pair is relay (a coturn relay address)
+-> host (the server's interface address), in aioice's nominated pair that the server talks to that
+relay address, in coturn's log that the allocation was granted to our user with a permission for
+the server's address, and at the end that the browser released it. (One video consumer per
+session here: the page and a WHEP viewer on one session is the multi-viewer test's subject.) The
+ICE-server options and ``/api/info`` are checked without coturn.
 
 Every wait is bounded (``LIMIT``) and waits on a condition (page state, server state, the log).
 """
@@ -361,133 +365,182 @@ def is_loopback(host: str) -> bool:
     return ipaddress.ip_address(host).is_loopback
 
 
-def test_page_and_whep_viewer_relay_only_through_coturn(tmp_path, wav):
-    browser_requirements()
+FLAGS = (
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+)
+
+
+@dataclass
+class Relayed:
+    turn: Coturn
+    server: object  # streaming.registry.Server
+    base: str
+    browser: object  # playwright Browser
+    errors: list
+
+
+@contextlib.asynccontextmanager
+async def relayed(turn: Coturn, folder: Path, wav: Path):
+    """The server with the TURN server and its credentials, not in loopback mode (it offers its
+    interface addresses: the relay must reach them), and Chromium with a fake microphone."""
     from playwright.async_api import async_playwright
 
-    from streaming.ice import selected_pairs
     from streaming.server import SERVER, AvatarLibrary, ModelEngine, create_app, serve_app
 
-    empty = tmp_path / "no-checkpoints"
-    empty.mkdir()
-    flags = [
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--use-fake-device-for-media-stream",
-        "--use-fake-ui-for-media-stream",
-        f"--use-file-for-fake-audio-capture={wav}",
-    ]
+    empty = folder / "no-checkpoints"
+    empty.mkdir(exist_ok=True)
+    cfg = ServerConfig(
+        loopback=False,
+        ice_servers=(turn.url,),
+        ice_username=USER,
+        ice_credential=PASSWORD,
+        cache_dir=str(folder / "avatars"),
+        refs=1,
+        checkpoint_dir=str(empty),
+    )
+    app = create_app(cfg, ModelEngine.from_config(cfg), AvatarLibrary.from_config(cfg))
+    async with serve_app(app) as base, async_playwright() as pw:
+        flags = [*FLAGS, f"--use-file-for-fake-audio-capture={wav}"]
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=flags)
+        try:
+            yield Relayed(turn, app[SERVER], base, browser, [])
+        finally:
+            await browser.close()
+
+
+async def new_page(env: Relayed, url: str):
+    page = await env.browser.new_page()
+    page.set_default_timeout(MS)
+    page.on("pageerror", lambda e: env.errors.append(str(e)))
+    await page.goto(url)
+    return page
+
+
+def check_relayed(turn: Coturn, pair: dict | None, server_pairs: list) -> str:
+    """The browser's selected pair is relay (a coturn relay address) -> host (the server's
+    interface address); the server's nominated pair is the same path seen from its side; coturn
+    granted the allocation to our user and relayed to the server's address. The allocation."""
+    assert pair is not None, "the browser has no selected candidate pair"
+    local, remote = pair["local"], pair["remote"]
+    assert local["type"] == "relay" and local["relayProtocol"] == "udp", pair
+    assert local["address"] == "127.0.0.1" and turn.relays_in_range(local["port"]), pair
+    assert remote["type"] == "host" and not is_loopback(remote["address"]), pair
+    assert pair["bytesReceived"] > 10_000, pair
+    (server_local, server_remote), *_ = server_pairs
+    assert server_local[0] == remote["address"], (server_local, pair)
+    assert server_remote == ("127.0.0.1", local["port"]), (server_remote, pair)
+    allocation = turn.allocation(local["port"])
+    assert allocation is not None and turn.permits(allocation, server_local[0]), turn.text()[-3000:]
+    return allocation
+
+
+def run_relayed(tmp_path: Path, wav: Path, body) -> None:
+    browser_requirements()
 
     async def main(turn: Coturn):
-        cfg = ServerConfig(
-            loopback=False,  # the server offers its interface addresses: the relay must reach them
-            ice_servers=(turn.url,),
-            ice_username=USER,
-            ice_credential=PASSWORD,
-            cache_dir=str(tmp_path / "avatars"),
-            refs=1,
-            checkpoint_dir=str(empty),
+        async with relayed(turn, tmp_path, wav) as env:
+            allocations = await body(env)
+            assert not env.errors, env.errors
+        # the browser released its allocations (a Refresh with lifetime 0) when its peers closed
+        await until(
+            lambda: all(turn.released(a) for a in allocations),
+            "coturn to see the browser's allocations released",
         )
-        app = create_app(cfg, ModelEngine.from_config(cfg), AvatarLibrary.from_config(cfg))
-        server = app[SERVER]
-        async with serve_app(app) as base, async_playwright() as pw:
-            browser = await pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=flags)
-            try:
-                page = await browser.new_page()
-                page.set_default_timeout(MS)
-                errors: list = []
-                page.on("pageerror", lambda e: errors.append(str(e)))
-                await page.goto(base + "/?relay=1")
-                await page.wait_for_function(
-                    "() => document.getElementById('status').textContent.startsWith('Ready')"
-                )
-                await page.click("#start")
-                await page.wait_for_function(
-                    "n => window.mouthpiece.framesShown >= n"
-                    " && document.getElementById('video').currentTime > 0",
-                    arg=WANT_FRAMES,
-                )
-                hosted = await until(lambda: next(iter(server.sessions.values()), None), "a session")
-                shown = await page.evaluate("() => window.mouthpiece.framesShown")
-                await page.wait_for_function(
-                    "n => window.mouthpiece.framesShown >= n", arg=shown + WANT_FRAMES
-                )
-                pair = await page.evaluate(f"() => ({SELECTED_PAIR_JS})(window.mouthpiece.state.pc)")
-                assert pair is not None, "the page has no selected candidate pair"
-                local, remote = pair["local"], pair["remote"]
-                assert local["type"] == "relay" and local["relayProtocol"] == "udp", pair
-                assert local["address"] == "127.0.0.1" and turn.relays_in_range(local["port"]), pair
-                assert remote["type"] == "host" and not is_loopback(remote["address"]), pair
-                assert pair["bytesReceived"] > 10_000, pair
-                # the server's side: its interface address <-> the coturn relay address
-                (server_local, server_remote), *_ = selected_pairs(hosted.pc)
-                assert server_local[0] == remote["address"] and not is_loopback(server_local[0])
-                assert server_remote == ("127.0.0.1", local["port"]), (server_remote, pair)
-                await until(
-                    lambda: hosted.stream.live.stats.audio_seconds > 0.5, "microphone audio at the server"
-                )
-                # the page shows the route it took
-                await page.click("#stages-panel summary")
-                await page.wait_for_function(
-                    "() => { const r = document.querySelector('#path tr[data-figure=\"route\"]');"
-                    " return r && r.children[1].textContent === 'relay -> host'; }"
-                )
-                # coturn granted that relay address to our user and relayed to the server's address
-                page_alloc = turn.allocation(local["port"])
-                assert page_alloc is not None and turn.permits(page_alloc, server_local[0]), turn.text()[
-                    -3000:
-                ]
 
-                # a WHEP viewer of the same session, relay-only as well
-                viewer = await browser.new_page()
-                viewer.set_default_timeout(MS)
-                viewer.on("pageerror", lambda e: errors.append(str(e)))
-                await viewer.goto(base + "/api/info")  # the server's origin, no page script
+    with coturn(tmp_path) as turn:
+        asyncio.run(asyncio.wait_for(main(turn), 4 * LIMIT))
+    assert not [t for t in threading.enumerate() if t.name.startswith("mouthpiece-live")]
+
+
+def test_page_relay_only_through_coturn(tmp_path, wav):
+    """The page on /?relay=1: the avatar plays, through the relay, and the page shows the route."""
+    from streaming.ice import selected_pairs
+
+    async def body(env: Relayed) -> list[str]:
+        page = await new_page(env, env.base + "/?relay=1")
+        await page.wait_for_function(
+            "() => document.getElementById('status').textContent.startsWith('Ready')"
+        )
+        await page.click("#start")
+        await page.wait_for_function(
+            "n => window.mouthpiece.framesShown >= n && document.getElementById('video').currentTime > 0",
+            arg=WANT_FRAMES,
+        )
+        hosted = await until(lambda: next(iter(env.server.sessions.values()), None), "a session")
+        shown = await page.evaluate("() => window.mouthpiece.framesShown")
+        await page.wait_for_function("n => window.mouthpiece.framesShown >= n", arg=shown + WANT_FRAMES)
+        pair = await page.evaluate(f"() => ({SELECTED_PAIR_JS})(window.mouthpiece.state.pc)")
+        allocation = check_relayed(env.turn, pair, selected_pairs(hosted.pc))
+        await until(lambda: hosted.stream.live.stats.audio_seconds > 0.5, "microphone audio at the server")
+        # the page shows the route it took
+        await page.click("#stages-panel summary")
+        await page.wait_for_function(
+            "() => { const r = document.querySelector('#path tr[data-figure=\"route\"]');"
+            " return r && r.children[1].textContent === 'relay -> host'; }"
+        )
+        await page.click("#stop")
+        await until(lambda: not env.server.sessions, "the session to close after Stop")
+        return [allocation]
+
+    run_relayed(tmp_path, wav, body)
+
+
+def test_whep_viewer_relay_only_through_coturn(tmp_path, wav):
+    """A WHEP viewer in Chromium, relay-only, of a websocket session (PCM in, no other viewer)."""
+    from streaming.ice import selected_pairs
+    from tests.helpers import speechlike
+
+    pcm = (speechlike(4.0, seed=5) * 32767).astype("<i2").tobytes()  # 16 kHz mono s16le
+
+    async def body(env: Relayed) -> list[str]:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.ws_connect(env.base.replace("http", "ws") + "/ws") as ws,
+        ):
+            hello = await ws.receive_json(timeout=LIMIT)
+            assert hello["type"] == "session", hello
+
+            async def talk() -> None:  # 100 ms of speech every 100 ms, looped
+                k = 0
+                while True:
+                    await ws.send_bytes(pcm[k : k + 3200])
+                    k = (k + 3200) % len(pcm)
+                    await asyncio.sleep(0.1)
+
+            talking = asyncio.create_task(talk())
+            try:
+                viewer = await new_page(env, env.base + "/api/info")  # the server's origin, no page script
                 answer = await viewer.evaluate(WHEP_JS)
-                assert answer["status"] == 201 and answer["location"].startswith(
-                    f"/whep/{hosted.stream.id}/"
-                ), answer
+                assert answer == {"status": 201, "location": answer["location"]}, answer
+                assert answer["location"].startswith(hello["whep"] + "/"), (answer, hello)
                 await viewer.wait_for_function(
                     "n => window.whep.frames >= n && window.whep.video.currentTime > 0", arg=WANT_FRAMES
                 )
                 seen = await viewer.evaluate("() => window.whep.frames")
                 await viewer.wait_for_function("n => window.whep.frames >= n", arg=seen + WANT_FRAMES)
-                vpair = await viewer.evaluate(f"() => ({SELECTED_PAIR_JS})(window.whep.pc)")
-                assert vpair is not None and vpair["local"]["type"] == "relay", vpair
-                assert (
-                    turn.relays_in_range(vpair["local"]["port"]) and vpair["local"]["port"] != local["port"]
-                )
-                assert vpair["remote"]["type"] == "host", vpair
-                assert len(hosted.viewers) == 1
-                (vid,) = hosted.viewers
-                (v_local, v_remote), *_ = selected_pairs(hosted.viewers[vid])
-                assert v_remote == ("127.0.0.1", vpair["local"]["port"]) and not is_loopback(v_local[0])
-                viewer_alloc = turn.allocation(vpair["local"]["port"])
-                assert viewer_alloc not in (None, page_alloc), turn.text()[-3000:]
-                assert turn.permits(viewer_alloc, v_local[0]), turn.text()[-3000:]
-                # the viewer leaves (DELETE its resource), then the page stops
+                hosted = env.server.sessions[hello["session"]]
+                (pc,) = hosted.viewers.values()
+                pair = await viewer.evaluate(f"() => ({SELECTED_PAIR_JS})(window.whep.pc)")
+                allocation = check_relayed(env.turn, pair, selected_pairs(pc))
+                # the viewer leaves: DELETE its resource, then close its peer connection
                 status = await viewer.evaluate(
-                    "async () => { window.whep.pc.close();"
-                    " return (await fetch(window.whep.location, { method: 'DELETE' })).status; }"
+                    "async () => { const res = await fetch(window.whep.location, { method: 'DELETE' });"
+                    " window.whep.pc.close(); return res.status; }"
                 )
                 assert status == 200
                 await until(lambda: not hosted.viewers, "the viewer to be gone")
-                await page.click("#stop")
-                await until(lambda: not server.sessions, "the session to close after Stop")
-                assert not errors, errors
             finally:
-                await browser.close()
-        # the browser released both allocations (a Refresh with lifetime 0) when its peers closed
-        await until(
-            lambda: turn.released(page_alloc) and turn.released(viewer_alloc),
-            "coturn to see the page's and the viewer's allocations released",
-        )
+                talking.cancel()
+                await asyncio.gather(talking, return_exceptions=True)
+        await until(lambda: not env.server.sessions, "the websocket session to close")
+        return [allocation]
 
-    with coturn(tmp_path) as turn:
-        asyncio.run(asyncio.wait_for(main(turn), 6 * LIMIT))
-    assert not [t for t in threading.enumerate() if t.name.startswith("mouthpiece-live")]
+    run_relayed(tmp_path, wav, body)
