@@ -385,12 +385,14 @@ class Relayed:
     base: str
     browser: object  # playwright Browser
     errors: list
+    loopback: bool  # the server in --loopback mode (it offers 127.0.0.1 only)
 
 
 @contextlib.asynccontextmanager
-async def relayed(turn: Coturn, folder: Path, wav: Path):
-    """The server with the TURN server and its credentials, not in loopback mode (it offers its
-    interface addresses: the relay must reach them), and Chromium with a fake microphone."""
+async def relayed(turn: Coturn, folder: Path, wav: Path, loopback: bool = False):
+    """The server with the TURN server and its credentials, by default not in loopback mode (it
+    offers its interface addresses: the relay must reach them), and Chromium with a fake
+    microphone."""
     from playwright.async_api import async_playwright
 
     from streaming.server import SERVER, AvatarLibrary, ModelEngine, create_app, serve_app
@@ -398,7 +400,7 @@ async def relayed(turn: Coturn, folder: Path, wav: Path):
     empty = folder / "no-checkpoints"
     empty.mkdir(exist_ok=True)
     cfg = ServerConfig(
-        loopback=False,
+        loopback=loopback,
         ice_servers=(turn.url,),
         ice_username=USER,
         ice_credential=PASSWORD,
@@ -411,7 +413,7 @@ async def relayed(turn: Coturn, folder: Path, wav: Path):
         flags = [*FLAGS, f"--use-file-for-fake-audio-capture={wav}"]
         browser = await pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=flags)
         try:
-            yield Relayed(turn, app[SERVER], base, browser, [])
+            yield Relayed(turn, app[SERVER], base, browser, [], loopback)
         finally:
             await browser.close()
 
@@ -424,7 +426,7 @@ async def new_page(env: Relayed, url: str):
     return page
 
 
-def check_relayed(turn: Coturn, pair: dict | None, server_pairs: list) -> str:
+def check_relayed(turn: Coturn, pair: dict | None, server_pairs: list, loopback: bool = False) -> str:
     """The browser's selected pair is relay (a coturn relay address) -> host (the server's
     interface address); the server's nominated pair is the same path seen from its side; coturn
     granted the allocation to our user and relayed to the server's address. The allocation."""
@@ -432,7 +434,7 @@ def check_relayed(turn: Coturn, pair: dict | None, server_pairs: list) -> str:
     local, remote = pair["local"], pair["remote"]
     assert local["type"] == "relay" and local["relayProtocol"] == "udp", pair
     assert local["address"] == "127.0.0.1" and turn.relays_in_range(local["port"]), pair
-    assert remote["type"] == "host" and not is_loopback(remote["address"]), pair
+    assert remote["type"] == "host" and is_loopback(remote["address"]) == loopback, pair
     assert pair["bytesReceived"] > 10_000, pair
     (server_local, server_remote), *_ = server_pairs
     assert server_local[0] == remote["address"], (server_local, pair)
@@ -442,11 +444,11 @@ def check_relayed(turn: Coturn, pair: dict | None, server_pairs: list) -> str:
     return allocation
 
 
-def run_relayed(tmp_path: Path, wav: Path, body) -> None:
+def run_relayed(tmp_path: Path, wav: Path, body, loopback: bool = False) -> None:
     browser_requirements()
 
     async def main(turn: Coturn):
-        async with relayed(turn, tmp_path, wav) as env:
+        async with relayed(turn, tmp_path, wav, loopback) as env:
             allocations = await body(env)
             assert not env.errors, env.errors
         # the browser released its allocations (a Refresh with lifetime 0) when its peers closed
@@ -460,9 +462,12 @@ def run_relayed(tmp_path: Path, wav: Path, body) -> None:
     assert not [t for t in threading.enumerate() if t.name.startswith("mouthpiece-live")]
 
 
-def test_page_relay_only_through_coturn(tmp_path, wav):
-    """The page on /?relay=1: the avatar plays, through the relay, and the page shows the route."""
-    from streaming.ice import selected_pairs
+@pytest.mark.parametrize("loopback", [False, True], ids=["interfaces", "loopback"])
+def test_page_relay_only_through_coturn(tmp_path, wav, loopback):
+    """The page on /?relay=1: the avatar plays, through the relay, and the page shows the route.
+    With the server in --loopback mode too: the relay address (127.0.0.1) is a loopback candidate
+    it accepts, and it sends nothing elsewhere."""
+    from streaming.ice import selected_pairs, stray_sends
 
     async def body(env: Relayed) -> list[str]:
         page = await new_page(env, env.base + "/?relay=1")
@@ -478,7 +483,8 @@ def test_page_relay_only_through_coturn(tmp_path, wav):
         shown = await page.evaluate("() => window.mouthpiece.framesShown")
         await page.wait_for_function("n => window.mouthpiece.framesShown >= n", arg=shown + WANT_FRAMES)
         pair = await page.evaluate(f"() => ({SELECTED_PAIR_JS})(window.mouthpiece.state.pc)")
-        allocation = check_relayed(env.turn, pair, selected_pairs(hosted.pc))
+        allocation = check_relayed(env.turn, pair, selected_pairs(hosted.pc), loopback)
+        assert not loopback or not stray_sends(), stray_sends()  # (recorded in loopback mode only)
         await until(lambda: hosted.stream.live.stats.audio_seconds > 0.5, "microphone audio at the server")
         # the page shows the route it took
         await page.click("#stages-panel summary")
@@ -490,7 +496,7 @@ def test_page_relay_only_through_coturn(tmp_path, wav):
         await until(lambda: not env.server.sessions, "the session to close after Stop")
         return [allocation]
 
-    run_relayed(tmp_path, wav, body)
+    run_relayed(tmp_path, wav, body, loopback)
 
 
 def test_whep_viewer_relay_only_through_coturn(tmp_path, wav):
