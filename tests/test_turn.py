@@ -248,6 +248,7 @@ def coturn(folder: Path):
                 "no-multicast-peers",
                 "allow-loopback-peers",  # the relay is on 127.0.0.1 (a server in --loopback mode too)
                 "no-software-attribute",
+                "relay-threads=1",  # one thread: each allocation's log lines stay together
                 f"userdb={folder / 'turndb'}",
                 f"pidfile={folder / 'turnserver.pid'}",
                 f"log-file={log}",
@@ -426,7 +427,7 @@ async def new_page(env: Relayed, url: str):
     return page
 
 
-def check_relayed(turn: Coturn, pair: dict | None, server_pairs: list, loopback: bool = False) -> str:
+async def check_relayed(turn: Coturn, pair: dict | None, server_pairs: list, loopback: bool = False) -> str:
     """The browser's selected pair is relay (a coturn relay address) -> host (the server's
     interface address); the server's nominated pair is the same path seen from its side; coturn
     granted the allocation to our user and relayed to the server's address. The allocation."""
@@ -439,8 +440,12 @@ def check_relayed(turn: Coturn, pair: dict | None, server_pairs: list, loopback:
     (server_local, server_remote), *_ = server_pairs
     assert server_local[0] == remote["address"], (server_local, pair)
     assert server_remote == ("127.0.0.1", local["port"]), (server_remote, pair)
-    allocation = turn.allocation(local["port"])
-    assert allocation is not None and turn.permits(allocation, server_local[0]), turn.text()[-3000:]
+    # coturn writes its log with a delay: wait for the lines
+    try:
+        allocation = await until(lambda: turn.allocation(local["port"]), "coturn to log the allocation")
+        await until(lambda: turn.permits(allocation, server_local[0]), "coturn to log the permission")
+    except TimeoutError as e:
+        raise AssertionError(f"{e}:\n{turn.text()[-3000:]}") from None
     return allocation
 
 
@@ -483,7 +488,7 @@ def test_page_relay_only_through_coturn(tmp_path, wav, loopback):
         shown = await page.evaluate("() => window.mouthpiece.framesShown")
         await page.wait_for_function("n => window.mouthpiece.framesShown >= n", arg=shown + WANT_FRAMES)
         pair = await page.evaluate(f"() => ({SELECTED_PAIR_JS})(window.mouthpiece.state.pc)")
-        allocation = check_relayed(env.turn, pair, selected_pairs(hosted.pc), loopback)
+        allocation = await check_relayed(env.turn, pair, selected_pairs(hosted.pc), loopback)
         assert not loopback or not stray_sends(), stray_sends()  # (recorded in loopback mode only)
         await until(lambda: hosted.stream.live.stats.audio_seconds > 0.5, "microphone audio at the server")
         # the page shows the route it took
@@ -535,7 +540,7 @@ def test_whep_viewer_relay_only_through_coturn(tmp_path, wav):
                 hosted = env.server.sessions[hello["session"]]
                 (pc,) = hosted.viewers.values()
                 pair = await viewer.evaluate(f"() => ({SELECTED_PAIR_JS})(window.whep.pc)")
-                allocation = check_relayed(env.turn, pair, selected_pairs(pc))
+                allocation = await check_relayed(env.turn, pair, selected_pairs(pc))
                 # the viewer leaves: DELETE its resource, then close its peer connection
                 status = await viewer.evaluate(
                     "async () => { const res = await fetch(window.whep.location, { method: 'DELETE' });"
