@@ -352,8 +352,8 @@ def wav(tmp_path_factory) -> Path:
     return path
 
 
-def browser_requirements() -> None:
-    if TURNSERVER is None:
+def browser_requirements(turn: bool = True) -> None:
+    if turn and TURNSERVER is None:
         pytest.skip("coturn is not installed (apt-get install coturn): no TURN server to relay through")
     if not CHROMIUM.is_file():
         pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
@@ -555,3 +555,35 @@ def test_whep_viewer_relay_only_through_coturn(tmp_path, wav):
         return [allocation]
 
     run_relayed(tmp_path, wav, body)
+
+
+def test_relay_only_without_a_turn_server_is_explained(tmp_path, wav):
+    """/?relay=1 on a server that lists no TURN server: one clear message, no session attempted."""
+    browser_requirements(turn=False)
+    from playwright.async_api import async_playwright
+
+    from streaming.server import SERVER, AvatarLibrary, ModelEngine, create_app, serve_app
+
+    async def main():
+        cfg = ServerConfig(renderer="none", refs=1, ice_servers=("stun:127.0.0.1:3478",))
+        app = create_app(cfg, ModelEngine.from_config(cfg), AvatarLibrary.from_config(cfg))
+        async with serve_app(app) as base, async_playwright() as pw:
+            flags = [*FLAGS, f"--use-file-for-fake-audio-capture={wav}"]
+            browser = await pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=flags)
+            try:
+                env = Relayed(None, app[SERVER], base, browser, [], False)
+                page = await new_page(env, base + "/?relay=1")
+                await page.wait_for_function(
+                    "() => document.getElementById('status').textContent.startsWith('Ready')"
+                )
+                await page.click("#start")
+                error = page.locator("#error")
+                await error.wait_for(state="visible")
+                text = await error.inner_text()
+                assert text.startswith("Relay-only ICE (?relay=1 in the address) needs a TURN server"), text
+                assert await page.locator("#start").is_enabled()
+                assert env.server.started_total == 0 and not env.errors, env.errors
+            finally:
+                await browser.close()
+
+    asyncio.run(asyncio.wait_for(main(), 2 * LIMIT))
