@@ -381,7 +381,7 @@ FLAGS = (
 
 @dataclass
 class Relayed:
-    turn: Coturn
+    turn: Coturn | None  # None: no TURN server
     server: object  # streaming.registry.Server
     base: str
     browser: object  # playwright Browser
