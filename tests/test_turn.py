@@ -28,10 +28,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import ipaddress
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -221,6 +223,12 @@ class Coturn:
         return self.relay_min <= port <= self.relay_max
 
 
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the test process dies, even killed (Linux prctl PR_SET_PDEATHSIG)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+
+
 @contextlib.contextmanager
 def coturn(folder: Path):
     """coturn on 127.0.0.1 (a free port), relaying on 127.0.0.1, until the block ends."""
@@ -265,6 +273,7 @@ def coturn(folder: Path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
+        preexec_fn=_die_with_parent,
     )
     server = Coturn(port, relay_min, relay_max, log, proc)
     try:
