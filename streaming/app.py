@@ -55,6 +55,8 @@ async def info(request: web.Request) -> web.Response:
             "delay_ms": srv.cfg.stream.delay_ms,
             # the microphone packets (20 ms) aiortc holds before decoding (latency figures of the page)
             "mic_prefetch": srv.cfg.mic_prefetch,
+            # the STUN / TURN servers the page should use (RTCIceServer dictionaries; docs/deploy.md)
+            "ice_servers": srv.cfg.ice_server_entries(),
         }
     )
 

@@ -1,10 +1,19 @@
 """The server's settings: :class:`ServerConfig`, its command-line options (:func:`add_arguments`,
 used by ``mouthpiece serve``) and :func:`config_from_args`; also where the page and the bundled
-portrait live. Plain data: nothing here starts or loads anything."""
+portrait live. Plain data: nothing here starts or loads anything.
+
+ICE servers (``--ice-server URL``, repeatable) are STUN or TURN URLs in the forms of RFC 7064 /
+RFC 7065 that both aiortc and browsers use (``stun:HOST[:PORT]``, ``turn:HOST[:PORT][?transport=udp|tcp]``,
+``turns:HOST[:PORT]?transport=tcp``); a TURN server needs ``--ice-username`` and ``--ice-credential``
+(the credential may come from ``MOUTHPIECE_ICE_CREDENTIAL`` instead, to keep it off the command line).
+:meth:`ServerConfig.ice_server_entries` gives them in the W3C ``RTCIceServer`` shape: what the page
+gets from ``/api/info`` and what the server's own peer connections use (docs/deploy.md)."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -16,12 +25,14 @@ from streaming.session import StreamConfig
 
 __all__ = [
     "DEFAULT_AVATAR",
+    "ICE_CREDENTIAL_ENV",
     "ROOT",
     "WEB_CLIENT",
     "ServerConfig",
     "add_arguments",
     "config_from_args",
     "origin",
+    "ice_url",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +41,40 @@ DEFAULT_AVATAR = ROOT / "assets" / "portrait.png"
 
 
 RENDERERS = ("auto", "neural", "preview", "none")  # --renderer
+
+ICE_CREDENTIAL_ENV = "MOUTHPIECE_ICE_CREDENTIAL"  # --ice-credential's default
+# RFC 7064 (stun:) and RFC 7065 (turn:, turns:) URLs: no user part, an optional port and transport
+# (not stuns:, which aiortc ignores, nor IPv6 literals, which it cannot parse)
+_ICE_URL = re.compile(
+    r"(?P<scheme>stun|turns?):(?P<host>[A-Za-z0-9.\-]+)(:(?P<port>[0-9]{1,5}))?"
+    r"(\?transport=(?P<transport>udp|tcp))?"
+)
+
+
+def ice_url(text: str) -> str:
+    """``text`` if it is a STUN or TURN URL aiortc and browsers accept; ValueError saying why not
+    (also argparse's ``type`` for ``--ice-server``)."""
+    m = _ICE_URL.fullmatch(text.strip())
+    example = "e.g. stun:stun.example.org:3478 or turn:turn.example.org:3478?transport=udp"
+    if m is None:
+        raise ValueError(
+            f"not a STUN or TURN URL: {text!r} ({example}; credentials go in --ice-username "
+            "and --ice-credential)"
+        )
+    if m["port"] is not None and not 0 < int(m["port"]) < 65536:
+        raise ValueError(f"bad port in the ICE server URL {text!r}")
+    if m["scheme"] == "stun" and m["transport"]:
+        raise ValueError(f"a STUN URL takes no transport: {text!r}")
+    if m["scheme"] == "turns" and m["transport"] == "udp":
+        raise ValueError(f"turns: (TURN over TLS) runs over tcp, not udp: {text!r}")
+    return text.strip()
+
+
+def _ice_url_arg(text: str) -> str:
+    try:
+        return ice_url(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 @dataclass
@@ -55,10 +100,34 @@ class ServerConfig:
     ice_servers: tuple[str, ...] = ()  # stun: / turn: URLs; none by default (no outside traffic)
     # origins whose pages may call WHIP / WHEP (CORS); none by default: no CORS headers; "*": any
     allow_origins: tuple[str, ...] = ()
+    ice_username: str | None = None  # of the TURN servers (long-term credentials, RFC 8489)
+    ice_credential: str | None = None
     loopback: bool = False  # ICE on 127.0.0.1 only (local demos, tests)
     connect_timeout_s: float = 20.0  # a peer that has not connected by then is dropped
     mic_prefetch: int = 2  # 20 ms packets aiortc buffers before decoding a microphone (its default: 4)
     stream: StreamConfig = field(default_factory=StreamConfig)
+
+    def __post_init__(self) -> None:
+        self.ice_servers = tuple(ice_url(u) for u in self.ice_servers)
+        if any(u.startswith("turn") for u in self.ice_servers) and not (
+            self.ice_username and self.ice_credential
+        ):
+            raise ValueError(
+                f"a TURN server needs credentials: give --ice-username and --ice-credential "
+                f"(or set {ICE_CREDENTIAL_ENV})"
+            )
+
+    def ice_server_entries(self) -> list[dict]:
+        """The ICE servers as W3C ``RTCIceServer`` dictionaries (``urls``, and for TURN
+        ``username`` and ``credential``): one for the STUN URLs, one for the TURN URLs; empty when
+        none is configured. The page passes them to ``new RTCPeerConnection({iceServers})`` and
+        aiortc takes them as ``RTCIceServer(**entry)``."""
+        stun = [u for u in self.ice_servers if u.startswith("stun")]
+        turn = [u for u in self.ice_servers if u.startswith("turn")]
+        entries: list[dict] = [{"urls": stun}] if stun else []
+        if turn:
+            entries.append({"urls": turn, "username": self.ice_username, "credential": self.ice_credential})
+        return entries
 
 
 def origin(text: str) -> str:
@@ -171,7 +240,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"WHEP viewers per session; one more is answered 503 (default {sc.max_viewers})",
     )
-    p.add_argument("--ice-server", action="append", default=[], metavar="URL", help="STUN/TURN URL (repeat)")
+    p.add_argument(
+        "--ice-server",
+        action="append",
+        default=[],
+        type=_ice_url_arg,
+        metavar="URL",
+        help="a STUN or TURN server for the server and the page, e.g. turn:turn.example.org:3478 (repeat; "
+        "docs/deploy.md)",
+    )
+    p.add_argument("--ice-username", metavar="NAME", help="the TURN servers' username")
+    p.add_argument(
+        "--ice-credential",
+        default=os.environ.get(ICE_CREDENTIAL_ENV),
+        metavar="SECRET",
+        help=f"the TURN servers' password (default: ${ICE_CREDENTIAL_ENV}); the page gets it from /api/info",
+    )
     p.add_argument(
         "--allow-origin",
         action="append",
@@ -217,6 +301,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_viewers=args.max_viewers,
         ice_servers=tuple(args.ice_server),
         allow_origins=tuple(getattr(args, "allow_origin", None) or ()),
+        ice_username=getattr(args, "ice_username", None),
+        ice_credential=getattr(args, "ice_credential", None),
         loopback=args.loopback,
         mic_prefetch=args.mic_prefetch,
         stream=StreamConfig(delay_ms=args.delay_ms, live=live),

@@ -121,7 +121,7 @@ class Server:
         return task
 
     def rtc_configuration(self) -> RTCConfiguration:
-        return RTCConfiguration(iceServers=[RTCIceServer(urls=u) for u in self.cfg.ice_servers])
+        return RTCConfiguration(iceServers=[RTCIceServer(**e) for e in self.cfg.ice_server_entries()])
 
     # ---- sessions --------------------------------------------------------------------------
 

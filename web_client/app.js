@@ -5,11 +5,17 @@
 // transceiver (recvonly: the avatar) and a data channel "control" (JSON: flush, switch_avatar,
 // stats; the server pushes stats every 0.5 s). aiortc does not trickle ICE, so the offer is sent
 // once candidate gathering is complete (or after ICE_GATHER_LIMIT_MS).
+//
+// ICE servers: the page uses the STUN / TURN servers the server lists in /api/info (`ice_servers`,
+// RTCIceServer dictionaries; none for a local or LAN server). With `?relay=1` in the page's address
+// ICE is relay-only (iceTransportPolicy "relay": every packet goes through the TURN server), for
+// networks that allow nothing else and to check a TURN deployment (docs/deploy.md).
 
 const ICE_GATHER_LIMIT_MS = 3000;
 const FILE_LOAD_LIMIT_MS = 15000;
 const CONNECT_LIMIT_MS = 20000;
 const FPS_WINDOW_MS = 2000;
+const RELAY_ONLY = ["1", "true", "yes"].includes(new URLSearchParams(location.search).get("relay"));
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -324,6 +330,21 @@ async function onFileEnded(handle) {
 // the session
 // ---------------------------------------------------------------------------------------------
 
+/** The RTCPeerConnection settings: the server's ICE servers, relay-only with ?relay=1. */
+function rtcConfiguration() {
+  const listed = (state.info && Array.isArray(state.info.ice_servers)) ? state.info.ice_servers : [];
+  const iceServers = listed.map((s) => (typeof s === "string" ? { urls: s } : s));
+  if (!RELAY_ONLY) return { iceServers };
+  const turn = iceServers.some((s) => [].concat(s.urls).some((u) => /^turns?:/.test(u)));
+  if (!turn) {
+    throw new UserError(
+      "Relay-only ICE (?relay=1 in the address) needs a TURN server, and this server lists none: " +
+        "start it with --ice-server turn:… (docs/deploy.md), or open the page without ?relay=1."
+    );
+  }
+  return { iceServers, iceTransportPolicy: "relay" };
+}
+
 function iceGatheringComplete(pc, limitMs) {
   if (pc.iceGatheringState === "complete") return Promise.resolve();
   return new Promise((resolve) => {
@@ -389,10 +410,9 @@ async function start(source, file) {
       track = handle.track;
     }
 
-    setStatus("Connecting…");
+    setStatus(RELAY_ONLY ? "Connecting (relay only, through the TURN server)…" : "Connecting…");
     // No STUN / TURN unless the server lists some (a local or LAN server needs none).
-    const urls = (state.info && state.info.ice_servers) || [];
-    const pc = new RTCPeerConnection({ iceServers: urls.map((u) => ({ urls: u })) });
+    const pc = new RTCPeerConnection(rtcConfiguration());
     state.pc = pc;
     const audioTx = pc.addTransceiver(track, { direction: "sendrecv", streams: [new MediaStream([track])] });
     state.sender = audioTx.sender;
@@ -631,12 +651,18 @@ async function collectPath() {
   if (!pc) return;
   const report = await pc.getStats();
   const now = {};
+  let pairId = null;
   report.forEach((r) => {
     if (r.type === "candidate-pair" && r.nominated && typeof r.currentRoundTripTime === "number") {
       now.rtt = r.currentRoundTripTime;
     }
     if (r.type === "inbound-rtp" && (r.kind === "video" || r.kind === "audio")) now[r.kind] = r;
+    if (r.type === "transport" && r.selectedCandidatePairId) pairId = r.selectedCandidatePairId;
   });
+  // the network route ICE chose: this side's candidate type -> the server's (relay: through TURN)
+  const pair = pairId && report.get(pairId);
+  const local = pair && report.get(pair.localCandidateId);
+  const remote = pair && report.get(pair.remoteCandidateId);
   const prev = state.rtcPrev;
   state.rtcPrev = now;
   const delta = (kind, key) => {
@@ -659,6 +685,7 @@ async function collectPath() {
     frames_dropped: typeof v.framesDropped === "number" ? v.framesDropped : null,
     packets_lost: (v.packetsLost || 0) + ((now.audio || {}).packetsLost || 0),
     freezes: typeof v.freezeCount === "number" ? v.freezeCount : null,
+    route: local && remote ? `${local.candidateType} -> ${remote.candidateType}` : null,
   };
   // frame interval jitter: the standard deviation of the intervals between decoded frames
   const n = delta("video", "framesDecoded");
@@ -697,6 +724,7 @@ function renderPath() {
     ["frames_dropped", "frames the browser dropped", p.frames_dropped, ""],
     ["packets_lost", "RTP packets lost (audio and video)", p.packets_lost, ""],
     ["freezes", "video freezes seen by the browser", p.freezes, ""],
+    ["route", "ICE candidate types, this browser -> the server (relay: through the TURN server)", p.route, ""],
   ];
   ui.pathBody.replaceChildren(
     ...rows.map(([key, label, value, unit]) => {
@@ -707,7 +735,8 @@ function renderPath() {
       th.textContent = key.replaceAll("_", " ");
       th.title = label;
       const td = document.createElement("td");
-      td.textContent = typeof value === "number" ? `${Math.round(value)}${unit ? ` ${unit}` : ""}` : "–";
+      if (typeof value === "number") td.textContent = `${Math.round(value)}${unit ? ` ${unit}` : ""}`;
+      else td.textContent = typeof value === "string" ? value : "–";
       tr.append(th, td);
       return tr;
     }),
