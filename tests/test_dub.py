@@ -367,7 +367,7 @@ def test_streaming_neural_dub_gives_the_same_faces(media_dir, tmp_path, landmark
     assert all(np.array_equal(a.image, b.image) for a, b in zip(whole, streamed, strict=True))
 
 
-def test_a_too_short_stream_is_refused_before_any_frame(tmp_path):
+def test_a_too_short_stream_is_refused_before_any_frame(tmp_path, capsys):
     from engine.offline.dub import DubAudio
     from engine.synth.preview.synthesizer import PreviewSynthesizer
 
@@ -378,6 +378,8 @@ def test_a_too_short_stream_is_refused_before_any_frame(tmp_path):
     out = tmp_path / "o.mp4"
     args = ["dub", "--avatar", str(PORTRAIT), "--audio", str(path), "--out", str(out), "--quiet"]
     assert main(args + ["--renderer", "preview", "--cache", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert "the audio is too short: 1 mel chunk(s)" in err and err.count("\n") == 1, err
     assert not out.exists() and not (tmp_path / "o.partial.mp4").exists()
 
 
