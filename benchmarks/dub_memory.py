@@ -5,9 +5,10 @@ optionally, another one (the code before the streaming dub).
     .venv/bin/python benchmarks/dub_memory.py --minutes 1 10 60 --before /tmp/dub_before
 
 Each dub runs in a child process (``python -m engine dub``, the tree on PYTHONPATH, the avatar
-prepared beforehand so that its cache is warm); its peak RSS is the kernel's ``ru_maxrss`` of that
-child (``os.wait4``). A child whose RSS passes ``--max-rss-gb`` is stopped (the peak is then "more
-than" that) so that the machine is not pushed into swap or the OOM killer. The audio is
+prepared beforehand so that its cache is warm); its peak RSS is its own ``VmHWM``
+(/proc/self/status, read as it exits; the kernel's ``ru_maxrss`` for one that was stopped). A child
+whose RSS passes ``--max-rss-gb`` is stopped (the peak is then "more than" that) so that the machine
+is not pushed into swap or the OOM killer. The audio is
 ``speech_c_16k_60s.wav`` from the shared media repeated to the length (silence where that file is
 absent). Writes ``benchmarks/results/dub_memory_<device>.json`` and ``.md`` with device, command, date.
 """
@@ -31,6 +32,17 @@ import numpy as np  # noqa: E402
 
 from benchmarks.common import RESULTS, ROOT, run_meta, write_results  # noqa: E402
 
+#: Runs ``python -m engine ARGS`` and writes the process's own peak RSS (VmHWM, kB) to the file named
+#: first: ``ru_maxrss`` of a child started by fork or vfork also counts its parent's pages before exec.
+CHILD = (
+    "import runpy, sys\n"
+    "hwm = sys.argv.pop(1)\n"
+    "try:\n"
+    "    runpy.run_module('engine', run_name='__main__', alter_sys=True)\n"
+    "finally:\n"
+    "    kb = next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM'))\n"
+    "    open(hwm, 'w').write(kb)\n"
+)
 SPEECH = ROOT.parent / "shared" / "media" / "speech_c_16k_60s.wav"
 
 
@@ -57,11 +69,10 @@ def write_audio(path: Path, minutes: float) -> str:
 def run_child(tree: Path, args: list[str], max_rss_kb: int) -> dict:
     """Run ``python -m engine ARGS`` from ``tree``; wall seconds, exit status, output, peak RSS."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    with tempfile.TemporaryFile("w+") as out:
+    with tempfile.TemporaryFile("w+") as out, tempfile.NamedTemporaryFile("r") as hwm:
         t0 = time.perf_counter()
-        p = subprocess.Popen(
-            [sys.executable, "-m", "engine", *args], cwd=tree, env=env, stdout=out, stderr=out
-        )
+        cmd = [sys.executable, "-c", CHILD, hwm.name, *args]
+        p = subprocess.Popen(cmd, cwd=tree, env=env, stdout=out, stderr=out)
         stopped = threading.Event()
 
         def watch() -> None:  # stop a child that passes the limit
@@ -84,11 +95,13 @@ def run_child(tree: Path, args: list[str], max_rss_kb: int) -> dict:
         wall = time.perf_counter() - t0
         out.seek(0)
         text = out.read()
+        own = hwm.read().strip()  # empty when the child was killed
+    peak_kb = int(own) if own else usage.ru_maxrss
     m = re.search(r": (\d+) frames at .*?; ([\d.]+) frames/s after preparation", text)
     return {
         "rc": p.returncode,
         "wall_s": round(wall, 1),
-        "peak_rss_mb": round(usage.ru_maxrss / 1024),
+        "peak_rss_mb": round(peak_kb / 1024),
         "stopped_over_limit": stopped.is_set(),
         "frames": int(m.group(1)) if m else None,
         "frames_per_s": float(m.group(2)) if m else None,

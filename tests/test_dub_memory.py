@@ -1,8 +1,8 @@
 """Memory of ``mouthpiece dub`` and ``prepare`` (issue 14): the dub streams, so its peak RSS does not grow
 with the audio's length, and an image far larger than needed is scaled down on load.
 
-Each command runs in a child process (``python -m engine ...``) and its own peak RSS is read from
-``os.wait4`` (the kernel's ``ru_maxrss`` of that child alone). The bounds are fixed and generous for
+Each command runs in a child process (``python -m engine ...``) that reports its own peak RSS
+(``VmHWM`` of /proc/self/status, read as it exits). The bounds are fixed and generous for
 load; what they are far below is recorded in benchmarks/results/dub_memory_cpu.md (the whole-file dub
 of the same silent file peaked at several times the bound, growing with the length).
 """
@@ -29,18 +29,26 @@ SILENCE_S = 240  # 4 minutes: 5,996 frames
 DUB_RSS_MB = 560
 PREPARE_RSS_MB = 1500  # a 10000x10000 JPEG (the decoded image alone is 300 MB; before: over 12 GB)
 
+#: Runs ``python -m engine ARGS`` and writes the process's own peak RSS (VmHWM, kB) to the file named
+#: first: ``ru_maxrss`` of a child started by fork or vfork also counts its parent's pages before exec.
+CHILD = (
+    "import runpy, sys\n"
+    "hwm = sys.argv.pop(1)\n"
+    "try:\n"
+    "    runpy.run_module('engine', run_name='__main__', alter_sys=True)\n"
+    "finally:\n"
+    "    kb = next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM'))\n"
+    "    open(hwm, 'w').write(kb)\n"
+)
+
 
 def _run(args: list[str], cwd) -> tuple[int, str, float]:
     """Exit status, output and peak RSS (MB) of ``python -m engine ARGS`` in a child process."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    with open(cwd / "out.txt", "w+") as out:
-        p = subprocess.Popen(
-            [sys.executable, "-m", "engine", *args], cwd=cwd, env=env, stdout=out, stderr=out
-        )
-        _, status, usage = os.wait4(p.pid, 0)
-        p.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        return p.returncode, out.read(), usage.ru_maxrss / 1024  # kB on Linux
+    hwm = cwd / "hwm.txt"
+    cmd = [sys.executable, "-c", CHILD, str(hwm), *args]
+    r = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return r.returncode, r.stdout, int(hwm.read_text()) / 1024
 
 
 def _write_silence(path, seconds: int, rate: int = 16000) -> None:
