@@ -249,3 +249,275 @@ def test_onnx_backend_dubs_like_the_torch_backend(talk_b_run, landmark_model, re
         int(np.abs(a.face.astype(int) - b.face.astype(int)).max()) for a, b in zip(onnx, fast, strict=False)
     ]
     assert len(diffs) == 4 and max(diffs) <= 1, diffs
+
+
+# --------------------------------------------------------------------------------------------
+# The streaming pipeline: the same output as the whole-file one, bounded buffers
+# --------------------------------------------------------------------------------------------
+
+
+def _decoded(path):
+    """All frames (BGR) and the audio samples of an MP4, decoded."""
+    with av.open(str(path)) as c:
+        frames = [f.to_ndarray(format="bgr24") for f in c.decode(video=0)]
+    with av.open(str(path)) as c:
+        audio = np.concatenate([f.to_ndarray()[0] for f in c.decode(audio=0)])
+    return frames, audio
+
+
+def _whole_file_dub(avatar, audio_path, out, batch=4):
+    """The dub as it was before streaming: all the audio in memory (16 kHz for the mel and the preview
+    renderer's openness curve, 48 kHz for the output), every frame through one Mp4Writer."""
+    from engine.core.video import Mp4Writer
+    from engine.synth.preview.synthesizer import PreviewSynthesizer
+
+    wav = load_audio(audio_path)
+    chunks = mel_chunks(melspectrogram(wav))
+    h, w = avatar.frame_size
+    with Mp4Writer(out, w, h, fps=25, audio=load_audio(audio_path, 48000), audio_rate=48000) as writer:
+        for frame in dub_frames(PreviewSynthesizer(), avatar, chunks, batch, wav):
+            writer.write(frame.image)
+    return len(chunks)
+
+
+@pytest.mark.parametrize("source", ["speech_a_44k.wav", "speech_b_48k.wav"])
+def test_streaming_dub_makes_the_same_file_as_the_whole_file_dub(media_dir, tmp_path, source, monkeypatch):
+    """Real speech at 44.1 and 48 kHz (stereo), the talk_b video avatar, the preview renderer (its
+    openness curve computed as the audio streams): every frame given to the encoder is the same, and
+    every decoded audio sample. (The decoded frames are compared within codec noise: this FFmpeg
+    build's H.264 encoder does not always make the same bytes from the same frames.)"""
+    import hashlib
+
+    from engine.core.video import Mp4Writer
+    from engine.offline.dub import dub_file
+
+    written: dict[str, list[str]] = {}
+    write = Mp4Writer.write
+
+    def recording_write(self, frame):
+        written.setdefault(self.path.stem, []).append(hashlib.sha256(frame.tobytes()).hexdigest())
+        write(self, frame)
+
+    monkeypatch.setattr(Mp4Writer, "write", recording_write)
+    audio = media_dir / source
+    cache = tmp_path / "c"
+    avatar = prepare_avatar(media_dir / "talk_b_25fps.mp4", AvatarConfig(n_refs=1), cache)
+    n = _whole_file_dub(avatar, audio, tmp_path / "before.mp4")
+    summary = dub_file(
+        media_dir / "talk_b_25fps.mp4",
+        audio,
+        tmp_path / "after.mp4",
+        avatar_config=AvatarConfig(n_refs=1),
+        cache_dir=cache,
+        progress=False,
+        renderer="preview",
+        config=DubConfig(batch=4),
+    )
+    assert summary.frames == n and summary.audio_seconds == load_audio(audio).size / 16000
+    assert len(written["before"]) == n and written["after.partial"] == written["before"]
+    assert len(set(written["before"])) > n // 2  # the mouth moves: not one picture over and over
+    before, after = _decoded(tmp_path / "before.mp4"), _decoded(tmp_path / "after.mp4")
+    assert len(before[0]) == len(after[0]) == n
+    noise = [np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(before[0], after[0], strict=True)]
+    assert max(noise) < 1.0, max(noise)
+    assert before[1].size == after[1].size and np.array_equal(before[1], after[1])
+
+
+def test_streamed_chunks_windows_and_openness_equal_the_whole_file_ones(media_dir):
+    from engine.core.schedule import windows
+    from engine.offline.dub import DubAudio, StreamingOpenness, stream_windows
+    from engine.synth.preview import openness_curve
+
+    path = media_dir / "speech_a_44k.wav"
+    wav, chunks = load_audio(path), _chunks(load_audio(path))
+    out = []
+    audio = DubAudio(path)
+    opened = StreamingOpenness()
+    got = list(
+        stream_windows(audio.chunks(out.append, opened.add_samples, opened.end), 7, on_window=opened.window)
+    )
+    assert audio.samples == wav.size and audio.chunks_total == len(chunks)
+    assert np.array_equal(np.concatenate(out), load_audio(path, 48000))
+    ref = windows(len(chunks), 7, chunks)
+    assert len(got) == len(ref) == len(chunks) - 2
+    for a, b in zip(got, ref, strict=True):
+        assert (a.index, a.output_indices, a.templates, a.render_template) == (
+            b.index,
+            b.output_indices,
+            b.templates,
+            b.render_template,
+        )
+        assert np.array_equal(a.mel, b.mel)
+    curve = openness_curve(wav)
+    assert len(opened) == curve.size and np.array_equal(
+        np.array([opened[i] for i in range(curve.size)]), curve
+    )
+    assert curve.max() > 0.5 and (curve == 0).any()  # speech and pauses both present
+
+
+def test_streaming_neural_dub_gives_the_same_faces(media_dir, tmp_path, landmark_model, renderer_model):
+    from engine.offline.dub import DubAudio
+
+    path = _write_wav(tmp_path / "a.wav", load_audio(media_dir / "speech_a_44k.wav")[:6400])
+    avatar = prepare_avatar(PORTRAIT, AvatarConfig(n_refs=1), tmp_path / "c")
+    whole = _dub(landmark_model, renderer_model, DubConfig(batch=3), avatar, _chunks(load_audio(path)))
+    synth = NeuralSynthesizer.from_models(landmark_model, renderer_model, DubConfig(batch=3))
+    streamed = list(dub_frames(synth, avatar, DubAudio(path).chunks(), 3))
+    assert [f.index for f in streamed] == [f.index for f in whole] == list(range(len(whole)))
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(whole, streamed, strict=True))
+
+
+def test_a_too_short_stream_is_refused_before_any_frame(tmp_path, capsys):
+    from engine.offline.dub import DubAudio
+    from engine.synth.preview.synthesizer import PreviewSynthesizer
+
+    avatar = prepare_avatar(PORTRAIT, AvatarConfig(n_refs=1), tmp_path / "c")
+    path = _write_wav(tmp_path / "s.wav", _speech_like(0.2))
+    with pytest.raises(DubError, match=r"too short: 1 mel chunk\(s\)"):
+        next(dub_frames(PreviewSynthesizer(), avatar, DubAudio(path).chunks()))
+    out = tmp_path / "o.mp4"
+    args = ["dub", "--avatar", str(PORTRAIT), "--audio", str(path), "--out", str(out), "--quiet"]
+    assert main(args + ["--renderer", "preview", "--cache", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err
+    assert "the audio is too short: 1 mel chunk(s)" in err and err.count("\n") == 1, err
+    assert not out.exists() and not (tmp_path / "o.partial.mp4").exists()
+
+
+def _tone(seconds: float, rate: int) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+
+
+@pytest.mark.parametrize("rate", [48000, 22000])  # an AAC rate; one resampled to 22050
+def test_mp4_writer_incremental_audio_makes_the_same_file(tmp_path, rate):
+    from engine.core.video import Mp4Writer
+
+    frames = [np.full((32, 48, 3), 10 * i, np.uint8) for i in range(20)]
+    audio = np.stack([_tone(0.83, rate), 0.5 * _tone(0.83, rate)], axis=1)  # stereo: mixed to mono
+    with Mp4Writer(tmp_path / "whole.mp4", 48, 32, audio=audio, audio_rate=rate) as w:
+        for f in frames:
+            w.write(f)
+    rng = np.random.default_rng(0)
+    cuts = np.sort(rng.integers(0, len(audio), 30))
+    pieces = np.split(audio, cuts)
+    largest = max(len(p) for p in pieces)
+    pending, fed = [], 0
+    with Mp4Writer(tmp_path / "pieces.mp4", 48, 32, audio_rate=rate, incremental_audio=True) as w:
+        for i, f in enumerate(frames):
+            while pieces and fed < (i + 3) * rate // 25:  # audio ~3 frames ahead of the video
+                fed += len(pieces[0])
+                w.add_audio(pieces.pop(0))
+            w.write(f)
+            pending.append(w.audio_samples_pending)
+        for p in pieces:
+            w.add_audio(p)
+        w.end_audio()
+        with pytest.raises(ValueError, match="before end_audio"):
+            w.add_audio(audio[:10])
+    a, b = _decoded(tmp_path / "whole.mp4"), _decoded(tmp_path / "pieces.mp4")
+    assert all(np.array_equal(x, y) for x, y in zip(a[0], b[0], strict=True)) and len(b[0]) == 20
+    assert np.array_equal(a[1], b[1])
+    assert max(pending) <= 3 * rate // 25 + 1024 + largest  # what was ahead of the video, no more
+    with pytest.raises(ValueError, match="not both"):
+        Mp4Writer(tmp_path / "x.mp4", 48, 32, audio=audio, audio_rate=rate, incremental_audio=True)
+    with pytest.raises(ValueError, match="audio_rate"):
+        Mp4Writer(tmp_path / "x.mp4", 48, 32, incremental_audio=True)
+    with Mp4Writer(tmp_path / "v.mp4", 48, 32) as w:
+        with pytest.raises(ValueError, match="incremental_audio"):
+            w.add_audio(audio)
+        w.write(frames[0])
+
+
+def test_background_writer_passes_audio_in_order_with_the_frames():
+    from engine.offline.dub import BackgroundWriter
+
+    class Sink:
+        def __init__(self):
+            self.calls = []
+
+        def write(self, frame):
+            self.calls.append(("frame", int(frame[0, 0, 0])))
+
+        def add_audio(self, samples):
+            self.calls.append(("audio", int(samples[0])))
+
+        def end_audio(self):
+            self.calls.append(("end",))
+
+    sink = Sink()
+    w = BackgroundWriter(sink, maxsize=2)
+    for i in range(10):
+        w.add_audio(np.full(4, i))
+        w.write(np.full((2, 2, 3), i, np.uint8))
+    w.end_audio()
+    w.close()
+    expected = [c for i in range(10) for c in (("audio", i), ("frame", i))] + [("end",)]
+    assert sink.calls == expected
+
+
+def test_the_output_is_never_one_of_the_inputs(media_dir, tmp_path, capsys):
+    """--out (or its NAME.partial.mp4) naming the avatar or the audio, by another spelling, a hard link or a
+    symbolic link: one line, status 2, the file untouched."""
+    import os
+    import shutil
+
+    video = tmp_path / "talk.mp4"
+    shutil.copy(media_dir / "talk_b_25fps.mp4", video)
+    original = video.read_bytes()
+    wav = _write_wav(tmp_path / "s.wav", _speech_like(0.5))
+    os.link(video, tmp_path / "hard.mp4")
+    os.symlink(video, tmp_path / "soft.mp4")
+    partial_audio = tmp_path / "x.partial.mp4"
+    shutil.copy(video, partial_audio)
+    cases = [
+        (
+            ["--avatar", str(video), "--audio", str(wav)],
+            str(video),
+            "--out would overwrite the --avatar file",
+        ),
+        (
+            ["--avatar", str(PORTRAIT), "--audio", str(video)],
+            str(video),
+            "--out would overwrite the --audio file",
+        ),
+        (["--avatar", str(video), "--audio", str(wav)], str(tmp_path / "." / "talk.mp4"), "--avatar"),
+        (["--avatar", str(video), "--audio", str(wav)], str(tmp_path / "hard.mp4"), "--avatar"),
+        (["--avatar", str(PORTRAIT), "--audio", str(tmp_path / "soft.mp4")], str(video), "--audio"),
+        (["--avatar", str(PORTRAIT), "--audio", str(partial_audio)], str(tmp_path / "x.mp4"), "temporary"),
+    ]
+    for inputs, out, message in cases:
+        args = ["dub", *inputs, "--out", out, "--renderer", "preview", "--cache", str(tmp_path / "c")]
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1 and "Traceback" not in err, err
+    assert video.read_bytes() == original and partial_audio.read_bytes() == original
+    assert not (tmp_path / "x.mp4").exists()
+    faces = ["--save-faces", str(wav), "--random-weights", "--refs", "1", "--cache", str(tmp_path / "c")]
+    assert (
+        main(
+            ["dub", "--avatar", str(PORTRAIT), "--audio", str(wav), "--out", str(tmp_path / "o.mp4"), *faces]
+        )
+        == 2
+    )
+    assert "--save-faces would overwrite the --audio file" in capsys.readouterr().err
+
+
+def test_a_large_image_is_scaled_down_on_load(tmp_path):
+    import cv2
+
+    from engine.core.avatar import MAX_IMAGE_SIDE, fit_image
+
+    assert MAX_IMAGE_SIDE == 2048
+    small = np.zeros((100, 60, 3), np.uint8)
+    assert fit_image(small) is small
+    assert fit_image(np.zeros((1000, 3000, 3), np.uint8)).shape == (683, 2048, 3)
+    assert fit_image(np.zeros((5000, 20, 3), np.uint8)).shape == (2048, 8, 3)
+    big = cv2.resize(cv2.imread(str(PORTRAIT)), (2600, 2600), interpolation=cv2.INTER_CUBIC)
+    cv2.imwrite(str(tmp_path / "big.jpg"), big)
+    avatar = prepare_avatar(tmp_path / "big.jpg", AvatarConfig(n_refs=1), tmp_path / "c")
+    assert avatar.frame_size == (2048, 2048) and avatar.report.scaled_from == [2600, 2600]
+    assert "the 2600x2600 image was scaled down to at most 2048 px" in avatar.report.summary()
+    again = prepare_avatar(tmp_path / "big.jpg", AvatarConfig(n_refs=1), tmp_path / "c")
+    assert again.report.reused_cache and again.report.scaled_from == [2600, 2600]
+    normal = prepare_avatar(PORTRAIT, AvatarConfig(n_refs=1), tmp_path / "c")
+    assert normal.frame_size == (512, 512) and normal.report.scaled_from is None

@@ -103,7 +103,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     d = sub.add_parser("dub", help="make an avatar speak an audio file: a lip-synced MP4")
     d.add_argument("--avatar", required=True, metavar="VIDEO|IMAGE")
     d.add_argument("--audio", required=True, metavar="AUDIO", help="wav, mp3, m4a, ... or a video's audio")
-    d.add_argument("--out", required=True, metavar="OUT.mp4")
+    d.add_argument(
+        "--out", required=True, metavar="OUT.mp4", help="the MP4 to write (never --avatar or --audio)"
+    )
     add_avatar_options(d)
     dc = DubConfig
     d.add_argument(

@@ -1,8 +1,9 @@
 """Audio input and the IP_LAP mel spectrogram (IPLAP_FACTS.md section 3).
 
 * Loading: :func:`load_audio` decodes any file FFmpeg understands (wav, mp3, m4a/aac, flac, ogg,
-  the audio stream of a video) through PyAV; :func:`to_mono_16k` does the same conversion for an
-  in-memory array. Both return mono float32 as the mean of the channels.
+  the audio stream of a video) through PyAV, :func:`decode_audio` gives the same samples piece by
+  piece (memory that does not grow with the file); :func:`to_mono_16k` does the same conversion for
+  an in-memory array. All return mono float32 as the mean of the channels.
 * Mel: :func:`melspectrogram` (numpy, float64 internally) and :class:`MelSpectrogram` (torch,
   any device) compute the authors' normalised log-mel; :func:`mel_chunks` cuts it per video frame.
 
@@ -12,6 +13,7 @@ librosa is only used by the tests, to cross-check; nothing here imports it.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +24,9 @@ import torch
 __all__ = [
     "AudioError",
     "MelConfig",
+    "MelChunker",
     "MelSpectrogram",
+    "decode_audio",
     "load_audio",
     "mel_chunk_starts",
     "mel_chunks",
@@ -80,19 +84,26 @@ def to_mono_16k(samples: np.ndarray, sample_rate: int, target_rate: int = 16000)
     return _resample(mono, int(sample_rate), int(target_rate))
 
 
-def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
-    """Decode the first audio stream of ``path`` to mono float32 at ``sample_rate``, shape (n,).
+def decode_audio(path: str | os.PathLike) -> Iterator[tuple[int, np.ndarray]]:
+    """Decode the first audio stream of ``path`` piece by piece: ``(sample_rate, samples)`` per decoded
+    frame, ``samples`` mono float32 (the mean of the channels) at the stream's own rate, shape (n,).
 
-    Raises ``FileNotFoundError`` for a missing path and :class:`AudioError` for a file with no
-    audio stream, one FFmpeg cannot decode, or one that decodes to no samples.
+    Memory does not grow with the file's length (one decoded frame at a time). The checks of
+    :func:`load_audio` apply, raised when iteration reaches them: ``FileNotFoundError`` for a missing
+    path (at once) and :class:`AudioError` for a file with no audio stream, one FFmpeg cannot decode,
+    a sample rate that changes mid-stream, or one that decodes to no samples (at the end).
     """
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"audio file not found: {p}")
     if not p.is_file():
         raise AudioError(f"{p}: not a regular file")
-    chunks: list[np.ndarray] = []  # each (n_i,) mono float32 at the stream rate
+    return _decode(p)
+
+
+def _decode(p: Path) -> Iterator[tuple[int, np.ndarray]]:
     rate = 0
+    n = 0
     try:
         with av.open(str(p), mode="r") as container:
             if not container.streams.audio:
@@ -104,13 +115,32 @@ def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
                 if frame.sample_rate != rate:
                     raise AudioError(f"{p}: sample rate changes mid-stream ({rate} -> {frame.sample_rate})")
                 for f in to_float.resample(frame):
-                    chunks.append(f.to_ndarray().mean(axis=0))  # (channels, n) -> (n,)
-            chunks.extend(f.to_ndarray().mean(axis=0) for f in to_float.resample(None))
+                    mono = f.to_ndarray().mean(axis=0)  # (channels, n) -> (n,)
+                    n += mono.size
+                    yield rate, mono
+            for f in to_float.resample(None):
+                mono = f.to_ndarray().mean(axis=0)
+                n += mono.size
+                yield rate, mono
     except av.error.FFmpegError as e:
         raise AudioError(f"{p}: cannot decode audio ({e.__class__.__name__}: {e.strerror or e})") from None
-    samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-    if samples.size == 0:
+    if n == 0:
         raise AudioError(f"{p}: audio stream decodes to no samples")
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
+    """Decode the first audio stream of ``path`` to mono float32 at ``sample_rate``, shape (n,).
+
+    Raises ``FileNotFoundError`` for a missing path and :class:`AudioError` for a file with no
+    audio stream, one FFmpeg cannot decode, or one that decodes to no samples. The whole signal is
+    in memory; :func:`decode_audio` gives it piece by piece.
+    """
+    chunks: list[np.ndarray] = []  # each (n_i,) mono float32 at the stream rate
+    rate = 0
+    for r, mono in decode_audio(path):
+        rate = r
+        chunks.append(mono)
+    samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
     return _resample(samples, rate, int(sample_rate))
 
 
@@ -272,3 +302,43 @@ def mel_chunks(mel: np.ndarray, fps: float = 25.0) -> np.ndarray:
     starts = mel_chunk_starts(mel.shape[1], fps)  # (K,)
     idx = starts[:, None] + np.arange(MEL_CHUNK_LEN)  # (K, 16)
     return np.ascontiguousarray(np.moveaxis(mel[:, idx], 1, 0))  # (M, K, 16) -> (K, M, 16)
+
+
+class MelChunker:
+    """:func:`mel_chunks` for a mel that arrives in pieces (e.g. from an incremental mel).
+
+    :meth:`push` takes the next mel frames (n_mels, k), in order, and returns the chunks that became
+    complete, shape (m, n_mels, 16): chunk k is mel frames ``int(k * 80 / fps)`` to ``+ 16``, as
+    :func:`mel_chunk_starts`, so everything returned, concatenated, equals :func:`mel_chunks` of the
+    whole mel. Only the frames later chunks still need are kept (at most 16 + one push).
+    """
+
+    def __init__(self, fps: float = 25.0, n_mels: int = 80) -> None:
+        if not fps > 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        self.step = MEL_FPS / float(fps)
+        self.n_mels = int(n_mels)
+        self.chunks_total = 0  # chunks returned
+        self.mel_total = 0  # mel frames pushed
+        self._buf = np.zeros((self.n_mels, 0), np.float32)
+        self._base = 0  # mel index of self._buf[:, 0]
+
+    def push(self, mel: np.ndarray) -> np.ndarray:
+        m = np.asarray(mel, dtype=np.float32)
+        if m.ndim != 2 or m.shape[0] != self.n_mels:
+            raise ValueError(f"expected mel frames ({self.n_mels}, k), got {m.shape}")
+        if m.shape[1]:
+            self._buf = np.concatenate([self._buf, m], axis=1) if self._buf.shape[1] else m
+            self.mel_total += m.shape[1]
+        out: list[np.ndarray] = []
+        while (s := int(self.chunks_total * self.step)) + MEL_CHUNK_LEN <= self.mel_total:
+            out.append(self._buf[:, s - self._base : s - self._base + MEL_CHUNK_LEN])
+            self.chunks_total += 1
+        if not out:
+            return np.zeros((0, self.n_mels, MEL_CHUNK_LEN), np.float32)
+        chunks = np.stack(out)  # copies: the buffer can be trimmed
+        keep = int(self.chunks_total * self.step)  # the next chunk's first frame
+        if keep > self._base:
+            self._buf = self._buf[:, keep - self._base :].copy()
+            self._base = keep
+        return chunks

@@ -27,6 +27,10 @@ from engine.core.sketch import draw_sketches
 
 CACHE_VERSION = 1
 FILES = ("meta.json", "frames.npy", "avatar.npz", "detections.npz")
+#: An image avatar whose longer side is larger is scaled down to it on load (docs/dubbing.md): the
+#: face crops are 128x128, and every output frame is a copy of the image, so a 10000x10000 photo
+#: would only cost memory (300 MB a frame) and time.
+MAX_IMAGE_SIDE = 2048
 
 
 class AvatarError(ValueError):
@@ -66,13 +70,19 @@ class PrepareReport:
     cache_dir: str
     reused_cache: bool = False
     seconds: dict[str, float] = field(default_factory=dict)
+    #: An image larger than MAX_IMAGE_SIDE: its original [height, width] (it was scaled down).
+    scaled_from: list[int] | None = None
 
     def summary(self) -> str:
         filled = f", {len(self.filled)} without a face filled from neighbours" if self.filled else ""
         how = "reused cache" if self.reused_cache else f"prepared in {sum(self.seconds.values()):.1f} s"
+        scaled = ""
+        if self.scaled_from:
+            h, w = self.scaled_from
+            scaled = f"; the {w}x{h} image was scaled down to at most {MAX_IMAGE_SIDE} px on its longer side"
         return (
             f"{self.source}: {self.n_frames} frames, face found in {self.n_detected}{filled}; "
-            f"{self.n_refs} references; {how} ({self.cache_dir})"
+            f"{self.n_refs} references{scaled}; {how} ({self.cache_dir})"
         )
 
 
@@ -145,13 +155,30 @@ def cache_key(content_hash: str, cfg: AvatarConfig) -> str:
     return f"v{CACHE_VERSION}-{content_hash[:16]}-{hashlib.sha256(settings.encode()).hexdigest()[:10]}"
 
 
-def _read_source(path: Path, cfg: AvatarConfig) -> tuple[list[np.ndarray], float | None]:
+def fit_image(img: np.ndarray, max_side: int = MAX_IMAGE_SIDE) -> np.ndarray:
+    """``img`` scaled down (area interpolation, aspect kept) so that its longer side is at most
+    ``max_side`` pixels; unchanged (the same array) when it already fits."""
+    import cv2
+
+    h, w = img.shape[:2]
+    if max(h, w) <= max_side:
+        return img
+    scale = max_side / max(h, w)
+    size = (max(1, min(max_side, round(w * scale))), max(1, min(max_side, round(h * scale))))
+    return cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+
+
+def _read_source(path: Path, cfg: AvatarConfig) -> tuple[list[np.ndarray], float | None, tuple | None]:
+    """The frames, the source's frame rate (None for an image) and, for an image scaled down to
+    :data:`MAX_IMAGE_SIDE`, its original (height, width)."""
     from engine.core import video
 
     if video.is_image(path):
-        return [video.read_image(path)], None
+        img = video.read_image(path)
+        small = fit_image(img)
+        return [small], None, (None if small is img else tuple(img.shape[:2]))
     frames, info = video.read_frames(path, fps=cfg.fps, max_frames=cfg.max_frames)
-    return frames, info.fps
+    return frames, info.fps, None
 
 
 def _fill_missing(points: np.ndarray, found: np.ndarray) -> np.ndarray:
@@ -183,7 +210,7 @@ def _smooth_boxes(boxes: np.ndarray, window: int) -> np.ndarray:
 def _compute(path: Path, cfg: AvatarConfig, landmarker=None) -> tuple[dict, list[np.ndarray], PrepareReport]:
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
-    frames, src_fps = _read_source(path, cfg)
+    frames, src_fps, scaled_from = _read_source(path, cfg)
     if not frames:
         raise AvatarError(f"{path}: no frames could be read")
     h, w = frames[0].shape[:2]
@@ -258,6 +285,7 @@ def _compute(path: Path, cfg: AvatarConfig, landmarker=None) -> tuple[dict, list
         n_refs=n_refs,
         cache_dir="",
         seconds={k: round(v, 3) for k, v in seconds.items()},
+        scaled_from=None if scaled_from is None else [int(v) for v in scaled_from],
     )
     arrays["detections"] = facemod.records_to_arrays(records)
     return arrays, frames, report

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -321,14 +322,49 @@ def _aac_rate(rate: int) -> int:
     return min(higher) if higher else max(AAC_RATES)
 
 
+class _MonoResampler:
+    """Stateful swresample of mono float32 pieces (consecutive frames with pts): the pieces' outputs,
+    with :meth:`flush`'s tail, make the one-shot resampling of the whole signal."""
+
+    def __init__(self, rate_in: int, rate_out: int) -> None:
+        self.rate_in = rate_in
+        self._resampler = av.AudioResampler(format="flt", layout="mono", rate=rate_out)
+        self._pts = 0
+
+    def push(self, mono: np.ndarray) -> np.ndarray:
+        if mono.size == 0:
+            return mono
+        frame = av.AudioFrame.from_ndarray(mono[None], format="flt", layout="mono")
+        frame.sample_rate = self.rate_in
+        frame.time_base = Fraction(1, self.rate_in)
+        frame.pts = self._pts
+        self._pts += mono.size
+        return self._collect(self._resampler.resample(frame))
+
+    def flush(self) -> np.ndarray:
+        return self._collect(self._resampler.resample(None))
+
+    @staticmethod
+    def _collect(frames) -> np.ndarray:
+        parts = [f.to_ndarray()[0] for f in frames]
+        return np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros(0, np.float32)
+
+
 class Mp4Writer:
     """Write BGR uint8 frames as an H.264 MP4 (exactly ``fps`` frames per second), with optional
     mono AAC audio muxed in.
 
-    ``audio``: mono samples at ``audio_rate`` Hz (float in [-1, 1], clipped; an int array or an
-    (n, channels) array is converted like :func:`engine.core.audio.to_mono_16k` does). Use as a context
-    manager or call :meth:`close`; leaving the ``with`` block through an exception still finalises
-    the file. See the module docstring for odd sizes and audio details.
+    ``audio``: the whole track, mono samples at ``audio_rate`` Hz (float in [-1, 1], clipped; an int
+    array or an (n, channels) array is converted like :func:`engine.core.audio.to_mono_16k` does).
+    ``incremental_audio=True`` (with ``audio_rate``, without ``audio``): the track arrives in pieces
+    through :meth:`add_audio` (converted the same way, piece by piece, resampled with one stateful
+    filter when ``audio_rate`` is not an AAC rate), ended by :meth:`end_audio` or :meth:`close`.
+    Either way the audio is encoded in whole AAC frames of 1024 samples as the video advances (the
+    samples up to the last written frame's end), the rest, and a last partial frame, once the track
+    has ended; so a track given in pieces ahead of the video makes the same file as the whole track.
+    Only the samples not yet encoded are kept. Use as a context manager or call :meth:`close`;
+    leaving the ``with`` block through an exception still finalises the file. See the module
+    docstring for odd sizes and audio details.
     """
 
     def __init__(
@@ -342,6 +378,7 @@ class Mp4Writer:
         audio: np.ndarray | None = None,
         audio_rate: int | None = None,
         profile: str = "high",
+        incremental_audio: bool = False,
     ) -> None:
         if int(width) <= 0 or int(height) <= 0:
             raise ValueError(f"width and height must be positive, got {width}x{height}")
@@ -356,18 +393,29 @@ class Mp4Writer:
         self.frames_written = 0
         self._closed = False
 
-        self._audio: np.ndarray | None = None
-        self._audio_pos = 0
+        self._has_audio = audio is not None or bool(incremental_audio)
+        self._audio_pos = 0  # samples encoded
+        self._pending: deque[np.ndarray] = deque()  # samples received, not yet encoded, in order
+        self._pending_size = 0
+        self._audio_ended = False
+        self._audio_in_rate: int | None = None
+        self._resampler: _MonoResampler | None = None
         self.audio_rate: int | None = None
-        if audio is not None:
+        if self._has_audio:
+            if audio is not None and incremental_audio:
+                raise ValueError("give either the whole audio or incremental_audio=True, not both")
             if audio_rate is None or int(audio_rate) <= 0:
                 raise ValueError(f"audio given without a positive audio_rate (got {audio_rate})")
             rate = _aac_rate(int(audio_rate))
-            samples = to_mono_16k(np.asarray(audio), int(audio_rate), rate)
-            if samples.size == 0:
-                raise ValueError("audio is empty")
-            self._audio = np.clip(samples, -1.0, 1.0).astype(np.float32)
-            self.audio_rate = rate
+            self._audio_in_rate, self.audio_rate = int(audio_rate), rate
+            if audio is not None:
+                samples = to_mono_16k(np.asarray(audio), int(audio_rate), rate)
+                if samples.size == 0:
+                    raise ValueError("audio is empty")
+                self._append(np.clip(samples, -1.0, 1.0).astype(np.float32))
+                self._audio_ended = True
+            elif rate != self._audio_in_rate:
+                self._resampler = _MonoResampler(self._audio_in_rate, rate)
 
         # libx264 + yuv420p need even dimensions: pad odd ones by one (replicated edge).
         self._pad_w, self._pad_h = self.width % 2, self.height % 2
@@ -381,7 +429,7 @@ class Mp4Writer:
             vs.codec_context.time_base = 1 / self._rate
             self._video = vs
             self._astream = None
-            if self._audio is not None:
+            if self._has_audio:
                 self._astream = self._container.add_stream("aac", rate=self.audio_rate, layout="mono")
                 self._astream.codec_context.time_base = Fraction(1, self.audio_rate)
         except Exception:
@@ -419,15 +467,75 @@ class Mp4Writer:
         vf.time_base = 1 / self._rate
         self._mux(self._video.encode(vf))
         self.frames_written += 1
-        if self._audio is not None:  # keep the audio level with the video, in whole AAC frames
-            upto = int(self.frames_written / self._rate * self.audio_rate)
-            self._write_audio(upto - (upto - self._audio_pos) % AAC_FRAME_SIZE)
+        if self._has_audio:
+            self._write_audio(self._video_audio_end())
+
+    def add_audio(self, samples: np.ndarray) -> None:
+        """Append the next piece of an incremental track (see the class docstring): shape (n,) or
+        (n, channels), at ``audio_rate``; encoded as far as the video has advanced."""
+        if self._closed:
+            raise ValueError(f"{self.path}: writer is closed")
+        if self._audio_in_rate is None or self._audio_ended:
+            raise ValueError("add_audio needs incremental_audio=True, before end_audio()")
+        x = np.asarray(samples)
+        if x.ndim not in (1, 2):
+            raise ValueError(f"expected samples of shape (n,) or (n, channels), got {x.shape}")
+        if np.issubdtype(x.dtype, np.signedinteger):
+            x = x.astype(np.float64) / float(-np.iinfo(x.dtype).min)  # int16: / 32768
+        elif not np.issubdtype(x.dtype, np.floating):
+            raise ValueError(f"expected signed integer or float samples, got dtype {x.dtype}")
+        mono = np.ascontiguousarray(x.mean(axis=1) if x.ndim == 2 else x, dtype=np.float32)
+        if self._resampler is not None:
+            mono = self._resampler.push(mono)
+        self._append(np.clip(mono, -1.0, 1.0).astype(np.float32))
+        self._write_audio(self._video_audio_end())
+
+    def end_audio(self) -> None:
+        """The incremental track is complete: what is left of it is encoded as the video advances,
+        and at :meth:`close`."""
+        if self._audio_in_rate is None or self._audio_ended:
+            return
+        if self._resampler is not None:
+            self._append(np.clip(self._resampler.flush(), -1.0, 1.0).astype(np.float32))
+        self._audio_ended = True
+        self._write_audio(self._video_audio_end())
+
+    @property
+    def audio_samples_pending(self) -> int:
+        """Audio samples received and not yet encoded."""
+        return self._pending_size
+
+    def _append(self, samples: np.ndarray) -> None:
+        if samples.size:
+            self._pending.append(samples)
+            self._pending_size += samples.size
+
+    def _take(self, n: int) -> np.ndarray:
+        parts = []
+        while n > 0:
+            head = self._pending[0]
+            if head.size <= n:
+                parts.append(self._pending.popleft())
+            else:
+                parts.append(head[:n])
+                self._pending[0] = head[n:]
+            n -= parts[-1].size
+            self._pending_size -= parts[-1].size
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _video_audio_end(self) -> int:
+        """The audio to encode now: up to the written video's end, in whole AAC frames."""
+        upto = int(self.frames_written / self._rate * self.audio_rate)
+        return upto - (upto - self._audio_pos) % AAC_FRAME_SIZE
 
     def _write_audio(self, upto: int) -> None:
-        upto = min(upto, self._audio.size)
+        if self._audio_ended:
+            upto = min(upto, self._audio_pos + self._pending_size)
+        else:  # more may come: whole AAC frames only
+            upto = min(upto, self._audio_pos + self._pending_size // AAC_FRAME_SIZE * AAC_FRAME_SIZE)
         while self._audio_pos < upto:
             end = min(self._audio_pos + AAC_FRAME_SIZE, upto)
-            chunk = self._audio[None, self._audio_pos : end]
+            chunk = self._take(end - self._audio_pos)[None]
             af = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format="fltp", layout="mono")
             af.sample_rate = self.audio_rate
             af.pts = self._audio_pos
@@ -452,8 +560,9 @@ class Mp4Writer:
             self.path.unlink(missing_ok=True)
             raise ValueError(f"{self.path}: no video frames were written; no file made")
         try:
-            if self._audio is not None:
-                self._write_audio(self._audio.size)
+            if self._has_audio:
+                self.end_audio()
+                self._write_audio(self._audio_pos + self._pending_size)
                 self._mux(self._astream.encode(None))
             self._mux(self._video.encode(None))
         finally:

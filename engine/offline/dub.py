@@ -1,29 +1,67 @@
-"""``mouthpiece dub``: an avatar (video or photo) and any audio become a lip-synced H.264 MP4."""
+"""``mouthpiece dub``: an avatar (video or photo) and any audio become a lip-synced H.264 MP4.
+
+The dub is a bounded pipeline, so its memory does not grow with the audio's length:
+
+- :class:`DubAudio` decodes the audio file once, piece by piece (PyAV), and turns each piece into
+  16 kHz samples, mel frames and mel chunks (the live front end's :class:`StreamingResampler` and
+  :class:`IncrementalMel`, which give exactly the offline mel) and into the output's 48 kHz samples;
+- :func:`stream_windows` makes the authors' windows as soon as their chunks exist (the same windows
+  as :func:`engine.core.schedule.windows`), :func:`dub_frames` renders them ``batch`` at a time;
+- :class:`BackgroundWriter` encodes the frames on a thread behind a bounded queue, and the output
+  audio reaches the :class:`engine.core.video.Mp4Writer` through the same queue, in pieces, ahead of
+  the frames it goes with.
+
+What stays in memory is the avatar, a few batches of frames, the encoder's queue and a few seconds
+of audio (plus 4 bytes per output frame for the preview renderer's openness values).
+"""
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from engine.core.audio import load_audio, mel_chunks, melspectrogram
 from engine.core.avatar import Avatar, AvatarConfig, prepare_avatar
 from engine.core.frames import Frame, FrameKind
-from engine.core.schedule import make_window, num_windows
+from engine.core.schedule import CENTER, Window, make_window
+from engine.offline.dub_stream import (
+    DECODE_BLOCK,
+    OUTPUT_AUDIO_RATE,
+    DubAudio,
+    FaceFile,
+    StreamingOpenness,
+)
 from engine.synth import canonical_renderer
 from engine.synth.base import Planned, Synthesizer
 from engine.synth.neural import DubConfig, NeuralSynthesizer
 from engine.synth.preview.synthesizer import PreviewSynthesizer
 from engine.synth.weights import DubError, load_models
 
-OUTPUT_AUDIO_RATE = 48000
+__all__ = [
+    "DECODE_BLOCK",
+    "MIN_CHUNKS",
+    "OUTPUT_AUDIO_RATE",
+    "BackgroundWriter",
+    "DubAudio",
+    "DubSummary",
+    "StreamingOpenness",
+    "check_output",
+    "dub_file",
+    "dub_frames",
+    "make_synthesizer_for_dub",
+    "stream_windows",
+]
+
 MIN_CHUNKS = 3
+#: Frames waiting for the encoder: at most this many bytes (and 2 to 16 frames).
+ENCODE_QUEUE_BYTES = 128 << 20
 
 
 @dataclass
@@ -51,38 +89,93 @@ class DubSummary:
         )
 
 
-def dub_frames(
-    synth: Synthesizer, avatar: Avatar, chunks: np.ndarray, batch: int = 4, audio: np.ndarray | None = None
-) -> Iterator[Frame]:
-    """Frames for mel ``chunks`` (n, 80, 16): ``n`` frames, output indices 0..n-1 in order (the authors'
-    schedule, IPLAP_FACTS.md section 8), ``batch`` windows per synthesizer call. ``audio``: the whole
-    16 kHz audio, for synthesizers that analyse it ahead (the preview renderer's openness curve).
+def _too_short(n: int) -> DubError:
+    return DubError(
+        f"the audio is too short: {n} mel chunk(s), at least {MIN_CHUNKS} are needed (about 0.27 s)"
+    )
 
-    The synthesizer's model work runs on the calling thread; composing a batch's frames runs on a worker
-    thread while the next batch goes through the models (one batch of look-ahead)."""
-    n = len(chunks)
-    if n < MIN_CHUNKS:
-        raise DubError(
-            f"the audio is too short: {n} mel chunk(s), at least {MIN_CHUNKS} are needed (about 0.27 s)"
-        )
-    if batch < 1:
-        raise ValueError("batch must be >= 1")
-    stream = synth.open(avatar, crossfade=0, audio=audio)
-    total = num_windows(n)
+
+class _ChunkWindow:
+    """The last chunks of a stream, indexable by a list of chunk numbers (for ``make_window``)."""
+
+    def __init__(self) -> None:
+        self.chunks: dict[int, np.ndarray] = {}
+
+    def __getitem__(self, idx: list[int]) -> np.ndarray:
+        return np.stack([self.chunks[i] for i in idx])
+
+
+def stream_windows(
+    chunks: Iterable[np.ndarray],
+    n_frames: int,
+    on_window: Callable[[Window], None] | None = None,
+) -> Iterator[Window]:
+    """The authors' windows (:func:`engine.core.schedule.make_window`) for a stream of mel chunks.
+
+    ``chunks``: blocks of chunks (k, 80, 16) or single chunks (80, 16), in order; window b is made as
+    soon as chunk b + 2 exists, and only the 5 chunks a window uses are kept. The windows equal
+    :func:`engine.core.schedule.windows` of all the chunks. ``on_window`` is called with each window
+    before it is yielded. Raises :class:`DubError` when the stream ends with fewer than
+    :data:`MIN_CHUNKS` chunks (no window: nothing was yielded)."""
+    recent = _ChunkWindow()
+    k = 0  # chunks received
+    for block in chunks:
+        block = np.asarray(block, dtype=np.float32)
+        for c in block[None] if block.ndim == 2 else block:
+            recent.chunks[k] = c
+            k += 1
+            b = k - 1 - CENTER  # the window whose last chunk just arrived
+            if b < 0:
+                continue
+            recent.chunks.pop(b - 1 - CENTER, None)  # no later window uses it
+            w = make_window(b, k, n_frames, recent)
+            if on_window is not None:
+                on_window(w)
+            yield w
+    if k < MIN_CHUNKS:
+        raise _too_short(k)
+
+
+def _render(stream, avatar: Avatar, windows: Iterable[Window], batch: int) -> Iterator[Frame]:
+    """``batch`` windows per synthesizer call: the model work on the calling thread, composing a
+    batch's frames on a worker thread while the next batch goes through the models."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mouthpiece-composite") as pool:
         pending = None
-        for s in range(0, total, batch):
+        it = iter(windows)
+        while group := [w for _, w in zip(range(batch), it, strict=False)]:
             now = time.perf_counter()
-            group = [
-                Planned(make_window(b, n, avatar.n_frames, chunks), now, FrameKind.SPEECH)
-                for b in range(s, min(s + batch, total))
-            ]
-            job = pool.submit(stream.compose, avatar, stream.compute(avatar, group))
+            planned = [Planned(w, now, FrameKind.SPEECH) for w in group]
+            job = pool.submit(stream.compose, avatar, stream.compute(avatar, planned))
             if pending is not None:
                 yield from pending.result()
             pending = job
         if pending is not None:
             yield from pending.result()
+
+
+def dub_frames(
+    synth: Synthesizer,
+    avatar: Avatar,
+    chunks: np.ndarray | Iterable[np.ndarray],
+    batch: int = 4,
+    audio: np.ndarray | None = None,
+) -> Iterator[Frame]:
+    """Frames for mel ``chunks``: ``n`` chunks make ``n`` frames, output indices 0..n-1 in order (the
+    authors' schedule, IPLAP_FACTS.md section 8), ``batch`` windows per synthesizer call.
+
+    ``chunks``: an array (n, 80, 16), or a stream of chunk blocks (k, 80, 16) consumed as the windows
+    need them (:func:`stream_windows`; e.g. :meth:`DubAudio.chunks`), so that memory does not grow
+    with the audio. ``audio``: the whole 16 kHz audio, for synthesizers that analyse it ahead (the
+    preview renderer's openness curve). Too few chunks raise :class:`DubError` before any frame.
+
+    The synthesizer's model work runs on the calling thread; composing a batch's frames runs on a worker
+    thread while the next batch goes through the models (one batch of look-ahead)."""
+    if isinstance(chunks, np.ndarray) and len(chunks) < MIN_CHUNKS:
+        raise _too_short(len(chunks))
+    if batch < 1:
+        raise ValueError("batch must be >= 1")
+    stream = synth.open(avatar, crossfade=0, audio=audio)
+    yield from _render(stream, avatar, stream_windows(chunks, avatar.n_frames), batch)
 
 
 def make_synthesizer_for_dub(
@@ -103,6 +196,40 @@ def make_synthesizer_for_dub(
     return NeuralSynthesizer.from_models(lm, net, config)
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name one file: by inode when both exist, else by resolved path."""
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def check_output(out_path: str | os.PathLike, **inputs: str | os.PathLike | None) -> Path:
+    """The dub's output path, refused (:class:`DubError`, nothing touched) unless it is an ``.mp4`` and
+    neither it nor its temporary ``NAME.partial.mp4`` is one of ``inputs`` (``avatar=...``,
+    ``audio=...``: named in the message as ``--avatar``, ``--audio``)."""
+    out = Path(out_path)
+    if out.suffix.lower() != ".mp4":
+        raise DubError(f"{out}: the output must be an .mp4 file")
+    _refuse_overwrite(out, "--out", inputs)
+    _refuse_overwrite(_partial(out), "--out's temporary file (NAME.partial.mp4)", inputs)
+    return out
+
+
+def _refuse_overwrite(target: Path, what: str, inputs: dict) -> None:
+    for name, given in inputs.items():
+        if given is not None and _same_file(target, Path(given)):
+            raise DubError(
+                f"{what} would overwrite the --{name} file: choose another output (nothing was written)"
+            )
+
+
+def _partial(out: Path) -> Path:
+    return out.with_name(out.stem + ".partial.mp4")
+
+
 def dub_file(
     avatar_path: str | Path,
     audio_path: str | Path,
@@ -118,7 +245,9 @@ def dub_file(
     renderer: str = "neural",
 ) -> DubSummary:
     """``renderer``: ``neural`` (IP_LAP) or ``preview`` (the CPU preview renderer, driven by the
-    audio's openness curve; no weights needed)."""
+    audio's openness curve; no weights needed). The pipeline is bounded (module docstring); the file
+    is written as ``NAME.partial.mp4`` and renamed when complete (removed on an error). An output that
+    is one of the inputs is refused before anything is read (:func:`check_output`)."""
     from engine.core.video import Mp4Writer
 
     renderer = canonical_renderer(renderer)
@@ -128,11 +257,14 @@ def dub_file(
         raise ValueError("--save-faces needs the neural renderer (the preview renderer makes no faces)")
     config = config or DubConfig()
     avatar_config = avatar_config or AvatarConfig()
-    out_path = Path(out_path)
-    if out_path.suffix.lower() != ".mp4":
-        raise DubError(f"{out_path}: the output must be an .mp4 file")
+    out_path = check_output(out_path, avatar=avatar_path, audio=audio_path)
+    if save_faces is not None:
+        _refuse_overwrite(Path(save_faces), "--save-faces", {"avatar": avatar_path, "audio": audio_path})
+        _refuse_overwrite(Path(save_faces), "--save-faces", {"out": out_path})
     if not Path(audio_path).is_file():
         raise FileNotFoundError(f"audio file not found: {audio_path}")
+    if config.batch < 1:
+        raise ValueError("batch must be >= 1")
     seconds: dict[str, float] = {}
 
     t0 = time.perf_counter()
@@ -146,64 +278,103 @@ def dub_file(
     avatar = prepare_avatar(avatar_path, avatar_config, cache_dir)
     seconds["prepare"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    wav = load_audio(audio_path)
-    chunks = mel_chunks(melspectrogram(wav), fps=avatar_config.fps)
-    out_audio = load_audio(audio_path, OUTPUT_AUDIO_RATE)
-    seconds["audio"] = time.perf_counter() - t0
+    audio = DubAudio(audio_path, fps=avatar_config.fps, output_rate=OUTPUT_AUDIO_RATE)
+    stream = synth.open(avatar, crossfade=0)
+    openness = None
+    if isinstance(synth, PreviewSynthesizer):
+        # The preview renderer draws each output frame with the whole clip's openness curve when it is
+        # given the audio ahead; the same values, computed as the audio streams, take its place.
+        openness = StreamingOpenness(synth.times)
+        stream._curve = openness
 
     h, w = avatar.frame_size
-    faces: list[np.ndarray] = []
     n_written = 0
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.stem + ".partial.mp4")
-    bar = _progress(len(chunks), progress)
+    tmp = _partial(out_path)
+    faces = FaceFile(save_faces) if save_faces is not None else None
+    bar = _progress(_estimate_frames(audio_path, avatar_config.fps), progress)
     t_dub = time.perf_counter()
     try:
         with Mp4Writer(
-            tmp, w, h, fps=avatar_config.fps, audio=out_audio, audio_rate=OUTPUT_AUDIO_RATE
+            tmp, w, h, fps=avatar_config.fps, audio_rate=OUTPUT_AUDIO_RATE, incremental_audio=True
         ) as writer:
-            encoder = BackgroundWriter(writer)
+            frame_bytes = max(1, h * w * 3)
+            encoder = BackgroundWriter(writer, maxsize=max(2, min(16, ENCODE_QUEUE_BYTES // frame_bytes)))
             try:
+                chunks = audio.chunks(
+                    on_output=encoder.add_audio,
+                    on_samples=None if openness is None else openness.add_samples,
+                    on_end=encoder.end_audio if openness is None else _both(openness.end, encoder.end_audio),
+                )
+                on_window = None if openness is None else openness.window
+                windows = stream_windows(chunks, avatar.n_frames, on_window)
                 last_face = None
-                for frame in dub_frames(synth, avatar, chunks, config.batch, wav):
-                    if save_faces is not None and frame.face is not None and frame.face is not last_face:
-                        faces.append(frame.face)
+                for frame in _render(stream, avatar, windows, config.batch):
+                    if faces is not None and frame.face is not None and frame.face is not last_face:
+                        faces.add(frame.face)
                         last_face = frame.face
                     encoder.write(frame.image)
                     n_written += 1
                     bar.update(1)
+                bar.finish(n_written)
             finally:
                 encoder.close()
+        if faces is not None:
+            faces.finish()
     except BaseException:
         tmp.unlink(missing_ok=True)
+        if faces is not None:
+            faces.discard()
         raise
     finally:
         bar.close()
     dubbing_seconds = time.perf_counter() - t_dub
     tmp.replace(out_path)
+    seconds["audio"] = audio.seconds
     seconds.update({k: v for k, v in synth.times.seconds.items()})
     seconds["encode (overlapped)"] = encoder.seconds
-    faces_file = None
-    if save_faces is not None:
-        faces_file = str(save_faces)
-        np.savez(faces_file, faces=np.stack(faces))
     return DubSummary(
         out=str(out_path),
         frames=n_written,
         fps=avatar_config.fps,
-        audio_seconds=len(wav) / 16000,
+        audio_seconds=audio.seconds_of_audio,
         seconds={k: round(v, 3) for k, v in seconds.items()},
-        faces_path=faces_file,
+        faces_path=None if save_faces is None else str(save_faces),
         random_weights=random_weights,
         dubbing_seconds=round(dubbing_seconds, 3),
     )
 
 
+def _both(*calls: Callable[[], None]) -> Callable[[], None]:
+    def run() -> None:
+        for c in calls:
+            c()
+
+    return run
+
+
+def _estimate_frames(path: str | os.PathLike, fps: float) -> int | None:
+    """The output's frame count from the container's duration, for the progress bar (None: unknown)."""
+    import av
+
+    try:
+        with av.open(str(path)) as c:
+            s = c.streams.audio[0]
+            if s.duration is not None and s.time_base is not None:
+                return max(1, round(float(s.duration * s.time_base) * fps))
+            if c.duration is not None:
+                return max(1, round(c.duration / av.time_base * fps))
+    except (av.error.FFmpegError, IndexError):
+        pass
+    return None
+
+
 class BackgroundWriter:
     """Feeds a writer (anything with ``write(frame)``) from a thread behind a bounded queue, so that
     encoding overlaps the models. ``write`` blocks while the queue is full; errors in the thread
-    are raised on the next ``write`` or at ``close``."""
+    are raised on the next call or at ``close``. ``add_audio`` and ``end_audio`` reach the writer's
+    methods of those names through the same queue, in order with the frames (an incremental audio
+    track: :class:`engine.core.video.Mp4Writer`)."""
 
     def __init__(self, writer, maxsize: int = 16):
         self.writer, self.seconds = writer, 0.0
@@ -213,19 +384,31 @@ class BackgroundWriter:
         self._thread.start()
 
     def _run(self) -> None:
-        while (frame := self._q.get()) is not None:
+        while (item := self._q.get()) is not None:
             if self._error is None:
                 t0 = time.perf_counter()
                 try:
-                    self.writer.write(frame)
+                    if isinstance(item, tuple):
+                        getattr(self.writer, item[0])(*item[1:])
+                    else:
+                        self.writer.write(item)
                 except BaseException as e:  # reported to the producer
                     self._error = e
                 self.seconds += time.perf_counter() - t0
 
-    def write(self, frame: np.ndarray) -> None:
+    def _put(self, item) -> None:
         if self._error is not None:
             raise self._error
-        self._q.put(frame)
+        self._q.put(item)
+
+    def write(self, frame: np.ndarray) -> None:
+        self._put(frame)
+
+    def add_audio(self, samples: np.ndarray) -> None:
+        self._put(("add_audio", samples))
+
+    def end_audio(self) -> None:
+        self._put(("end_audio",))
 
     def close(self) -> None:
         self._q.put(None)
@@ -238,13 +421,22 @@ class _NoBar:
     def update(self, n: int) -> None:
         pass
 
+    def finish(self, n: int) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
 
-def _progress(total: int, enabled: bool):
+def _progress(total: int | None, enabled: bool):
+    """A progress bar (tqdm) whose total, estimated from the container, is set right by ``finish(n)``."""
     if not enabled:
         return _NoBar()
     from tqdm import tqdm
 
-    return tqdm(total=total, desc="dubbing", unit="frame")
+    class Bar(tqdm):
+        def finish(self, n: int) -> None:
+            self.total = n
+            self.refresh()
+
+    return Bar(total=total, desc="dubbing", unit="frame")
