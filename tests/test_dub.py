@@ -325,8 +325,8 @@ def test_streaming_dub_makes_the_same_file_as_the_whole_file_dub(media_dir, tmp_
 
 def test_streamed_chunks_windows_and_openness_equal_the_whole_file_ones(media_dir):
     from engine.core.schedule import windows
-    from engine.offline.dub import DubAudio, StreamingOpenness, stream_windows
-    from engine.synth.preview import openness_curve
+    from engine.offline.dub import DubAudio, stream_windows
+    from engine.synth.preview import StreamingOpenness, openness_curve
 
     path = media_dir / "speech_a_44k.wav"
     wav, chunks = load_audio(path), _chunks(load_audio(path))

@@ -36,7 +36,6 @@ from engine.offline.dub_stream import (
     OUTPUT_AUDIO_RATE,
     DubAudio,
     FaceFile,
-    StreamingOpenness,
 )
 from engine.synth import canonical_renderer
 from engine.synth.base import Planned, Synthesizer
@@ -51,7 +50,6 @@ __all__ = [
     "BackgroundWriter",
     "DubAudio",
     "DubSummary",
-    "StreamingOpenness",
     "check_output",
     "dub_file",
     "dub_frames",
@@ -280,12 +278,7 @@ def dub_file(
 
     audio = DubAudio(audio_path, fps=avatar_config.fps, output_rate=OUTPUT_AUDIO_RATE)
     stream = synth.open(avatar, crossfade=0)
-    openness = None
-    if isinstance(synth, PreviewSynthesizer):
-        # The preview renderer draws each output frame with the whole clip's openness curve when it is
-        # given the audio ahead; the same values, computed as the audio streams, take its place.
-        openness = StreamingOpenness(synth.times)
-        stream._curve = openness
+    openness = stream.audio_ahead()  # a synthesizer that analyses the audio ahead gets it as it streams
 
     h, w = avatar.frame_size
     n_written = 0

@@ -70,6 +70,11 @@ class Computed:
 class SynthStream(Protocol):
     def set_avatar(self, avatar: Avatar) -> None: ...
 
+    def audio_ahead(self) -> Any:
+        """A sink for the audio of a dub that streams ahead of its windows (``add_samples(x16k)``,
+        ``end()``, ``window(w)``) when the synthesizer analyses it (the preview renderer's openness),
+        else None."""
+
     def compute(self, avatar: Avatar, group: list[Planned]) -> Computed: ...
 
     def compose(self, avatar: Avatar, computed: Computed, gen: int = 0) -> list[Frame]: ...

@@ -251,6 +251,10 @@ class NeuralStream:
         self._gen = 0
         self.set_avatar(avatar)
 
+    def audio_ahead(self) -> None:
+        """The neural synthesizer does not analyse audio ahead of its windows."""
+        return None
+
     def set_avatar(self, avatar: Avatar) -> None:
         """(Worker thread, between calls.) A private backend loads the avatar's references."""
         if not self.synth.shared:

@@ -23,6 +23,9 @@ class NoneSynthesizer:
     def set_avatar(self, avatar: Avatar) -> None:
         pass
 
+    def audio_ahead(self) -> None:
+        return None
+
     def compute(self, avatar: Avatar, group: list[Planned]) -> Computed:
         return Computed(group, {})
 

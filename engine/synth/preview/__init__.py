@@ -4,16 +4,12 @@ template frame ``t`` with a mouth for a target openness in [0, 1] (or target con
 from the avatar's own mouths (a video) or by warping its one mouth open (a photo);
 :class:`OpennessTracker` (streaming) and :func:`openness_curve` (a whole file) turn audio into
 that openness. One renderer and one tracker per session; neither is thread-safe. How it works and
-what it cannot do: docs/preview_renderer.md. ``RetrievalRenderer`` / ``RetrievalConfig`` are the
-old names of ``PreviewRenderer`` / ``PreviewConfig``.
+what it cannot do: docs/preview_renderer.md.
 """
 
 from engine.synth.preview.config import FrameInfo, PreviewConfig
-from engine.synth.preview.openness import OpennessConfig, OpennessTracker, openness_curve
+from engine.synth.preview.openness import OpennessConfig, OpennessTracker, StreamingOpenness, openness_curve
 from engine.synth.preview.renderer import PreviewRenderer
-
-RetrievalRenderer = PreviewRenderer  # old name, still imported by engine.live and engine.offline
-RetrievalConfig = PreviewConfig  # old name
 
 __all__ = [
     "FrameInfo",
@@ -21,7 +17,6 @@ __all__ = [
     "OpennessTracker",
     "PreviewConfig",
     "PreviewRenderer",
-    "RetrievalConfig",
-    "RetrievalRenderer",
+    "StreamingOpenness",
     "openness_curve",
 ]

@@ -1,11 +1,14 @@
 """Mouth openness from audio: how open the preview renderer draws the mouth when there is no
 transformer to predict lips. :class:`OpennessTracker` streams (one value per renderer window /
-output frame), :func:`openness_curve` does a whole 16 kHz file with the same numbers. Silence gives
+output frame), :func:`openness_curve` does a whole 16 kHz file with the same numbers, and
+:class:`StreamingOpenness` gives the curve's values as a file's audio streams. Silence gives
 exactly 0. See docs/preview_renderer.md.
 """
 
 from __future__ import annotations
 
+import time
+from array import array
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,8 +22,10 @@ from engine.core.audio import (
     mel_chunks,
     melspectrogram,
 )
+from engine.core.schedule import Window
+from engine.core.voice import SpeechGate
 
-__all__ = ["OpennessConfig", "OpennessTracker", "openness_curve"]
+__all__ = ["OpennessConfig", "OpennessTracker", "StreamingOpenness", "openness_curve"]
 
 
 @dataclass(frozen=True)
@@ -192,3 +197,65 @@ def openness_curve(
         for p in (0, 1, 2) if b == 0 else (b + 2,):
             out[p], levels[p] = v, level
     return (out, levels) if return_levels else out
+
+
+class StreamingOpenness:
+    """The preview renderer's openness per output frame, as the audio streams: the same values as
+    :func:`engine.synth.preview.openness_curve` of the whole file (its speech gate fed exactly as far,
+    its tracker window by window), 4 bytes per frame.
+
+    Feed it the 16 kHz samples (:meth:`add_samples`), the end of the audio (:meth:`end`) and each
+    window as it is made (:meth:`window`); read it like the curve: ``curve[p]`` for output frame p,
+    ``len(curve)`` the frames known so far."""
+
+    def __init__(self, times=None) -> None:
+        self.gate = SpeechGate()
+        self.tracker = OpennessTracker()
+        self.times = times  # a StageTimes: "openness" seconds
+        cfg = self.tracker.mel_config
+        self._hop, self._half = cfg.hop, cfg.n_fft // 2
+        self._step = MEL_FPS / 25.0  # mel frames per output frame (the curve's fps: 25)
+        self._pending: list[np.ndarray] = []  # samples received, not yet given to the gate
+        self._received = 0
+        self._pushed = 0
+        self._ended = False
+        self._values = array("f")
+
+    def add_samples(self, samples: np.ndarray) -> None:
+        self._pending.append(np.asarray(samples, dtype=np.float32))
+        self._received += len(samples)
+
+    def end(self) -> None:
+        self._ended = True
+
+    def window(self, w: Window) -> None:
+        t0 = time.perf_counter()
+        b = w.start
+        s = int(b * self._step)
+        lo, hi = max(0, s * self._hop - self._half), (s + MEL_CHUNK_LEN - 1) * self._hop + self._half
+        need = hi + self.gate.frame_len
+        if self._ended:
+            need = min(need, self._received)
+        if need > self._received:
+            raise RuntimeError("openness: a window was made before its audio")  # pragma: no cover
+        if need > self._pushed:
+            self.gate.push(self._take(need - self._pushed))
+            self._pushed = need
+        v = self.tracker.push_level(self.tracker.level_db(w.render_mel), self.gate.is_speech_between(lo, hi))
+        for p in w.output_indices:
+            if p != len(self._values):
+                raise RuntimeError("openness: windows out of order")  # pragma: no cover
+            self._values.append(v)
+        if self.times is not None:
+            self.times.add("openness", t0)
+
+    def _take(self, n: int) -> np.ndarray:
+        data = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
+        self._pending = [data[n:]] if n < data.size else []
+        return data[:n]
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __getitem__(self, p: int) -> float:
+        return self._values[p]

@@ -19,7 +19,13 @@ from engine.core.frames import Box, Frame, FrameKind
 from engine.core.schedule import LOOKAHEAD_MS, pingpong
 from engine.synth.base import CallInfo, Computed, Planned, planned_timing, readonly, rest_frame
 from engine.synth.neural import FaceGenerator, StageTimes
-from engine.synth.preview import OpennessTracker, PreviewConfig, PreviewRenderer, openness_curve
+from engine.synth.preview import (
+    OpennessTracker,
+    PreviewConfig,
+    PreviewRenderer,
+    StreamingOpenness,
+    openness_curve,
+)
 
 __all__ = ["PreviewStream", "PreviewSynthesizer"]
 
@@ -63,6 +69,13 @@ class PreviewStream:
         self._lm = None if synth.landmark_model is None else FaceGenerator(synth.landmark_model, None)
         self._lm_refs = None
         self.set_avatar(avatar)
+
+    def audio_ahead(self) -> StreamingOpenness:
+        """For a dub whose audio streams ahead of its windows: the openness values of the whole clip's
+        curve, computed as the audio comes (feed it ``add_samples``, ``end`` and each ``window``); each
+        output frame is then drawn with them, as with ``audio`` given whole."""
+        self._curve = StreamingOpenness(self.synth.times)
+        return self._curve
 
     def set_avatar(self, avatar: Avatar) -> None:
         if self._lm is not None:
