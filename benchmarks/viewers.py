@@ -485,8 +485,14 @@ def summarize_grid(rows: list[dict], rss_idle: float) -> dict:
         held.setdefault(r["sessions"], None)
         if r["held"]:
             held[r["sessions"]] = max(held[r["sessions"]] or 0, r["whep_viewers_per_session"])
+    one = [r for r in rows if r["sessions"] == rows[0]["sessions"] and r["held"]]  # the first count's ramp
+    n = np.array([r["whep_viewers_per_session"] for r in one], float)
+    cpu_fit = np.polyfit(n, [r["server_cpu_percent"] for r in one], 1) if np.unique(n).size > 1 else [np.nan]
+    rss_fit = np.polyfit(n, [r["server_rss_mb"] for r in one], 1) if np.unique(n).size > 1 else [np.nan]
     return {
         "rows": rows,
+        "cpu_per_viewer_percent": round(float(cpu_fit[0]), 1),
+        "rss_per_viewer_mb": round(float(rss_fit[0]), 1),
         "hold_fps": HOLD_FPS,
         "server_rss_idle_mb": round(rss_idle, 1),
         "rss_per_session_mb": round(per_session, 1),
@@ -532,7 +538,10 @@ def grid_md(meta: dict, grid: dict) -> list[str]:
         "",
         f"**Memory per session: {grid['rss_per_session_mb']} MB RSS** (least squares over 0..K sessions "
         f"without WHEP viewers; idle server {grid['server_rss_idle_mb']} MB). Most WHEP viewers per "
-        f'session held at 25 fps on this CPU: {held} ("none": not even the sessions alone held).',
+        f'session held at 25 fps on this CPU: {held} ("none": not even the sessions alone held). '
+        f"From the first session count's ramp (steps that held): {grid['cpu_per_viewer_percent']} % of one "
+        f"core and {grid['rss_per_viewer_mb']} MB RSS per WHEP viewer. The clients (aiortc peers decoding "
+        "every stream) run on the same cores, so what this CPU holds includes their decoding.",
         "",
     ]
     return lines
