@@ -11,10 +11,10 @@ starts the session with a WAV as its fake microphone and whose shown frames are 
 late); where Chromium or Playwright is missing, an aiortc presenter on ``/offer`` takes the page's
 place. No viewer frozen (3 s without a frame), the server's memory flat, a fourth WHEP viewer refused
 with 503, every viewer's tasks and threads gone at the end; and each viewer >= 24 fps with no gap over
-0.5 s and, where it has audio, its 50 audio frames a second. A real-time shortfall fails the test unless the machine did
-not give the event loops the CPU they asked for (the server's or this process's loop thread waited
-for a CPU over 10 % of the minute, from /proc schedstat: cores busy with other work); then it is a
-skip that states the figures. Every wait has a time limit.
+0.5 s and, where it has audio, its 50 audio frames a second. A real-time shortfall fails the test
+unless the machine did not give the event loops the CPU they asked for (the server's or this
+process's loop thread waited for a CPU over 10 % of the minute, from /proc schedstat: cores busy
+with other work); then it is a skip that states the figures. Every wait has a time limit.
 """
 
 from __future__ import annotations
