@@ -8,9 +8,15 @@ a speech-like WAV as its microphone; its peer is a viewer too) is joined by WHEP
 ``/proc/PID/stat``), its RSS and every viewer's frame rate (decoded frames' arrivals) are measured over
 ``--seconds``. A second part times what one more viewer costs the server in isolation, on one thread:
 copying the shared yuv420p frame into a frame of its own, aiortc's VP8 encoder on it, and aiortc's Opus
-encoder on 20 ms of audio, at 25 and 50 frames per second of wall time.
+encoder on 20 ms of audio, at 25 and 50 frames per second of wall time. A third part (``--sessions K
+...``) measures sessions x viewers: 1, 2, ... sessions (each a presenter on ``/offer``), the server's RSS
+with K sessions and no WHEP viewers (memory per session), then WHEP viewers added to every session one
+round at a time until a peer's frame rate drops below 24.5 fps (the most viewers per session this CPU
+holds at 25 fps, for each session count).
 
-Run: ``python benchmarks/viewers.py --viewers 6 --seconds 10`` (results:
+Run: ``python benchmarks/viewers.py --viewers 6 --seconds 10`` and ``python benchmarks/viewers.py
+--viewers 4 --seconds 6 --settle 2 --sessions 1 2 3 --sessions-only`` (the grid alone, the rest kept;
+results:
 benchmarks/results/viewers_cpu.md and .json; the decision they support: docs/live.md, "Viewers").
 The pieces (:class:`ServerProcess`, :class:`WhepViewer`) are used by tests/test_broadcast.py too.
 """
@@ -380,7 +386,168 @@ def summarize(steps: list[dict], rss_idle: float) -> dict:
     }
 
 
-def report_md(meta: dict, loaded: dict, costs: dict, n20: dict) -> str:
+# ---- part 3: sessions x viewers ----------------------------------------------------------------
+
+HOLD_FPS = 24.5  # a step holds 25 fps when every peer's frame rate is at least this
+
+
+async def measure_grid(args) -> dict:
+    """Sessions x viewers: sessions are added one at a time (each a presenter on ``/offer``); with K
+    sessions and no WHEP viewers the server's RSS and CPU are measured (memory per session), then
+    viewers are added to every session one round at a time until a peer's frame rate drops below
+    ``HOLD_FPS`` or ``--viewers`` per session is reached; the viewers then leave and the next session
+    is added. Each step: ``--settle`` seconds, then a ``--seconds`` window; a step that falls short is
+    measured once more (other work on shared cores comes in bursts) and stops the ramp only if that
+    window falls short too."""
+    from streaming.client import RtcClient
+    from streaming.ice import loopback_ice
+
+    counts = sorted(set(args.sessions))
+    steps_total = sum(args.viewers + 1 for _ in counts)
+    work = Path(tempfile.mkdtemp(prefix="mouthpiece-viewers-grid-"))
+    wav = speech_wav(work / "speech.wav", 2 * (args.settle + args.seconds) * steps_total + 120.0)  # retries
+    rows: list[dict] = []
+    with loopback_ice():
+        async with ServerProcess(work, args.renderer, max(16, args.viewers)) as srv:
+            await asyncio.sleep(args.settle)  # a benchmark's measuring window, not a synchronisation
+            rss_idle = srv.rss_mb()
+            presenters: list = []
+            try:
+                for k in counts:
+                    while len(presenters) < k:
+                        p = await RtcClient(srv.url, audio_path=str(wav), keep_video=False).start()
+                        presenters.append(p)
+                        await p.wait_video(25, 60.0)
+                    viewers: list[list[WhepViewer]] = [[] for _ in presenters]
+                    try:
+                        for v in range(args.viewers + 1):
+                            if v:
+                                for p, mine in zip(presenters, viewers, strict=True):
+                                    mine.append(await WhepViewer(srv.url, p.session).start())
+                                for mine in viewers:
+                                    await asyncio.wait_for(mine[-1].first_frame.wait(), 30.0)
+                            for attempt in range(2):  # a shortfall is measured once more (see above)
+                                await asyncio.sleep(args.settle)
+                                row = await window(srv, presenters, viewers, args.seconds)
+                                row = {
+                                    "sessions": k,
+                                    "whep_viewers_per_session": v,
+                                    **row,
+                                    "attempt": attempt,
+                                }
+                                if row["held"]:
+                                    break
+                            rows.append(row)
+                            print(json.dumps(row), flush=True)
+                            if not row["held"]:
+                                break
+                    finally:
+                        for mine in viewers:
+                            for w in mine:
+                                await w.close()
+            finally:
+                for p in presenters:
+                    await p.close()
+    return summarize_grid(rows, rss_idle)
+
+
+async def window(
+    srv: ServerProcess, presenters: list, viewers: list[list[WhepViewer]], seconds: float
+) -> dict:
+    """The server's CPU and RSS and every peer's frame rate over one measuring window."""
+    c0, t0 = srv.cpu_seconds(), time.monotonic()
+    m0 = [len(p.video) for p in presenters]
+    await asyncio.sleep(seconds)
+    c1, t1 = srv.cpu_seconds(), time.monotonic()
+    own = [(len(p.video) - m) / (t1 - t0) for p, m in zip(presenters, m0, strict=True)]
+    fps = own + [w.fps(t0, t1) for mine in viewers for w in mine]
+    return {
+        "server_cpu_percent": round(100 * (c1 - c0) / (t1 - t0), 1),
+        "server_rss_mb": round(srv.rss_mb(), 1),
+        "server_threads": srv.threads(),
+        "min_fps": round(min(fps), 2),
+        "mean_fps": round(float(np.mean(fps)), 2),
+        "held": min(fps) >= HOLD_FPS,
+    }
+
+
+def summarize_grid(rows: list[dict], rss_idle: float) -> dict:
+    """Memory per session (least squares over K sessions without viewers, the idle server included),
+    and per session count the most WHEP viewers per session at which every peer held 25 fps."""
+    bare = [(0, rss_idle)] + [
+        (r["sessions"], r["server_rss_mb"]) for r in rows if not r["whep_viewers_per_session"]
+    ]
+    k = np.array([b[0] for b in bare], float)
+    rss = np.array([b[1] for b in bare], float)
+    per_session = float(np.polyfit(k, rss, 1)[0]) if np.unique(k).size > 1 else float("nan")
+    held: dict[int, int | None] = {}
+    for r in rows:
+        held.setdefault(r["sessions"], None)
+        if r["held"]:
+            held[r["sessions"]] = max(held[r["sessions"]] or 0, r["whep_viewers_per_session"])
+    one = [r for r in rows if r["sessions"] == rows[0]["sessions"] and r["held"]]  # the first count's ramp
+    n = np.array([r["whep_viewers_per_session"] for r in one], float)
+    cpu_fit = np.polyfit(n, [r["server_cpu_percent"] for r in one], 1) if np.unique(n).size > 1 else [np.nan]
+    rss_fit = np.polyfit(n, [r["server_rss_mb"] for r in one], 1) if np.unique(n).size > 1 else [np.nan]
+    return {
+        "rows": rows,
+        "cpu_per_viewer_percent": round(float(cpu_fit[0]), 1),
+        "rss_per_viewer_mb": round(float(rss_fit[0]), 1),
+        "hold_fps": HOLD_FPS,
+        "server_rss_idle_mb": round(rss_idle, 1),
+        "rss_per_session_mb": round(per_session, 1),
+        "held_viewers_per_session": {str(s): v for s, v in held.items()},
+    }
+
+
+def grid_md(meta: dict, grid: dict) -> list[str]:
+    lines = [
+        "## Sessions x viewers",
+        "",
+        f"- date: {meta['date']}",
+        f"- command: `{meta['command']}`",
+        f"- load average at the end (1, 5, 15 min; other work on the cores): {meta['load_average_1_5_15']}",
+        "",
+        "Each session is a presenter on `/offer` (its own peer is a viewer too) plus N WHEP viewers; a "
+        f"step holds 25 fps when every peer's frame rate is >= {grid['hold_fps']}. Viewers are added "
+        "to every session one round at a time until a step does not hold (a step that falls short is "
+        "measured once more, as other work on shared cores comes in bursts: it fails only if both windows "
+        "do).",
+        "",
+        "| sessions | WHEP viewers per session | server CPU % (one core) | server RSS MB | threads "
+        "| lowest fps | mean fps | held 25 fps |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in grid["rows"]:
+        lines.append(
+            f"| {r['sessions']} | {r['whep_viewers_per_session']} | {r['server_cpu_percent']} "
+            f"| {r['server_rss_mb']} | {r['server_threads']} | {r['min_fps']} | {r['mean_fps']} "
+            f"| {'yes' if r['held'] else 'no'} |"
+        )
+    last = {str(r["sessions"]): r for r in grid["rows"]}  # each session count's last step
+
+    def most(s: str, v: int | None) -> str:
+        if v is None:
+            return "none"
+        return f"at least {v} (the most tried)" if last[s]["held"] else str(v)
+
+    held = ", ".join(
+        f"{s} session{'s' * (s != '1')}: {most(s, v)}" for s, v in grid["held_viewers_per_session"].items()
+    )
+    lines += [
+        "",
+        f"**Memory per session: {grid['rss_per_session_mb']} MB RSS** (least squares over 0..K sessions "
+        f"without WHEP viewers; idle server {grid['server_rss_idle_mb']} MB). Most WHEP viewers per "
+        f'session held at 25 fps on this CPU: {held} ("none": not even the sessions alone held). '
+        f"From the first session count's ramp (steps that held): {grid['cpu_per_viewer_percent']} % of one "
+        f"core and {grid['rss_per_viewer_mb']} MB RSS per WHEP viewer. The clients (aiortc peers decoding "
+        "every stream) run on the same cores, so what this CPU holds includes their decoding.",
+        "",
+    ]
+    return lines
+
+
+def report_md(meta: dict, loaded: dict, costs: dict, n20: dict, grid: dict | None = None) -> str:
     lines = [
         "# Viewers: CPU and memory per viewer of one session",
         "",
@@ -436,6 +603,8 @@ def report_md(meta: dict, loaded: dict, costs: dict, n20: dict) -> str:
         f"20 x {n20['per_viewer_rest_percent']} % = **{n20['shared_percent']} % of one core**",
         "",
     ]
+    if grid:
+        lines += grid_md(grid["meta"], grid)
     return "\n".join(lines)
 
 
@@ -451,8 +620,38 @@ def main(argv=None) -> int:
         action="store_true",
         help="recompute the summary and the .md from the measured steps in --out's .json (no new run)",
     )
+    ap.add_argument(
+        "--sessions",
+        type=int,
+        nargs="+",
+        metavar="K",
+        help="also measure sessions x viewers: K sessions (each count given), 0..--viewers WHEP viewers "
+        "each, "
+        "until a peer drops below 24.5 fps",
+    )
+    ap.add_argument(
+        "--sessions-only",
+        action="store_true",
+        help="with --sessions: measure only sessions x viewers; the one-session part and the encoders are "
+        "kept from --out's .json",
+    )
     args = ap.parse_args(argv)
+    if args.sessions_only and not args.sessions:
+        ap.error("--sessions-only needs --sessions")
+    if args.sessions and min(args.sessions) < 1:
+        ap.error("--sessions: each count must be at least 1")
     out = Path(args.out)
+    old = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").is_file() else None
+    grid = (old or {}).get("grid")
+    if args.sessions_only and old is None:
+        ap.error(f"--sessions-only: no earlier results at {out.with_suffix('.json')}")
+    if args.sessions:
+        grid = asyncio.run(measure_grid(args))
+        grid["meta"] = machine_meta(args, argv)
+    if args.sessions_only:
+        meta, costs, loaded = old["meta"], old["encoders"], old["session"]
+        n20 = old["twenty_viewers"]
+        return write_results(out, meta, loaded, costs, n20, grid)
     if args.report_only:
         old = json.loads(out.with_suffix(".json").read_text())
         meta, costs = old["meta"], old["encoders"]
@@ -475,12 +674,16 @@ def main(argv=None) -> int:
     }
     if not args.report_only:
         meta = machine_meta(args, argv)
+    return write_results(out, meta, loaded, costs, n20, grid)
+
+
+def write_results(out: Path, meta: dict, loaded: dict, costs: dict, n20: dict, grid: dict | None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(
-        json.dumps({"meta": meta, "session": loaded, "encoders": costs, "twenty_viewers": n20}, indent=2)
-        + "\n"
-    )
-    out.with_suffix(".md").write_text(report_md(meta, loaded, costs, n20))
+    data = {"meta": meta, "session": loaded, "encoders": costs, "twenty_viewers": n20}
+    if grid:
+        data["grid"] = grid
+    out.with_suffix(".json").write_text(json.dumps(data, indent=2) + "\n")
+    out.with_suffix(".md").write_text(report_md(meta, loaded, costs, n20, grid))
     print(out.with_suffix(".md").read_text())
     return 0
 
