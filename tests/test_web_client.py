@@ -155,12 +155,13 @@ def assert_loopback(hosted) -> None:
 
 
 async def stop_and_check_closed(env: Env, hosted) -> None:
+    pc = hosted.pc  # the server drops its reference when the session closes
     await env.page.click("#stop")
     await until(lambda: not env.server.sessions, "the server to close the session after Stop")
     await env.page.wait_for_function(
         "() => document.getElementById('status').textContent.startsWith('Stopped')"
     )
-    assert hosted.stream.closed and hosted.pc.connectionState == "closed"
+    assert hosted.stream.closed and pc.connectionState == "closed" and hosted.pc is None
     assert all(t.done() for t in hosted.tasks)
     await until(lambda: not env.server._background, "the server's background tasks to finish")
     assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("mouthpiece-")]
