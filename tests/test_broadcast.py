@@ -35,7 +35,7 @@ from aiortc.codecs.vpx import VpxPayloadDescriptor
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
-from benchmarks.viewers import ServerProcess, WhepViewer, speech_wav
+from benchmarks.viewers_pieces import ServerProcess, WhepViewer, speech_wav
 from streaming.broadcast import AUDIO_QUEUE, VIDEO_QUEUE, Broadcast, SharedAudio, SharedVideo, yuv420p_planes
 from tests.helpers import PORTRAIT, until
 
