@@ -18,6 +18,7 @@ import av
 import numpy as np
 import pytest
 
+from benchmarks.dub_memory import CHILD  # the child that reports its own peak RSS
 from engine.core.audio import num_video_frames
 from tests.conftest import ROOT
 
@@ -28,18 +29,6 @@ SILENCE_S = 240  # 4 minutes: 5,996 frames
 #: dub before it: 513 MB and 890 MB, 33 s and 61 s of wall time for these 4 minutes).
 DUB_RSS_MB = 560
 PREPARE_RSS_MB = 1500  # a 10000x10000 JPEG (the decoded image alone is 300 MB; before: over 12 GB)
-
-#: Runs ``python -m engine ARGS`` and writes the process's own peak RSS (VmHWM, kB) to the file named
-#: first: ``ru_maxrss`` of a child started by fork or vfork also counts its parent's pages before exec.
-CHILD = (
-    "import runpy, sys\n"
-    "hwm = sys.argv.pop(1)\n"
-    "try:\n"
-    "    runpy.run_module('engine', run_name='__main__', alter_sys=True)\n"
-    "finally:\n"
-    "    kb = next(l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM'))\n"
-    "    open(hwm, 'w').write(kb)\n"
-)
 
 
 def _run(args: list[str], cwd) -> tuple[int, str, float]:
