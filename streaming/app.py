@@ -3,7 +3,8 @@ the :class:`~streaming.registry.Server` and adds every route (docs/api.md): the 
 static files, the JSON API (info, avatars and posters, sessions), WebRTC / WHIP / WHEP
 (:mod:`streaming.webrtc`), the websocket ingest (:mod:`streaming.websocket`), ``/healthz`` and
 ``/metrics`` (:mod:`streaming.metrics`), and, with ``--allow-origin``, CORS for the configured
-origins (:func:`cors_middleware`). :func:`serve_app` runs an application on a free port for
+origins (:func:`cors_middleware`); every request passes the Host, Origin and token checks of
+:mod:`streaming.security` first. :func:`serve_app` runs an application on a free port for
 a block (tests, benchmarks, the bench tool); :func:`serve` is ``mouthpiece serve``."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import sys
 import time
 
 from aiohttp import web
@@ -21,6 +23,7 @@ from streaming import webrtc, websocket
 from streaming.avatars import AvatarLibrary
 from streaming.config import WEB_CLIENT, ServerConfig, config_from_args, origin
 from streaming.registry import SERVER, Server, json_error, server_of
+from streaming.security import exposure_problem, security_middleware
 
 __all__ = ["cors_middleware", "create_app", "routes", "serve", "serve_app"]
 
@@ -181,7 +184,9 @@ def create_app(cfg: ServerConfig, engine: ModelEngine | None = None, library: Av
     engine = engine or ModelEngine.from_config(cfg)
     library = library or AvatarLibrary.from_config(cfg)
     server = Server(cfg, engine, library)
+    # CORS outermost, so that a refusal to an allowed origin's page is readable there
     middlewares = [cors_middleware(cfg.allow_origins)] if cfg.allow_origins else []
+    middlewares.append(security_middleware(cfg))
     app = web.Application(client_max_size=4 * 1024 * 1024, middlewares=middlewares)
     app[SERVER] = server
     for table in (routes, webrtc.routes, websocket.routes, health_routes):
@@ -213,6 +218,17 @@ def serve(args: argparse.Namespace) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
     )
     cfg = config_from_args(args)
+    problem = exposure_problem(cfg)
+    if problem is not None:
+        print(f"mouthpiece: error: {problem}", file=sys.stderr)
+        return 2
+    if cfg.insecure and not cfg.token:
+        print(
+            f"mouthpiece: WARNING: --insecure: serving {cfg.host} without a token; anyone who can reach it "
+            "can start, watch and end sessions",
+            file=sys.stderr,
+            flush=True,
+        )
     app = create_app(cfg)
     server: Server = app[SERVER]
     print(

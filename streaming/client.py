@@ -70,6 +70,7 @@ class RtcClient:
     keep_video: bool = True  # keep decoded images (BGR)
     on_video: Callable[[int, float, np.ndarray], None] | None = None  # (pts, arrival, BGR image) per frame
     ice_servers: tuple[str, ...] = ()  # STUN / TURN URLs; none: host candidates only
+    token: str | None = field(default=None, repr=False)  # the server's --token (Authorization: Bearer)
     session: str | None = None
     video: list[Received] = field(default_factory=list)
     audio: list[Received] = field(default_factory=list)
@@ -90,6 +91,10 @@ class RtcClient:
         self._new_message = asyncio.Event()
         self.channel = None
         self.clocks = {k: RtpClock(r) for k, r in CLOCK_RATE.items()}
+
+    def auth_headers(self) -> dict[str, str]:
+        """``Authorization: Bearer`` with :attr:`token`, when one is set (docs/security.md)."""
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     async def start(self) -> RtcClient:
         pc = self.pc
@@ -118,7 +123,7 @@ class RtcClient:
         if self.avatar:
             body["avatar"] = self.avatar
         async with aiohttp.ClientSession() as http:
-            async with http.post(f"{self.base_url}/offer", json=body) as r:
+            async with http.post(f"{self.base_url}/offer", json=body, headers=self.auth_headers()) as r:
                 answer = await r.json()
                 if r.status != 200:
                     raise RuntimeError(f"offer refused ({r.status}): {answer.get('message')}")

@@ -27,12 +27,15 @@ __all__ = [
     "DEFAULT_AVATAR",
     "ICE_CREDENTIAL_ENV",
     "ROOT",
+    "TOKEN_ENV",
     "WEB_CLIENT",
     "ServerConfig",
     "add_arguments",
     "config_from_args",
     "origin",
     "ice_url",
+    "public_host",
+    "split_host",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +46,10 @@ DEFAULT_AVATAR = ROOT / "assets" / "portrait.png"
 RENDERERS = ("auto", "neural", "preview", "none")  # --renderer
 
 ICE_CREDENTIAL_ENV = "MOUTHPIECE_ICE_CREDENTIAL"  # --ice-credential's default
+TOKEN_ENV = "MOUTHPIECE_TOKEN"  # --token's default (docs/security.md)
+MIN_TOKEN_CHARS = 16
+# RFC 6750's b64token (what fits in ``Authorization: Bearer``), also safe in a URL query
+_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 # RFC 7064 (stun:) and RFC 7065 (turn:, turns:) URLs: no user part, an optional port and transport
 # (not stuns:, which aiortc ignores, nor IPv6 literals, which it cannot parse)
 _ICE_URL = re.compile(
@@ -106,8 +113,16 @@ class ServerConfig:
     connect_timeout_s: float = 20.0  # a peer that has not connected by then is dropped
     mic_prefetch: int = 2  # 20 ms packets aiortc buffers before decoding a microphone (its default: 4)
     stream: StreamConfig = field(default_factory=StreamConfig)
+    # docs/security.md: the clients' shared secret (None: no token asked); serving a non-loopback
+    # --host without one (refused unless insecure); the names a reverse proxy reaches it by
+    token: str | None = None
+    insecure: bool = False
+    public_hosts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.token is not None:
+            check_token(self.token)
+        self.public_hosts = tuple(public_host(h) for h in self.public_hosts)
         self.ice_servers = tuple(ice_url(u) for u in self.ice_servers)
         if any(u.startswith("turn") for u in self.ice_servers) and not (
             self.ice_username and self.ice_credential
@@ -157,6 +172,46 @@ def origin(text: str) -> str:
     host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
     default = {"http": 80, "https": 443}[scheme]
     return f"{scheme}://{host}" + ("" if port in (None, default) else f":{port}")
+
+
+def check_token(token: str) -> str:
+    """``token`` if it can be a server token (what ``Authorization: Bearer`` carries, at least
+    :data:`MIN_TOKEN_CHARS` characters); ValueError saying why not."""
+    if not _TOKEN.fullmatch(token):
+        raise ValueError(
+            "the token may hold only letters, digits and - . _ ~ + / = (make one with: "
+            "python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    if len(token) < MIN_TOKEN_CHARS:
+        raise ValueError(
+            f"the token is too short to be safe ({len(token)} characters, at least {MIN_TOKEN_CHARS}; make "
+            "one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    return token
+
+
+def split_host(value: str) -> tuple[str, int | None] | None:
+    """A ``Host`` header or ``--public-host`` value as (lower-case name, IPv6 without brackets; port
+    or None); None when it is not ``NAME[:PORT]``."""
+    value = value.strip().lower()
+    if not value or any(c in value for c in "/?#@ \t\\"):
+        return None
+    try:
+        parts = urlsplit(f"http://{value}")
+        name, port = parts.hostname, parts.port
+    except ValueError:
+        return None
+    if not name or parts.netloc != value:
+        return None
+    return name, port
+
+
+def public_host(text: str) -> str:
+    """A ``--public-host`` value (``NAME`` or ``NAME:PORT``, lower case); ValueError otherwise (an
+    argparse.ArgumentTypeError is one)."""
+    if split_host(text) is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a host name like example.org or example.org:8443")
+    return text.strip().lower()
 
 
 def _positive_int(text: str) -> int:
@@ -264,6 +319,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="ORIGIN",
         help="let pages from ORIGIN (scheme://host[:port], or * for any) use WHIP / WHEP (CORS; repeat)",
     )
+    p.add_argument(
+        "--token",
+        default=os.environ.get(TOKEN_ENV) or None,
+        metavar="TOKEN",
+        help=f"clients must send it (Authorization: Bearer TOKEN) to use anything but the page and /healthz "
+        f"(default: ${TOKEN_ENV}; prefer the variable: options show in the process list; docs/security.md)",
+    )
+    p.add_argument(
+        "--public-host",
+        action="append",
+        default=[],
+        type=public_host,
+        metavar="NAME[:PORT]",
+        help="a name clients reach the server by besides --host (a reverse proxy's; repeat); other Host "
+        "headers are refused",
+    )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve a non-loopback --host without a token (anyone who reaches it can use it)",
+    )
     p.add_argument("--loopback", action="store_true", help="ICE on 127.0.0.1 only (local demos and tests)")
     p.add_argument(
         "--mic-prefetch",
@@ -304,6 +380,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         ice_username=getattr(args, "ice_username", None),
         ice_credential=getattr(args, "ice_credential", None),
         loopback=args.loopback,
+        token=getattr(args, "token", None) or None,
+        insecure=getattr(args, "insecure", False),
+        public_hosts=tuple(getattr(args, "public_host", None) or ()),
         mic_prefetch=args.mic_prefetch,
         stream=StreamConfig(delay_ms=args.delay_ms, live=live),
     )

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import secrets
 import time
-import uuid
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -89,7 +89,7 @@ class StreamSession:
         clock=time.perf_counter,
     ) -> None:
         self.config = config or StreamConfig()
-        self.id = session_id or uuid.uuid4().hex[:12]
+        self.id = session_id or secrets.token_urlsafe(16)  # 128 random bits: ids are unguessable
         self.avatar_name = avatar_name
         ahead = self.config.live.render_ahead_s
         if ahead is None:  # real-time input never waits for it; audio pushed ahead is rendered just in time

@@ -25,6 +25,7 @@ import asyncio
 import json
 import logging
 import re
+import secrets
 import uuid
 
 from aiohttp import web
@@ -276,6 +277,15 @@ async def _read_offer_json(request: web.Request) -> tuple[RTCSessionDescription,
             text=json.dumps({"error": "bad_request", "message": "the body is not JSON"}),
             content_type="application/json",
         ) from None
+    # JSON sent as text/plain (or a form type) is a cross-site "simple" request, which browsers make
+    # without asking the server first (no CORS preflight): it must never start a session
+    if request.content_type != "application/json":
+        raise web.HTTPUnsupportedMediaType(
+            text=json.dumps(
+                {"error": "unsupported_media_type", "message": "send the offer as application/json"},
+            ),
+            content_type="application/json",
+        )
     if not isinstance(body, dict) or body.get("type") != "offer" or not isinstance(body.get("sdp"), str):
         raise web.HTTPBadRequest(
             text=json.dumps({"error": "bad_request", "message": 'expected {"sdp": "...", "type": "offer"}'}),
@@ -450,7 +460,7 @@ async def whep(request: web.Request) -> web.Response:
     except OfferError as e:
         return _plain(400, str(e))
     sid = hosted.stream.id
-    vid = uuid.uuid4().hex[:8]
+    vid = secrets.token_urlsafe(16)  # 128 random bits: the viewer's URL is unguessable
     pc = RTCPeerConnection(srv.rtc_configuration())
     hosted.viewers[vid] = pc
 

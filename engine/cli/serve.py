@@ -9,10 +9,11 @@ come from the bench's configs (:class:`~streaming.bench.config.BenchConfig`,
 from __future__ import annotations
 
 import argparse
+import os
 
 from engine.synth import canonical_renderer
 from streaming.bench.config import BenchConfig, LocalServer, SignalConfig
-from streaming.config import RENDERERS
+from streaming.config import RENDERERS, TOKEN_ENV
 
 __all__ = ["add_bench_commands", "add_serve_command", "bench_config_from_args"]
 
@@ -45,6 +46,13 @@ def add_bench_commands(sub: argparse._SubParsersAction) -> None:
         "--local",
         action="store_true",
         help="start a server here (a child process; 127.0.0.1, loopback ICE)",
+    )
+    lat.add_argument(
+        "--token",
+        default=os.environ.get(TOKEN_ENV) or None,
+        metavar="TOKEN",
+        help=f"the --url server's token (default: ${TOKEN_ENV}; prefer the variable: options show in the "
+        "process list)",
     )
     lat.add_argument("--avatar", metavar="NAME", help="the sessions' avatar (default: the server's)")
     lat.add_argument(
@@ -144,6 +152,7 @@ def bench_config_from_args(args) -> BenchConfig:
         ice_servers=tuple(args.ice_server),
         loopback=args.loopback,
         connect_timeout_s=args.timeout,
+        token=getattr(args, "token", None),
     )
 
 

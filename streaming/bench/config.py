@@ -52,6 +52,7 @@ class SessionOptions:
     ice_servers: tuple[str, ...] = ()
     connect_timeout_s: float = 30.0
     settle_s: float = 0.3  # the returned streams must cover the signal's end plus this
+    token: str | None = field(default=None, repr=False)  # the server's --token (docs/security.md)
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ class BenchConfig:
     ice_servers: tuple[str, ...] = ()
     loopback: bool = False  # ICE on 127.0.0.1 only (a server on this machine started with --loopback)
     connect_timeout_s: float = 30.0
+    token: str | None = field(default=None, repr=False)  # the --url server's token (the local one needs none)
 
     def __post_init__(self) -> None:
         if (self.url is None) == (self.local is None):

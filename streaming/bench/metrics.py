@@ -41,12 +41,24 @@ def _metric(m: dict, names: str | tuple[str, ...], **labels) -> float | None:
     return None
 
 
-async def get_json(url: str, timeout: float = 10.0) -> dict:
+def auth_headers(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+async def get_json(url: str, timeout: float = 10.0, token: str | None = None) -> dict:
+    """The JSON at ``url``, {} when it cannot be had; RuntimeError when the server wants a token
+    (none or a wrong one given: the user must say)."""
     import aiohttp
 
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http:
-            async with http.get(url) as r:
+            async with http.get(url, headers=auth_headers(token)) as r:
+                if r.status == 401:
+                    raise RuntimeError(
+                        "the server wants a token: give --token or set MOUTHPIECE_TOKEN"
+                        if token is None
+                        else "the server refused the token (--token or MOUTHPIECE_TOKEN)"
+                    )
                 return await r.json() if r.status == 200 else {}
     except (TimeoutError, aiohttp.ClientError, json.JSONDecodeError, ValueError):
         return {}
@@ -55,8 +67,9 @@ async def get_json(url: str, timeout: float = 10.0) -> dict:
 class MetricsSampler:
     """``/metrics`` every ``interval_s`` while a run goes on: (time, cpu s, rss bytes, gpu bytes)."""
 
-    def __init__(self, url: str, interval_s: float = 1.0) -> None:
+    def __init__(self, url: str, interval_s: float = 1.0, token: str | None = None) -> None:
         self.url = url
+        self.token = token
         self.interval_s = interval_s
         self.samples: list[tuple[float, float | None, float | None, float | None]] = []
         self._task: asyncio.Task | None = None
@@ -66,7 +79,7 @@ class MetricsSampler:
 
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5.0)) as http:
-                async with http.get(f"{self.url}/metrics") as r:
+                async with http.get(f"{self.url}/metrics", headers=auth_headers(self.token)) as r:
                     text = await r.text() if r.status == 200 else ""
         except (TimeoutError, aiohttp.ClientError):
             return

@@ -39,6 +39,7 @@ from streaming.bench.config import BenchConfig, LocalServer, SessionOptions
 from streaming.bench.metrics import MetricsSampler, get_json
 from streaming.bench.mouth import MouthMeter
 from streaming.bench.signal import SignalTrack, TestSignal, make_signal
+from streaming.config import TOKEN_ENV
 
 __all__ = [
     "BenchReport",
@@ -81,6 +82,7 @@ async def run_session(url: str, signal: TestSignal, options: SessionOptions | No
         keep_video=False,
         on_video=meter.submit,
         ice_servers=opts.ice_servers,
+        token=opts.token,
     )
     record = SessionRecord()
     try:
@@ -155,7 +157,7 @@ class LoadResult:
 async def run_load(url: str, signal: TestSignal, k: int, options: SessionOptions | None = None) -> LoadResult:
     """``k`` concurrent sessions of ``signal``, with the server's /metrics sampled meanwhile."""
     opts = options or SessionOptions()
-    sampler = MetricsSampler(url)
+    sampler = MetricsSampler(url, token=opts.token)
     sampler.start()
     t_start = time.time()
     try:
@@ -248,7 +250,9 @@ async def local_server(local: LocalServer, start_timeout_s: float = 180.0):
 
     port = _free_port()
     log = tempfile.NamedTemporaryFile("w+b", prefix="mouthpiece-bench-server-", suffix=".log", delete=False)
-    proc = subprocess.Popen(local.command(port), stdout=log, stderr=subprocess.STDOUT)
+    # a loopback server needs no token: the child does not take one from the environment either
+    env = {k: v for k, v in os.environ.items() if k != TOKEN_ENV}
+    proc = subprocess.Popen(local.command(port), stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
 
     def tail() -> str:
@@ -329,9 +333,10 @@ async def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = N
 
 
 async def _bench(url: str, cfg: BenchConfig, local: bool, say) -> BenchReport:
-    info = await get_json(f"{url}/api/info")
+    token = None if local else cfg.token
+    info = await get_json(f"{url}/api/info", token=token)
     signal = make_signal(cfg.signal)
-    opts = SessionOptions(cfg.avatar, cfg.ice_servers, cfg.connect_timeout_s)
+    opts = SessionOptions(cfg.avatar, cfg.ice_servers, cfg.connect_timeout_s, token=token)
     report = BenchReport(
         url=url,
         local=local,
