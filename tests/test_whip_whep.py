@@ -192,9 +192,13 @@ def test_cors_for_allowed_origins_only_and_options_with_ice_links(media):
             pc, status, headers, _ = await publish(url, media["wav"])
             assert status == 201
             out["whip"] = headers
-            for who, origin in (("allowed", ALLOWED), ("other", "http://evil.example")):
+            # a page from another origin is refused (streaming/security.py); a player that sends no
+            # Origin (not a browser) is served
+            for who, origin in (("allowed", ALLOWED), ("other", "http://evil.example"), ("none", None)):
                 viewer = Viewer()
-                out[("whep", who)] = await viewer.watch(url, headers={**SDP, "Origin": origin})
+                out[("whep", who)] = await viewer.watch(
+                    url, headers={**SDP, **({"Origin": origin} if origin else {})}
+                )
                 await viewer.close()
             await pc.close()
             await until(lambda: not server.sessions, "the WHIP session to end with its publisher")
@@ -233,6 +237,8 @@ def test_cors_for_allowed_origins_only_and_options_with_ice_links(media):
     assert status == 201 and h["Access-Control-Allow-Origin"] == ALLOWED and h.getall("Link") == [link]
     assert {x.strip() for x in h["Access-Control-Expose-Headers"].split(",")} >= {"Location", "Link", "ETag"}
     status, h, _ = out[("whep", "other")]
+    assert status == 403 and not [k for k in h if k.lower().startswith("access-control-")]
+    status, h, _ = out[("whep", "none")]
     assert status == 201 and not [k for k in h if k.lower().startswith("access-control-")]
 
 
