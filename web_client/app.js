@@ -10,11 +10,17 @@
 // RTCIceServer dictionaries; none for a local or LAN server). With `?relay=1` in the page's address
 // ICE is relay-only (iceTransportPolicy "relay": every packet goes through the TURN server), for
 // networks that allow nothing else and to check a TURN deployment (docs/deploy.md).
+//
+// Access token: a server started with --token (or MOUTHPIECE_TOKEN) answers 401 to the API without
+// it. The page then asks for the token in a small form, keeps it in sessionStorage (this tab only,
+// gone when the tab closes) and sends it as `Authorization: Bearer` on every request (api()); a
+// token the server refuses is forgotten and asked for again (docs/security.md).
 
 const ICE_GATHER_LIMIT_MS = 3000;
 const FILE_LOAD_LIMIT_MS = 15000;
 const CONNECT_LIMIT_MS = 20000;
 const FPS_WINDOW_MS = 2000;
+const TOKEN_KEY = "mouthpiece.token";
 const RELAY_ONLY = ["1", "true", "yes"].includes(new URLSearchParams(location.search).get("relay"));
 
 const $ = (id) => document.getElementById(id);
@@ -44,6 +50,9 @@ const ui = {
   playFile: $("play-file"),
   useMic: $("use-mic"),
   flush: $("flush"),
+  auth: $("auth"),
+  authMessage: $("auth-message"),
+  token: $("token"),
   sessionInfo: $("session-info"),
   stagesBody: document.querySelector("#stages tbody"),
   pathBody: document.querySelector("#path tbody"),
@@ -51,6 +60,76 @@ const ui = {
 
 /** An error whose message is meant for the person using the page. */
 class UserError extends Error {}
+
+/** The server wants a token (none was given, or it refused the one given). */
+class AuthError extends UserError {}
+
+// ---------------------------------------------------------------------------------------------
+// the access token
+// ---------------------------------------------------------------------------------------------
+
+let token = readToken();
+let posterURL = null; // the object URL of the poster shown
+let posterGen = 0;
+
+function readToken() {
+  try {
+    return sessionStorage.getItem(TOKEN_KEY);
+  } catch {
+    return null; // storage disabled: the token lasts as long as the page
+  }
+}
+
+function keepToken(value) {
+  token = value;
+  try {
+    if (value) sessionStorage.setItem(TOKEN_KEY, value);
+    else sessionStorage.removeItem(TOKEN_KEY);
+  } catch {
+    // storage disabled: keep it in memory only
+  }
+}
+
+/** fetch() with the token (when there is one); a 401 forgets it and throws an AuthError. */
+async function api(url, options = {}) {
+  const headers = { ...(options.headers || {}) };
+  const sent = token;
+  if (sent) headers.Authorization = `Bearer ${sent}`;
+  const res = await fetch(url, { ...options, headers });
+  if (res.status === 401) {
+    if (sent && token === sent) keepToken(null);
+    throw new AuthError(
+      sent
+        ? "The server did not accept that access token. Check it and enter it again."
+        : "This server needs an access token (the one it was started with: --token or MOUTHPIECE_TOKEN).",
+    );
+  }
+  return res;
+}
+
+/** Show the token form with ``message``; resolves once a token was entered (and kept). */
+function askToken(message) {
+  ui.authMessage.textContent = message;
+  ui.auth.hidden = false;
+  ui.token.value = "";
+  ui.token.focus();
+  return new Promise((resolve) => {
+    ui.auth.onsubmit = (event) => {
+      event.preventDefault();
+      const value = ui.token.value.trim();
+      if (!value) {
+        ui.authMessage.textContent = "Enter the access token first.";
+        ui.token.focus();
+        return;
+      }
+      keepToken(value);
+      ui.token.value = "";
+      ui.auth.hidden = true;
+      ui.auth.onsubmit = null;
+      resolve(value);
+    };
+  });
+}
 
 const state = {
   info: null, // GET /api/info
@@ -97,9 +176,11 @@ function refreshControls() {
   const idle = state.phase === "idle";
   const live = state.phase === "live";
   const channelOpen = !!state.dc && state.dc.readyState === "open";
-  ui.start.disabled = !idle || ui.avatar.options.length === 0;
+  const loaded = !!state.info; // not before the server answered (nor while it waits for the token)
+  ui.start.disabled = !idle || !loaded || ui.avatar.options.length === 0;
   ui.stop.disabled = idle;
-  ui.playFile.disabled = state.phase === "starting" || !ui.file.files || ui.file.files.length === 0;
+  ui.playFile.disabled =
+    !loaded || state.phase === "starting" || !ui.file.files || ui.file.files.length === 0;
   ui.useMic.disabled = !live || state.source !== "file";
   ui.flush.disabled = !live || !channelOpen;
   ui.overlay.hidden = idle;
@@ -110,7 +191,7 @@ function refreshControls() {
 // ---------------------------------------------------------------------------------------------
 
 async function getJSON(url) {
-  const res = await fetch(url, { headers: { Accept: "application/json" } });
+  const res = await api(url, { headers: { Accept: "application/json" } });
   if (!res.ok) throw new UserError(`${url} answered ${res.status} ${res.statusText}`);
   return res.json();
 }
@@ -160,15 +241,29 @@ async function loadAvatars() {
   showPoster(ui.avatar.value);
 }
 
-function showPoster(name) {
+async function showPoster(name) {
+  // fetched (not an <img src>) so that it carries the token
+  const gen = ++posterGen;
   if (!name) {
     ui.poster.hidden = true;
     return;
   }
+  let blob = null;
+  try {
+    const res = await api(`/api/avatars/${encodeURIComponent(name)}/poster.jpg`);
+    if (res.ok) blob = await res.blob();
+  } catch {
+    blob = null; // no poster is no error of the session
+  }
+  if (gen !== posterGen) return;
+  if (posterURL) URL.revokeObjectURL(posterURL);
+  posterURL = blob ? URL.createObjectURL(blob) : null;
+  ui.poster.hidden = true;
+  if (!posterURL) return;
   ui.poster.alt = `Poster of the avatar ${name}`;
   ui.poster.onload = () => (ui.poster.hidden = false);
   ui.poster.onerror = () => (ui.poster.hidden = true);
-  ui.poster.src = `/api/avatars/${encodeURIComponent(name)}/poster.jpg`;
+  ui.poster.src = posterURL;
 }
 
 function onAvatarChange() {
@@ -438,7 +533,7 @@ async function start(source, file) {
     if (stale()) return;
 
     state.avatar = ui.avatar.value || null;
-    const res = await fetch("/offer", {
+    const res = await api("/offer", {
       method: "POST",
       headers: { "Content-Type": "application/json", Accept: "application/json" },
       body: JSON.stringify({
@@ -475,6 +570,12 @@ async function start(source, file) {
   } catch (err) {
     if (stale()) return;
     await stop();
+    if (err instanceof AuthError) {
+      // the server now wants a (different) token: ask, then the person starts again
+      setStatus("Waiting for the access token.");
+      askToken(err.message).then(() => setStatus("Token saved. Press Start microphone to go again."));
+      return;
+    }
     showError(describe(err));
     setStatus("Stopped.");
   } finally {
@@ -793,7 +894,7 @@ function stopTimers() {
 function deleteSession(id) {
   // The server also ends a session when the peer connection closes; this makes it immediate.
   if (!id) return Promise.resolve();
-  return fetch(`/api/sessions/${encodeURIComponent(id)}`, { method: "DELETE", keepalive: true })
+  return api(`/api/sessions/${encodeURIComponent(id)}`, { method: "DELETE", keepalive: true })
     .then(() => {})
     .catch(() => {});
 }
@@ -925,11 +1026,27 @@ function wire() {
   });
 }
 
+/** Info and avatars, asking for the access token (again) while the server refuses. */
+async function connect() {
+  for (;;) {
+    try {
+      const [info] = await Promise.all([loadInfo(), loadAvatars()]);
+      return info;
+    } catch (err) {
+      if (!(err instanceof AuthError)) throw err;
+      ui.mode.textContent = "locked";
+      setStatus("Waiting for the access token.");
+      await askToken(err.message);
+      setStatus("Loading…");
+    }
+  }
+}
+
 async function init() {
   wire();
   refreshControls();
   try {
-    const [info] = await Promise.all([loadInfo(), loadAvatars()]);
+    const info = await connect();
     state.info = info;
     refreshControls();
     const full = info.sessions >= info.max_sessions;
