@@ -242,28 +242,35 @@ async function loadAvatars() {
 }
 
 async function showPoster(name) {
-  // fetched (not an <img src>) so that it carries the token
   const gen = ++posterGen;
   if (!name) {
     ui.poster.hidden = true;
     return;
   }
-  let blob = null;
-  try {
-    const res = await api(`/api/avatars/${encodeURIComponent(name)}/poster.jpg`);
-    if (res.ok) blob = await res.blob();
-  } catch {
-    blob = null; // no poster is no error of the session
+  const url = `/api/avatars/${encodeURIComponent(name)}/poster.jpg`;
+  let src = url;
+  if (token) {
+    // an <img src> cannot carry the token: fetch the image with it and show it from a blob
+    let blob = null;
+    try {
+      const res = await api(url);
+      if (res.ok) blob = await res.blob();
+    } catch {
+      blob = null; // no poster is no error of the session
+    }
+    if (gen !== posterGen) return;
+    src = blob ? URL.createObjectURL(blob) : null;
   }
-  if (gen !== posterGen) return;
   if (posterURL) URL.revokeObjectURL(posterURL);
-  posterURL = blob ? URL.createObjectURL(blob) : null;
-  ui.poster.hidden = true;
-  if (!posterURL) return;
+  posterURL = src && src !== url ? src : null;
+  if (!src) {
+    ui.poster.hidden = true;
+    return;
+  }
   ui.poster.alt = `Poster of the avatar ${name}`;
   ui.poster.onload = () => (ui.poster.hidden = false);
   ui.poster.onerror = () => (ui.poster.hidden = true);
-  ui.poster.src = posterURL;
+  ui.poster.src = src;
 }
 
 function onAvatarChange() {
