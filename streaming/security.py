@@ -13,8 +13,10 @@ in this order, before any handler runs:
 3. **Token** (``--token`` / ``MOUTHPIECE_TOKEN``): when one is set, every path but the page (``/``),
    its files (``/static/...``) and ``/healthz`` needs ``Authorization: Bearer TOKEN`` (RFC 6750, as
    WHIP and WHEP specify); the websocket (``/ws``) also takes ``?token=TOKEN``, since browsers cannot
-   set headers on a websocket. CORS preflights (``OPTIONS``) need none (browsers send them without
-   credentials). Otherwise 401 with ``WWW-Authenticate: Bearer``. The comparison takes constant time.
+   set headers on a websocket. CORS preflights (``OPTIONS`` with ``Access-Control-Request-Method``)
+   need none (browsers send them without credentials); a plain ``OPTIONS`` does (its ``Link``
+   headers carry the TURN credentials). Otherwise 401 with ``WWW-Authenticate: Bearer``. The
+   comparison takes constant time.
 
 Each refusal is one line of JSON (``{"error": CODE, "message": SENTENCE}``) that names no path or
 value of the server; the log has the detail. :func:`is_loopback` also decides whether ``mouthpiece
@@ -145,7 +147,7 @@ def security_middleware(cfg: ServerConfig):
             )
         if (
             token is not None
-            and request.method != "OPTIONS"
+            and not (request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers)
             and request.path not in OPEN_PATHS
             and not request.path.startswith("/static/")
         ):

@@ -155,8 +155,15 @@ def test_token_guards_every_endpoint_but_the_page_and_healthz(media):
             for path in ("/", "/static/app.js", "/static/style.css", "/healthz"):
                 async with http.get(url + path) as r:
                     assert r.status == 200, path
+            preflight = {"Origin": "http://player.example", "Access-Control-Request-Method": "POST"}
+            async with http.options(url + "/whip", headers=preflight) as r:
+                assert r.status == 204
+            # a plain OPTIONS answers the ICE servers (TURN credentials) in Link headers: token only
             async with http.options(url + "/whip") as r:
-                assert r.status in (200, 204)
+                assert_refusal(r.status, await r.text(), 401, "unauthorized")
+                assert "Link" not in r.headers
+            async with http.options(url + "/whip", headers=BEARER) as r:
+                assert r.status == 204
             async with http.get(url + "/healthz") as r:
                 health = await r.json()
             # what /healthz says: liveness and load, nothing about avatars, files, clients or secrets
