@@ -23,7 +23,7 @@ from streaming import webrtc, websocket
 from streaming.avatars import AvatarLibrary
 from streaming.config import WEB_CLIENT, ServerConfig, config_from_args, origin
 from streaming.registry import SERVER, Server, json_error, server_of
-from streaming.security import exposure_problem, security_middleware
+from streaming.security import AccessLogger, exposure_problem, security_middleware
 
 __all__ = ["cors_middleware", "create_app", "routes", "serve", "serve_app"]
 
@@ -237,5 +237,7 @@ def serve(args: argparse.Namespace) -> int:
     if server.engine.message:
         print(f"mouthpiece: {server.engine.message}")
     print(f"mouthpiece: open http://{cfg.host}:{cfg.port}/ (Ctrl+C to stop)", flush=True)
-    web.run_app(app, host=cfg.host, port=cfg.port, print=None, handle_signals=True)
+    web.run_app(
+        app, host=cfg.host, port=cfg.port, print=None, handle_signals=True, access_log_class=AccessLogger
+    )
     return 0

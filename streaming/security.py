@@ -31,11 +31,12 @@ import logging
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 
 from streaming.config import TOKEN_ENV, ServerConfig, origin, split_host
 from streaming.registry import json_error
 
-__all__ = ["OPEN_PATHS", "exposure_problem", "is_loopback", "security_middleware"]
+__all__ = ["OPEN_PATHS", "AccessLogger", "exposure_problem", "is_loopback", "security_middleware"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,21 @@ def exposure_problem(cfg: ServerConfig) -> str | None:
         f"--host {cfg.host} lets other machines reach the server, and it has no token: give --token "
         f"(better: set {TOKEN_ENV}), or --insecure to serve without one"
     )
+
+
+class AccessLogger(AbstractAccessLogger):
+    """aiohttp's access log without the query string: a websocket's ``?token=`` stays out of it."""
+
+    def log(self, request, response, time: float) -> None:
+        self.logger.info(
+            '%s "%s %s" %s %s %.3fs',
+            request.remote,
+            request.method,
+            request.path,
+            response.status,
+            response.body_length,
+            time,
+        )
 
 
 def _public_hosts(values: tuple[str, ...]) -> list[tuple[str, int | None]]:

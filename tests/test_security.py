@@ -4,7 +4,8 @@ loopback: the token on every endpoint that starts, watches, controls, lists or e
 nothing private, websocket upgrades and state-changing requests from other sites' pages refused,
 cross-site "simple" ``text/plain`` offers creating nothing, the ``Host`` header checked (DNS
 rebinding), ``--public-host`` for a reverse proxy, unguessable session and viewer identifiers, and
-``mouthpiece serve`` refusing a non-loopback ``--host`` without a token (a real subprocess). Every
+``mouthpiece serve`` refusing a non-loopback ``--host`` without a token (a real subprocess; its access
+log without query strings), and the bench tool sending the token. Every
 refusal is one line of JSON with a plain sentence and no path, and a normal session works after it.
 Renderer ``none`` (no model work), loopback ICE only; every wait has a time limit.
 """
@@ -356,9 +357,9 @@ def serve_cmd(media, *extra) -> list[str]:
     ]
 
 
-def healthy(port: int) -> bool:
+def healthy(port: int, query: str = "") -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz{query}", timeout=5) as r:
             return r.status == 200
     except OSError:
         return False
@@ -399,8 +400,36 @@ def test_exposed_host_without_a_token_refuses_to_start(media):
         lines = iter(proc.stdout.readline, "")
         assert any("open http" in line for line in lines), "the server did not start"
         assert eventually(lambda: healthy(port) or proc.poll() is not None, timeout=LIMIT)
-        assert healthy(port)
+        assert healthy(port, "?token=not-in-the-log-0123456789")
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=60)
     assert "WARNING" in err and "--insecure" in err and "without a token" in err
+    # the access log has the request, not its query (a websocket's ?token= stays out of logs)
+    assert '"GET /healthz" 200' in err and "not-in-the-log" not in err
+
+
+def test_the_bench_tool_sends_the_token(media):
+    from streaming.bench import SessionOptions, SignalConfig, make_signal, run_session
+    from streaming.bench.metrics import MetricsSampler, get_json
+
+    app = make_app(media, token=TOKEN)
+    server = app[SERVER]
+
+    async def main():
+        async with serve_app(app) as url:
+            wants = ((None, "give --token or set MOUTHPIECE_TOKEN"), ("x" * 20, "refused the token"))
+            for token, why in wants:
+                with pytest.raises(RuntimeError, match=why):
+                    await get_json(f"{url}/api/info", token=token)
+            assert (await get_json(f"{url}/api/info", token=TOKEN))["default_avatar"] == "portrait"
+            sampler = MetricsSampler(url, token=TOKEN)
+            await sampler.sample()
+            assert len(sampler.samples) == 1 and sampler.samples[0][1] is not None  # the CPU seconds
+            signal = make_signal(SignalConfig(seconds=4.0))
+            record = await run_session(url, signal, SessionOptions(connect_timeout_s=LIMIT, token=TOKEN))
+            assert record.error is None and ID.fullmatch(record.session)
+            assert TOKEN not in repr(SessionOptions(token=TOKEN))  # reports and logs do not show it
+            await until(lambda: not server.sessions, "the bench session to end")
+
+    run(main)
