@@ -25,6 +25,7 @@ serve`` may start without a token (:func:`exposure_problem`)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hmac
 import ipaddress
 import logging
@@ -110,6 +111,10 @@ def security_middleware(cfg: ServerConfig):
         if not sock:
             return False
         local_ip, local_port = str(sock[0]).split("%")[0].lower(), sock[1]
+        with contextlib.suppress(ValueError):  # an IPv4 client of a dual-stack socket: ::ffff:a.b.c.d
+            mapped = ipaddress.ip_address(local_ip)
+            if mapped.version == 6 and mapped.ipv4_mapped is not None:
+                local_ip = str(mapped.ipv4_mapped)
         if (port or 80) != local_port:
             return False
         if name in LOOPBACK_NAMES or name == local_ip:
@@ -149,7 +154,11 @@ def security_middleware(cfg: ServerConfig):
         host = split_host(request.headers.get("Host", ""))
         if host is None or not host_ok(request, *host):
             log.warning("refused a request for host %r from %s", request.headers.get("Host"), request.remote)
-            return _reply(421, "unknown_host", "this server does not answer to that host name")
+            return _reply(
+                421,
+                "unknown_host",
+                "this server does not answer to that host name (its operator can add one with --public-host)",
+            )
         sent = request.headers.get("Origin")
         upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
         if (
