@@ -147,7 +147,8 @@ def inputs(n: int, batch: int, device: str, gen: torch.Generator):
     return refs, args
 
 
-def speed(renderer, args, skipped: list[dict]) -> list[dict]:
+def speed(renderer, args, skipped: list[dict], progress=None) -> list[dict]:
+    """The speed rows; ``progress(rows)`` is called after each N (the results so far are written)."""
     dev = args.device
     gen = torch.Generator().manual_seed(0)
     rows = []
@@ -190,6 +191,8 @@ def speed(renderer, args, skipped: list[dict]) -> list[dict]:
             for r in rows:
                 if r["refs"] == n:
                     r["speedup_vs_authors"] = round(base / r["ms_per_frame"], 2) if base else None
+        if progress is not None:
+            progress(rows)
     return rows
 
 
@@ -276,9 +279,20 @@ def main() -> None:
     renderer = standin_renderer(args.device)
 
     skipped: list[dict] = []
-    fid = fidelity(renderer, args) if args.fidelity else []
-    rows = speed(renderer, args, skipped)
     meta = run_meta("renderer_backends.py", args.device)
+    stem = args.stem or f"renderer_backends_{args.device.split(':')[0]}"
+
+    def write(rows: list[dict], fid: list[dict], complete: bool) -> None:
+        # written after each N and at the end: a run stopped from outside keeps what it measured
+        payload = {"meta": meta, "speed": rows, "fidelity": fid, "skipped": skipped, "complete": complete}
+        write_results(args.out, stem, payload, report(meta, rows, fid, skipped))
+
+    rows = speed(renderer, args, skipped, progress=lambda r: write(r, [], False))
+    fid = fidelity(renderer, args) if args.fidelity else []
+    write(rows, fid, True)
+
+
+def report(meta: dict, rows: list[dict], fid: list[dict], skipped: list[dict]) -> list[str]:
     lines = [
         f"Renderer backends — {meta['device']}, {versions_text(meta)}, {meta['date']}",
         f"Command: `{meta['command']}`",
@@ -310,9 +324,7 @@ def main() -> None:
         lines.append(
             f"| {f['case']} | {f['variant']} | {f['precision']} | {f['max_abs_diff']:.1e} | {f['psnr_db']} |"
         )
-    payload = {"meta": meta, "speed": rows, "fidelity": fid, "skipped": skipped}
-    stem = args.stem or f"renderer_backends_{args.device.split(':')[0]}"
-    write_results(args.out, stem, payload, lines)
+    return lines
 
 
 if __name__ == "__main__":

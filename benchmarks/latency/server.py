@@ -25,7 +25,8 @@ from benchmarks.latency.suites import DEFAULT_AVATAR, LIMIT_S
 
 def worker_snapshot(server) -> dict | None:
     """Counters of the model worker the sessions share, where the server has one."""
-    worker = getattr(server.engine, "_worker", None)
+    synth = getattr(server.engine, "_synth", None)  # read without making one (ModelEngine.worker would)
+    worker = getattr(synth, "_worker", None)
     return worker.stats.snapshot() if worker is not None and hasattr(worker, "stats") else None
 
 
