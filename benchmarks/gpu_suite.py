@@ -180,17 +180,18 @@ def run_step(step: Step, ctx: Context, env: dict, args, logs: Path, left_s: floa
     if left_s < 15:
         rec.update(status="skipped", reason=f"the suite's time limit was reached ({left_s:.0f} s left)")
         return rec
-    try:
-        check_providers(step, env)
-        cmd = step.command(ctx)
-    except Unavailable as e:
-        rec.update(status="unavailable", reason=str(e))
-        return rec
     timeout_s = min(budget, left_s - 5)
-    if step.name in args.force_timeout:
+    if step.name in args.force_timeout:  # forced: even where the step would be unavailable
         cmd, timeout_s = [ctx.python, "-c", "import time; time.sleep(3600)"], FORCED_TIMEOUT_S
     elif step.name in args.force_fail:
         cmd = [ctx.python, "-c", f"import sys; sys.exit('{step.name}: forced failure (--force-fail)')"]
+    else:
+        try:
+            check_providers(step, env)
+            cmd = step.command(ctx)
+        except Unavailable as e:
+            rec.update(status="unavailable", reason=str(e))
+            return rec
     rec["command"] = shlex.join(os.path.relpath(c, ROOT) if c.startswith(str(ROOT)) else c for c in cmd)
     rec["timeout_s"] = round(timeout_s, 1)
     log = logs / f"{step.name}.log"
