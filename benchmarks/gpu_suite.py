@@ -125,6 +125,19 @@ def environment(dry_run: bool) -> dict:
     return env
 
 
+def environment_of_child(dry_run: bool) -> dict:
+    """:func:`environment` read in a child process, so that this one never holds a CUDA context (the
+    steps have the GPU to themselves); in this process if the child fails."""
+    code = (
+        f"import json, sys; sys.path.insert(0, {str(ROOT)!r}); from benchmarks.gpu_suite import environment; "
+        f"print(json.dumps(environment({dry_run!r})))"
+    )
+    with contextlib.suppress(OSError, subprocess.SubprocessError, ValueError, IndexError):
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        return json.loads(r.stdout.strip().splitlines()[-1])
+    return environment(dry_run)
+
+
 def check_providers(step: Step, env: dict) -> None:
     """Unavailable unless onnxruntime lists every execution provider the step needs."""
     if not step.needs:
@@ -269,7 +282,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     logs = Path(args.logs) if args.logs else Path(tempfile.mkdtemp(prefix="mouthpiece-gpu-suite-"))
     logs.mkdir(parents=True, exist_ok=True)
-    env = environment(args.dry_run)
+    env = environment_of_child(args.dry_run)
     if not args.dry_run and not env["cuda_available"]:
         print(
             "no CUDA device on this machine: run with --dry-run (the CPU plumbing) or on a GPU",

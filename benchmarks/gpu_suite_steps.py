@@ -215,7 +215,9 @@ def capacity_figures(p: dict) -> tuple[dict, list[str]]:
             batch = "" if mw is None else f", {mw:.1f} windows/call"
             parts.append(
                 f"{s['sessions']}: {'holds' if s['holds'] else 'no'} ({s['fps_min']} fps, shed "
-                f"{s['shed_rate']}, total p95 {s['server_total_p95_ms']} ms{batch})"
+                f"{s['shed_rate']}, total p95 {s['server_total_p95_ms']} ms{batch}, CPU % server "
+                f"{s['server_cpu_percent']}, clients {s['client_cpu_percent']})"
+                + ("" if s["holds"] else f": {s['reason']}")
             )
         else:
             parts.append(f"{s['sessions']}: no ({s['reason']})")
