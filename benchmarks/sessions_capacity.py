@@ -88,6 +88,14 @@ def next_load(tried: dict[int, bool], ramp: argparse.Namespace) -> int | None:
     return (best + low) // 2
 
 
+def ended(tried: dict[int, bool], ramp: argparse.Namespace) -> str:
+    """Why the ramp ended: "found" (the next load up failed), "max-sessions" (the largest load held)
+    or "budget" (no time for another run: the most held is a lower bound)."""
+    if next_load(tried, ramp) is None:
+        return "found" if any(not ok for ok in tried.values()) else "max-sessions"
+    return "budget"
+
+
 def free_device(device: str) -> None:
     gc.collect()
     if device.startswith("cuda"):
@@ -121,14 +129,21 @@ def run_summary(r: dict, k: int, ok: bool, why: str | None) -> dict:
     }
 
 
-def markdown(meta: dict, steps: list[dict], best: int, ramp: argparse.Namespace) -> list[str]:
+ENDED = {
+    "found": "",
+    "max-sessions": " (the most tried: at least this many)",
+    "budget": " (the time budget ended the ramp first: at least this many)",
+}
+
+
+def markdown(meta: dict, steps: list[dict], best: int, ramp: argparse.Namespace, ended_by: str) -> list[str]:
     lines = [
         f"Live sessions held at 25 fps — {meta['device']}, torch {meta['torch']}, {meta['date']}",
         f"Command: `{meta['command']}`",
         f"(settings: {meta['settings']}; holds: every session >= {ramp.min_fps:g} fps received, "
         f"<= {100 * ramp.max_shed:g} % of speech windows shed, <= {100 * ramp.max_late:g} % late frames)",
         "",
-        f"**Most sessions held: {best}**" + ("" if steps else " (no run finished)"),
+        f"**Most sessions held: {best}**" + ("" if steps else " (no run finished)") + ENDED[ended_by],
         "",
         "| sessions | holds | fps (min) | shed | late | server total p50 / p95 ms | windows per call "
         "(mean / sessions max) | CPU % server / clients | why not |",
@@ -176,8 +191,9 @@ def main(argv=None) -> None:
     def write() -> None:
         best = max((k for k, ok in tried.items() if ok), default=0)
         meta["wall_s"] = round(time.perf_counter() - t_start, 1)
-        payload = {"meta": meta, "max_sessions_held": best, "ramp": vars(ramp), "steps": steps, "runs": runs}
-        write_results(args.out, stem, payload, markdown(meta, steps, best, ramp))
+        payload = {"meta": meta, "max_sessions_held": best, "ramp_ended": ended(tried, ramp)}
+        payload |= {"ramp": vars(ramp), "steps": steps, "runs": runs}
+        write_results(args.out, stem, payload, markdown(meta, steps, best, ramp, payload["ramp_ended"]))
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -70,7 +70,7 @@ def test_dry_run_writes_every_steps_results_and_the_summary(dry_run):
     capacity = json.loads((out / "sessions_capacity_gpu.json").read_text())
     assert capacity["steps"] and capacity["steps"][0]["sessions"] == 1
     assert capacity["steps"][0]["fps_min"] > 0
-    assert isinstance(capacity["max_sessions_held"], int)
+    assert isinstance(capacity["max_sessions_held"], int) and capacity["ramp_ended"] == "max-sessions"
 
     for name in ("cuda_tests", "backends", "live_latency", "capacity"):
         stem = {"backends": "renderer_backends_gpu", "capacity": "sessions_capacity_gpu"}.get(
@@ -109,7 +109,7 @@ def test_a_step_past_its_budget_is_stopped_and_recorded(tmp_path):
 
 def test_the_sessions_ramp_doubles_then_bisects():
     sys.path.insert(0, str(ROOT))
-    from benchmarks.sessions_capacity import next_load
+    from benchmarks.sessions_capacity import ended, next_load
 
     ramp = argparse.Namespace(start=2, max_sessions=32)
     tried: dict[int, bool] = {}
@@ -117,6 +117,9 @@ def test_the_sessions_ramp_doubles_then_bisects():
     while (k := next_load(tried, ramp)) is not None:
         tried[k] = k <= truth
     assert max(k for k, ok in tried.items() if ok) == truth
-    assert list(tried)[:4] == [2, 4, 8, 16]
-    assert next_load({1: False}, argparse.Namespace(start=1, max_sessions=4)) is None
-    assert next_load({1: True, 2: True, 4: True}, argparse.Namespace(start=1, max_sessions=4)) is None
+    assert list(tried)[:4] == [2, 4, 8, 16] and ended(tried, ramp) == "found"
+    small = argparse.Namespace(start=1, max_sessions=4)
+    assert next_load({1: False}, small) is None and ended({1: False}, small) == "found"
+    assert next_load({1: True, 2: True, 4: True}, small) is None
+    assert ended({1: True, 2: True, 4: True}, small) == "max-sessions"
+    assert ended({1: True, 2: True}, small) == "budget"  # 4 was not tried: 2 is a lower bound
