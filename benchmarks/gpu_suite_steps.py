@@ -130,6 +130,14 @@ def backend_figures(p: dict) -> tuple[dict, list[str]]:
         for (v, pr, b), t in table.items():
             cells = " | ".join("-" if t.get(n) is None else f"{t[n]:g}" for n in ns)
             lines.append(f"| {v} | {pr} | {b} | {cells} |")
+    worst: dict[str, float] = {}
+    for f in p.get("fidelity", []):
+        key = f"{f['variant']} {f['precision']}"
+        worst[key] = min(worst.get(key, float("inf")), f["psnr_db"])
+    if worst:
+        fig["min_psnr_db"] = worst
+        lines += ["", "Fidelity, lowest PSNR against the plain fp32 model: "]
+        lines[-1] += "; ".join(f"{k} {v:g} dB" for k, v in worst.items())
     if p.get("skipped"):
         lines.append("")
     for s in p.get("skipped", []):
