@@ -10,6 +10,15 @@ GPU (one command; needs mouthpiece[gpu] for the onnx rows):
     .venv/bin/python benchmarks/renderer_backends.py --device cuda --refs 1 5 25 --batch 1 8 32 \\
         --backends fast cuda-graph onnx --precisions fp32 fp16 bf16 --repeat 50
 
+``--backends`` also takes ``onnx-trt`` (ONNX Runtime with the TensorRT execution provider, CUDA
+only). On CUDA the ``onnx`` rows use the CUDA execution provider; a row whose provider is missing
+from this onnxruntime build, or was not taken by the session (ONNX Runtime falls back quietly), is
+skipped, and every skipped variant (or one whose run raised) is recorded with its reason (``skipped``
+in the JSON). The ONNX
+graphs are dynamic in N and the batch, so each is exported once per run. ``--no-baselines`` leaves
+out the authors' procedure and the plain model, ``--no-fidelity`` the fidelity table, ``--stem``
+names the result files (``benchmarks/gpu_suite.py`` uses all three).
+
 For every N: two baselines, (a) the authors' procedure re-enacted (a Python loop over the N
 references, float32, one frame per call) and (b) the plain model (all references batched, float32,
 ``batch`` frames per call); then every backend x precision x batch through the common backend
@@ -56,14 +65,55 @@ from engine.synth.backends import DTYPES, make_renderer_backend  # noqa: E402
 MEDIA = ROOT.parent / "shared" / "media"
 
 
-def make_backend(name: str, renderer: models.Renderer, dtype: torch.dtype, device: str):
-    if name == "onnx":
-        from engine.synth.backends.onnx import OnnxRenderer
+ONNX_VARIANTS = {"onnx": "CUDAExecutionProvider", "onnx-trt": "TensorrtExecutionProvider"}
+_onnx_built: dict[tuple[str, str], object] = {}  # (variant, device) -> backend, or the exception
 
+
+def onnx_backend(name: str, renderer: models.Renderer, device: str):
+    """The ONNX Runtime backend of ``name`` (built once per run); raises RuntimeError when the execution
+    provider it needs is not in this onnxruntime build or the session did not take it."""
+    key = (name, device)
+    if key not in _onnx_built:
+        try:
+            import onnxruntime as ort
+
+            from engine.synth.backends.onnx import OnnxRenderer
+
+            want = ONNX_VARIANTS[name] if device.startswith("cuda") else "CPUExecutionProvider"
+            if name == "onnx-trt" and not device.startswith("cuda"):
+                raise RuntimeError("the TensorRT execution provider needs --device cuda")
+            available = ort.get_available_providers()
+            if want not in available:
+                raise RuntimeError(
+                    f"{want} is not in this onnxruntime build (available: {', '.join(available)})"
+                )
+            backend = OnnxRenderer.from_torch(renderer, device=device, tensorrt=name == "onnx-trt")
+            used = backend._render.sess.get_providers()
+            if used[0] != want:
+                raise RuntimeError(f"the session fell back to {used[0]} ({want} could not be initialised)")
+            backend.providers = used
+            _onnx_built[key] = backend
+        except Exception as e:  # noqa: BLE001 - onnxruntime's own errors are not RuntimeErrors
+            _onnx_built[key] = e
+    got = _onnx_built[key]
+    if isinstance(got, Exception):
+        raise got
+    return got
+
+
+def make_backend(name: str, renderer: models.Renderer, dtype: torch.dtype, device: str):
+    if name in ONNX_VARIANTS:
         if dtype != torch.float32:
             raise ValueError("the onnx rows are float32")
-        return OnnxRenderer.from_torch(renderer, device=device)
+        return onnx_backend(name, renderer, device)
     return make_renderer_backend(name, renderer, dtype)
+
+
+def skip(skipped: list[dict], name: str, prec: str, err: Exception) -> None:
+    reason = f"{type(err).__name__}: {err}"
+    if not any(s["variant"] == name and s["precision"] == prec for s in skipped):
+        skipped.append({"variant": name, "precision": prec, "reason": reason})
+    print(f"skip {name} {prec}: {reason}", flush=True)
 
 
 def row(label: str, n: int, batch: int, precision: str, times: list[float]) -> dict:
@@ -98,7 +148,8 @@ def inputs(n: int, batch: int, device: str, gen: torch.Generator):
     return refs, args
 
 
-def speed(renderer, args) -> list[dict]:
+def speed(renderer, args, skipped: list[dict], progress=None) -> list[dict]:
+    """The speed rows; ``progress(rows)`` is called after each N (the results so far are written)."""
     dev = args.device
     gen = torch.Generator().manual_seed(0)
     rows = []
@@ -113,29 +164,36 @@ def speed(renderer, args) -> list[dict]:
             x[2][:, None],
         )
         with torch.inference_mode():
-            t = timed(lambda pa=plain_args, a1=a1: authors_loop(renderer, *pa(a1)), dev, repeat, 1)
-            rows.append(row("authors' procedure (loop over refs)", n, 1, "fp32", t))
-            base = rows[-1]["ms_per_frame"]
-            print(rows[-1]["variant"], n, rows[-1]["ms_per_frame"], flush=True)
+            base = None
+            if args.baselines:
+                t = timed(lambda pa=plain_args, a1=a1: authors_loop(renderer, *pa(a1)), dev, repeat, 1)
+                rows.append(row("authors' procedure (loop over refs)", n, 1, "fp32", t))
+                base = rows[-1]["ms_per_frame"]
+                print(rows[-1]["variant"], n, rows[-1]["ms_per_frame"], flush=True)
             for batch in args.batch:
                 _, ab = inputs(n, batch, dev, gen)
-                t = timed(lambda pa=plain_args, ab=ab: renderer(*pa(ab)), dev, repeat, 1)
-                rows.append(row("plain model", n, batch, "fp32", t))
-                print(rows[-1]["variant"], n, batch, rows[-1]["ms_per_frame"], flush=True)
+                if args.baselines:
+                    t = timed(lambda pa=plain_args, ab=ab: renderer(*pa(ab)), dev, repeat, 1)
+                    rows.append(row("plain model", n, batch, "fp32", t))
+                    print(rows[-1]["variant"], n, batch, rows[-1]["ms_per_frame"], flush=True)
                 for name in args.backends:
                     for prec in args.precisions:
                         try:
                             backend = make_backend(name, renderer, DTYPES[prec], dev)
-                        except (ValueError, RuntimeError, ImportError) as e:
-                            print(f"skip {name} {prec}: {e}", flush=True)
+                            backend.set_references(*refs)
+                            t = timed(lambda b=backend, ab=ab: b.render(*ab), dev, repeat, 2)
+                        except Exception as e:  # noqa: BLE001 - recorded with its reason; the others go on
+                            skip(skipped, name, prec, e)
                             continue
-                        backend.set_references(*refs)
-                        t = timed(lambda b=backend, ab=ab: b.render(*ab), dev, repeat, 2)
                         rows.append(row(name, n, batch, prec, t))
+                        if name in ONNX_VARIANTS:
+                            rows[-1]["providers"] = backend.providers
                         print(name, prec, n, batch, rows[-1]["ms_per_frame"], flush=True)
             for r in rows:
                 if r["refs"] == n:
-                    r["speedup_vs_authors"] = round(base / r["ms_per_frame"], 2)
+                    r["speedup_vs_authors"] = round(base / r["ms_per_frame"], 2) if base else None
+        if progress is not None:
+            progress(rows)
     return rows
 
 
@@ -186,10 +244,10 @@ def fidelity(renderer, args) -> list[dict]:
                 for prec in args.precisions:
                     try:
                         backend = make_backend(name, renderer, DTYPES[prec], dev)
-                    except (ValueError, RuntimeError, ImportError):
+                        backend.set_references(*refs)
+                        out = backend.render(*ins).float().cpu().numpy()
+                    except Exception:  # noqa: BLE001 - recorded by speed()
                         continue
-                    backend.set_references(*refs)
-                    out = backend.render(*ins).float().cpu().numpy()
                     rows.append(
                         {
                             "case": label,
@@ -211,16 +269,31 @@ def main() -> None:
     ap.add_argument("--backends", nargs="+", default=["fast", "onnx"])
     ap.add_argument("--precisions", nargs="+", default=["fp32"], choices=list(DTYPES))
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--no-baselines", dest="baselines", action="store_false", help="backends only")
+    ap.add_argument("--no-fidelity", dest="fidelity", action="store_false", help="speed only")
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--stem", help="result file stem (default renderer_backends_<device>)")
     args = ap.parse_args()
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         sys.exit("CUDA is not available on this machine")
 
     renderer = standin_renderer(args.device)
 
-    fid = fidelity(renderer, args)
-    rows = speed(renderer, args)
+    skipped: list[dict] = []
     meta = run_meta("renderer_backends.py", args.device)
+    stem = args.stem or f"renderer_backends_{args.device.split(':')[0]}"
+
+    def write(rows: list[dict], fid: list[dict], complete: bool) -> None:
+        # written after each N and at the end: a run stopped from outside keeps what it measured
+        payload = {"meta": meta, "speed": rows, "fidelity": fid, "skipped": skipped, "complete": complete}
+        write_results(args.out, stem, payload, report(meta, rows, fid, skipped))
+
+    rows = speed(renderer, args, skipped, progress=lambda r: write(r, [], False))
+    fid = fidelity(renderer, args) if args.fidelity else []
+    write(rows, fid, True)
+
+
+def report(meta: dict, rows: list[dict], fid: list[dict], skipped: list[dict]) -> list[str]:
     lines = [
         f"Renderer backends — {meta['device']}, {versions_text(meta)}, {meta['date']}",
         f"Command: `{meta['command']}`",
@@ -232,21 +305,27 @@ def main() -> None:
         lines.append(
             f"| {r['refs']} | {r['variant']} | {r['precision']} | {r['batch']} | {r['p50_ms']} "
             f"| {r['p95_ms']} | {r['p99_ms']} | {r['ms_per_frame']} | {r['frames_per_s']} "
-            f"| {r['speedup_vs_authors']} |"
+            f"| {r['speedup_vs_authors'] or '-'} |"
         )
-    lines += [
-        "",
-        "Fidelity against the plain float32 model:",
-        "",
-        "| inputs | variant | precision | max abs diff | PSNR dB |",
-        "| --- | --- | --- | ---: | ---: |",
-    ]
+    if skipped:
+        lines += ["", "Skipped (not run on this machine):", ""]
+        lines += [f"- {sk['variant']} {sk['precision']}: {sk['reason']}" for sk in skipped]
+    lines += (
+        []
+        if not fid
+        else [
+            "",
+            "Fidelity against the plain float32 model:",
+            "",
+            "| inputs | variant | precision | max abs diff | PSNR dB |",
+            "| --- | --- | --- | ---: | ---: |",
+        ]
+    )
     for f in fid:
         lines.append(
             f"| {f['case']} | {f['variant']} | {f['precision']} | {f['max_abs_diff']:.1e} | {f['psnr_db']} |"
         )
-    payload = {"meta": meta, "speed": rows, "fidelity": fid}
-    write_results(args.out, f"renderer_backends_{args.device.split(':')[0]}", payload, lines)
+    return lines
 
 
 if __name__ == "__main__":

@@ -25,7 +25,8 @@ from benchmarks.latency.suites import DEFAULT_AVATAR, LIMIT_S
 
 def worker_snapshot(server) -> dict | None:
     """Counters of the model worker the sessions share, where the server has one."""
-    worker = getattr(server.engine, "_worker", None)
+    synth = getattr(server.engine, "_synth", None)  # read without making one (ModelEngine.worker would)
+    worker = getattr(synth, "_worker", None)
     return worker.stats.snapshot() if worker is not None and hasattr(worker, "stats") else None
 
 
@@ -100,11 +101,11 @@ class Probe:
         self.out: dict[int, tuple[float, int | None, str]] = {}  # i -> (perf time, p, kind)
         self.frames: dict[int, dict] = {}  # p -> {"speech": bool, stage: seconds, ...}
         video = stream.video
-        recv = video.recv
+        produce = video.produce  # what the session's broadcast reads (and recv) each output frame
 
-        async def timed_recv():
+        async def timed_produce():
             fresh, late = video.fresh, video.late
-            frame = await recv()
+            frame = await produce()
             kind = "fresh" if video.fresh > fresh else "late" if video.late > late else "idle"
             i = int(frame.pts)
             p = video.last_shown if kind == "fresh" else stream.playout.session_frame(i)
@@ -114,7 +115,7 @@ class Probe:
         def on_frame(rec: dict) -> None:  # each frame's stages, once it is on the wire
             self.frames[rec["index"]] = {k: v for k, v in rec.items() if k != "index"}
 
-        video.recv = timed_recv
+        video.produce = timed_produce
         stream.on_frame = on_frame
 
 
