@@ -76,10 +76,12 @@ def _json_type(value) -> str:
     return "an object"
 
 
-def loads_object(text: str | bytes, what: str = "the message", code: str = "bad_message") -> dict:
-    """``text`` as a JSON object, or :class:`BadInput` saying why not."""
-    if len(text) > MAX_CONTROL_BYTES:
-        raise BadInput(f"{what} is too long: at most {MAX_CONTROL_BYTES // 1024} KiB", code)
+def loads_object(
+    text: str | bytes, what: str = "the message", code: str = "bad_message", limit: int = MAX_CONTROL_BYTES
+) -> dict:
+    """``text`` (at most ``limit`` bytes) as a JSON object, or :class:`BadInput` saying why not."""
+    if len(text) > limit:
+        raise BadInput(f"{what} is too long: at most {limit // 1024} KiB", code)
     try:
         obj = json.loads(text)
     except RecursionError:  # json recurses once per nesting level

@@ -294,7 +294,8 @@ async def read_body(request: web.Request, limit: int, what: str = "the body") ->
 
 async def _read_offer_json(request: web.Request) -> tuple[RTCSessionDescription, str | None]:
     """The offer and the avatar name of a ``POST /offer`` body (:class:`BadInput` otherwise)."""
-    body = loads_object(await read_body(request, MAX_OFFER_JSON_BYTES), "the body", "bad_request")
+    limit = MAX_OFFER_JSON_BYTES
+    body = loads_object(await read_body(request, limit), "the body", "bad_request", limit)
     f = Fields(body, "bad_request")
     expected = 'expected {"sdp": "...", "type": "offer"}'
     if body.get("type") != "offer" or not isinstance(body.get("sdp"), str):
