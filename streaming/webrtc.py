@@ -507,8 +507,10 @@ async def whep(request: web.Request) -> web.Response:
         answer = await answer_offer(pc, desc, send=hosted)
     except OfferError as e:
         await gone()
+        if hosted.closing.is_set():  # the session ended while answering (its tracks with it)
+            return _plain(404, "no such session (it has ended)")
         return _plain(400, str(e))
-    if hosted.stream.closed or srv.sessions.get(sid) is not hosted:  # it ended while answering
+    if hosted.closing.is_set() or srv.sessions.get(sid) is not hosted:  # it ended while answering
         await gone()
         return _plain(404, "no such session (it has ended)")
     return _sdp_created(srv, answer, f"/whep/{sid}/{vid}")

@@ -200,7 +200,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 recv = loop.create_task(ws.receive())
             # a session closed elsewhere (DELETE, shutdown) is noticed within PROBE_S
             timeout = ing.wait_s() if ing.held or ing.end_pending else PROBE_S
-            await asyncio.wait({closing} if recv is None else {recv, closing}, timeout=timeout)
+            waits = {closing} if recv is None else {recv, closing}
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             if closing.done():
                 break
             now = loop.time()

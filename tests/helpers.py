@@ -192,6 +192,35 @@ class ThreadServer:
         self._thread.join(60)
         logging.getLogger().removeHandler(self._handler)
 
+    def assert_no_sessions(self) -> None:
+        """Every session has gone (waits up to LIMIT for the last ones to close)."""
+        assert eventually(lambda: not self.server.sessions, LIMIT), list(self.server.sessions)
+
+    def assert_serves(self) -> dict:
+        """A normal session works now: :func:`websocket_session_works`; its last stats."""
+        return asyncio.run(asyncio.wait_for(websocket_session_works(self.url), 2 * LIMIT))
+
     def call(self, coro, timeout: float = LIMIT):
         """Run ``coro`` on the server's loop (to read or change its state there)."""
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+
+async def websocket_session_works(url: str) -> dict:
+    """A websocket PCM session (0.6 s of speech) until the server has made its first frames; its
+    stats then."""
+    import aiohttp
+
+    pcm = (speechlike(0.6, seed=7) * 32767).astype("<i2").tobytes()
+    async with aiohttp.ClientSession() as http, http.ws_connect(url.replace("http", "ws") + "/ws") as ws:
+        hello = await ws.receive_json(timeout=LIMIT)
+        assert hello["type"] == "session", hello
+        await ws.send_bytes(pcm)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LIMIT
+        while True:
+            await ws.send_json({"type": "stats"})
+            stats = await ws.receive_json(timeout=LIMIT)
+            if stats.get("type") == "stats" and stats["session_frames"]["frames"] > 0:
+                return stats
+            assert loop.time() < deadline, "no frame was made within the limit"
+            await asyncio.sleep(0.05)
