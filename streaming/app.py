@@ -9,7 +9,6 @@ a block (tests, benchmarks, the bench tool); :func:`serve` is ``mouthpiece serve
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import logging
 import sys
@@ -187,7 +186,7 @@ async def error_middleware(request: web.Request, handler):
         raise
     except BadInput as e:
         return json_error(e.status, e.code, e.message)
-    except (ConnectionError, TimeoutError, asyncio.CancelledError):
+    except ConnectionError:  # the client left: nothing to answer
         raise
     except Exception:
         log.exception("%s %s failed", request.method, request.path)

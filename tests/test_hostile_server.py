@@ -411,9 +411,22 @@ def test_a_failed_avatar_is_prepared_once_and_shown_unavailable_without_paths(hs
 
 
 def test_info_names_no_folder(hs):
-    status, _, text = ask(hs, "GET", "/api/info")
+    """Weights found on disk and avatar files are named by their file names only."""
+    eng = hs.server.engine
+    saved = eng.weights
+    eng.weights = {
+        "landmark": "/home/someone/ckpt/landmark.pth",
+        "renderer": "/srv/w/renderer.pth",
+        "standin": False,
+    }
+    try:
+        status, _, text = ask(hs, "GET", "/api/info")  # (ask checks for /home, /tmp, /work, ...)
+    finally:
+        eng.weights = saved
     info = json.loads(text)
-    assert status == 200 and all(a["source"] == os.path.basename(a["source"]) for a in info["avatars"])
+    assert status == 200 and "/srv" not in text
+    assert info["weights"] == {"landmark": "landmark.pth", "renderer": "renderer.pth", "standin": False}
+    assert all(a["source"] == os.path.basename(a["source"]) for a in info["avatars"])
 
 
 def test_healthz_answers_while_an_avatar_is_prepared(hs):
