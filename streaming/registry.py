@@ -125,10 +125,14 @@ class Server:
 
     # ---- sessions --------------------------------------------------------------------------
 
-    async def new_session(self, kind: str, avatar_name: str | None) -> Hosted:
+    def check_room(self) -> None:
+        """Busy (counted as rejected) when ``max_sessions`` sessions run or are being created."""
         if len(self.sessions) + self._pending >= self.cfg.max_sessions:
             self.rejected_total += 1
             raise Busy()
+
+    async def new_session(self, kind: str, avatar_name: str | None) -> Hosted:
+        self.check_room()
         self._pending += 1
         try:
             name = avatar_name or self.library.default

@@ -320,11 +320,11 @@ async def offer(request: web.Request) -> web.Response:
     if bad is not None:
         return bad
     try:
-        parse_offer(desc.sdp.encode(), "")
+        srv.check_room()  # busy first (a client retrying a full server learns that)
+        parse_offer(desc.sdp.encode(), "")  # then the offer, before anything is made for it
+        hosted = await srv.new_session("webrtc", name)
     except OfferError as e:
         return json_error(400, "bad_offer", str(e))
-    try:
-        hosted = await srv.new_session("webrtc", name)
     except Busy:
         return busy_response(srv)
     except AvatarUnavailable as e:
