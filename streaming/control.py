@@ -83,7 +83,7 @@ def loads_object(
     if len(text) > limit:
         raise BadInput(f"{what} is too long: at most {limit // 1024} KiB", code)
     try:
-        obj = json.loads(text)
+        obj = json.loads(text.decode("utf-8") if isinstance(text, bytes) else text)  # UTF-8 only
     except RecursionError:  # json recurses once per nesting level
         raise BadInput(f"{what} is nested too deeply", code) from None
     except UnicodeDecodeError:
