@@ -14,18 +14,21 @@ import contextlib
 import logging
 import sys
 import time
+from pathlib import Path
 
 from aiohttp import web
 
-from engine.core.avatar import AvatarError
 from engine.synth.choice import ModelEngine
 from streaming import webrtc, websocket
-from streaming.avatars import AvatarLibrary
+from streaming.avatars import AvatarLibrary, AvatarUnavailable
 from streaming.config import WEB_CLIENT, ServerConfig, config_from_args, origin
+from streaming.control import BadInput, shown
 from streaming.registry import SERVER, Server, json_error, server_of
 from streaming.security import AccessLogger, exposure_problem, security_middleware
 
-__all__ = ["cors_middleware", "create_app", "routes", "serve", "serve_app"]
+__all__ = ["cors_middleware", "create_app", "error_middleware", "routes", "serve", "serve_app"]
+
+log = logging.getLogger("mouthpiece.server")
 
 routes = web.RouteTableDef()  # the page and the JSON API
 health_routes = web.RouteTableDef()  # /healthz and /metrics (added after the others)
@@ -47,7 +50,8 @@ async def info(request: web.Request) -> web.Response:
         {
             "name": "mouthpiece",
             "mode": eng.mode,
-            "weights": eng.weights,
+            # the weights' file names (never their folders)
+            "weights": {k: Path(v).name if isinstance(v, str) else v for k, v in eng.weights.items()},
             "message": eng.message,
             "device": eng.device,
             "renderer": eng.renderer_name,
@@ -75,12 +79,11 @@ async def poster(request: web.Request) -> web.Response:
     srv = server_of(request)
     name = request.match_info["name"]
     if name not in srv.library.sources:
-        return json_error(404, "unknown_avatar", f"no avatar named {name!r}")
+        return json_error(404, "unknown_avatar", f"no avatar named {shown(name)}")
     try:
-        await srv.library.load(name)
-        data = srv.library.poster(name)
-    except (AvatarError, OSError, ValueError) as e:
-        return json_error(422, "avatar_failed", str(e))
+        data = await srv.library.poster_jpeg(name)  # prepared and encoded in a worker thread
+    except AvatarUnavailable as e:
+        return json_error(422, e.code, e.message)
     return web.Response(body=data, content_type="image/jpeg")
 
 
@@ -174,6 +177,24 @@ def cors_middleware(allowed: tuple[str, ...]):
     return cors
 
 
+@web.middleware
+async def error_middleware(request: web.Request, handler):
+    """The backstop of every route: :class:`~streaming.control.BadInput` is its 4xx with the
+    one plain sentence; an unexpected exception is a 500 with a plain line (no exception text)
+    and its traceback goes to the log."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except BadInput as e:
+        return json_error(e.status, e.code, e.message)
+    except ConnectionError:  # the client left: nothing to answer
+        raise
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return json_error(500, "internal", "the server could not handle this request (see its log)")
+
+
 def create_app(cfg: ServerConfig, engine: ModelEngine | None = None, library: AvatarLibrary | None = None):
     """The aiohttp application (models and avatars loaded from ``cfg`` unless given)."""
     # The live front end makes a small numpy matmul every 20 ms; an idle multi-threaded OpenBLAS
@@ -187,6 +208,7 @@ def create_app(cfg: ServerConfig, engine: ModelEngine | None = None, library: Av
     # CORS outermost, so that a refusal to an allowed origin's page is readable there
     middlewares = [cors_middleware(cfg.allow_origins)] if cfg.allow_origins else []
     middlewares.append(security_middleware(cfg))
+    middlewares.append(error_middleware)  # innermost: its answers get the CORS headers too
     app = web.Application(client_max_size=4 * 1024 * 1024, middlewares=middlewares)
     app[SERVER] = server
     for table in (routes, webrtc.routes, websocket.routes, health_routes):
@@ -231,6 +253,15 @@ def serve(args: argparse.Namespace) -> int:
         )
     app = create_app(cfg)
     server: Server = app[SERVER]
+    # the --avatar files and the default are prepared now (a worker thread), before serving: a
+    # broken one stops the server here with one line
+    lib = server.library
+    given = {str(Path(a)): a for a in cfg.avatars}  # name -> what the user typed
+    wanted = {n: given[str(p)] for n, p in lib.sources.items() if str(p) in given}
+    for problem in lib.prepare_now([*wanted, lib.default]):
+        named = wanted.get(problem.name, problem.name)
+        print(f"mouthpiece: avatar {named}: {problem.reason}", file=sys.stderr)
+        return 2
     print(
         f"mouthpiece: mode {server.engine.mode} on {server.engine.device}; avatars {server.library.names()}"
     )

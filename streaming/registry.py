@@ -26,9 +26,8 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 
-from engine.core.avatar import AvatarError
 from engine.synth.choice import ModelEngine
-from streaming.avatars import AvatarLibrary
+from streaming.avatars import AvatarLibrary, AvatarUnavailable
 from streaming.config import ServerConfig
 from streaming.ice import loopback_ice
 from streaming.metrics import COUNTS, ServerMetrics, session_counts
@@ -64,6 +63,7 @@ class Hosted:
     viewers: dict[str, RTCPeerConnection] = field(default_factory=dict)
     channel: object | None = None
     tasks: set = field(default_factory=set)
+    closing: asyncio.Event = field(default_factory=asyncio.Event)  # set when close_session begins
 
 
 class Busy(Exception):
@@ -94,7 +94,7 @@ class Server:
             self._ice.enter_context(loopback_ice())
         try:
             avatar = await self.library.load(self.library.default)
-        except (AvatarError, OSError, ValueError) as e:
+        except AvatarUnavailable as e:
             log.error("the default avatar could not be prepared: %s", e)
         else:
             synth = self.engine.synthesizer
@@ -125,10 +125,14 @@ class Server:
 
     # ---- sessions --------------------------------------------------------------------------
 
-    async def new_session(self, kind: str, avatar_name: str | None) -> Hosted:
+    def check_room(self) -> None:
+        """Busy (counted as rejected) when ``max_sessions`` sessions run or are being created."""
         if len(self.sessions) + self._pending >= self.cfg.max_sessions:
             self.rejected_total += 1
             raise Busy()
+
+    async def new_session(self, kind: str, avatar_name: str | None) -> Hosted:
+        self.check_room()
         self._pending += 1
         try:
             name = avatar_name or self.library.default
@@ -186,6 +190,7 @@ class Server:
         hosted = self.sessions.pop(sid, None)
         if hosted is None:
             return False
+        hosted.closing.set()  # its transport stops taking messages now (the websocket closes)
         s = hosted.stream
         # Its counts move to the ended sessions' totals in the same step as it leaves the running
         # ones (a scrape between the two would see the counters go back), and what it still does

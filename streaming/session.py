@@ -122,6 +122,7 @@ class StreamSession:
         self.on_stats = None  # callable(dict), called every stats_interval_s
         self.on_close = None  # callable(StreamSession), called once by aclose()
         self.ended = False  # END received (no more audio)
+        self.nonfinite_samples = 0  # NaN / infinite input samples, replaced by silence (push_audio)
         self.closed = False
         self.created = clock()
         self._tasks: list[asyncio.Task] = []
@@ -178,7 +179,7 @@ class StreamSession:
             raise RuntimeError("the session is closed")
         t_in = self.clock()
         arrived = t_in if arrived is None else min(float(arrived), t_in)
-        made = self.live.push_audio(samples, sample_rate)
+        made = self.live.push_audio(self._finite(samples), sample_rate)
         now = self.clock()
         n = self.live.samples_received
         if self.playout.anchor is None and self.live.first_audio_time is not None:
@@ -187,6 +188,20 @@ class StreamSession:
             self.playout.refine_anchor(now - n / TARGET_RATE)  # first segment, nothing skipped yet
         self._arrivals.append((n, arrived, (t_in - arrived) + self.live.last_push[0]))
         return made
+
+    def _finite(self, samples: np.ndarray) -> np.ndarray:
+        """The input edge: NaN and infinite samples become silence (counted in
+        :attr:`nonfinite_samples`), float samples are clipped to [-1, 1] (a huge finite value
+        would overflow the mel)."""
+        x = np.asarray(samples)
+        if x.dtype.kind != "f":
+            return x
+        bad = ~np.isfinite(x)
+        n = int(np.count_nonzero(bad))
+        if n:
+            x = np.where(bad, np.float32(0), x)
+            self.nonfinite_samples += n
+        return np.clip(x, -1.0, 1.0)
 
     def control(self, msg: Control) -> None:
         if self.closed:
@@ -414,6 +429,7 @@ class StreamSession:
                 "dropped_audio": self.audio_out.dropped,
             },
             "session_frames": self.live.stats.snapshot(),
+            "nonfinite_samples": self.nonfinite_samples,  # NaN / inf input samples replaced by silence
             "latency_ms": {s: summary(d, 1e3, PERCENTILES) for s, d in self.latency.items() if d},
         }
         out["dropped"] = out["session_frames"]["dropped"]

@@ -32,9 +32,9 @@ from aiohttp import web
 from aiortc import RTCPeerConnection, RTCSessionDescription, sdp
 from aiortc.contrib.media import MediaBlackhole
 
-from engine.core.avatar import AvatarError
 from streaming.aiortc_compat import set_audio_prefetch
-from streaming.control import channel_reply
+from streaming.avatars import AvatarUnavailable
+from streaming.control import MAX_CONTROL_BYTES, BadInput, Fields, channel_reply, error, loads_object, shown
 from streaming.registry import Busy, Hosted, Server, busy_response, json_error, server_of
 from streaming.tracks import MicrophoneSink
 
@@ -55,6 +55,8 @@ log = logging.getLogger("mouthpiece.server")
 
 SDP_TYPE = "application/sdp"
 MAX_OFFER_BYTES = 64 * 1024  # an SDP offer is a few kB; more is refused (413)
+MAX_OFFER_JSON_BYTES = MAX_OFFER_BYTES + MAX_CONTROL_BYTES  # /offer: the SDP in JSON, and the rest
+BODY_TIMEOUT_S = 10.0  # a request body that has not arrived by then is refused (408)
 # aioice reports ICE failed only when every check has gone unanswered for ~40 s (its STUN
 # retransmissions), so the server keeps its own deadlines: ICE connected within ICE_TIMEOUT_S of
 # the answer (a working path takes well under 2 s, relays included), then DTLS up within
@@ -269,35 +271,48 @@ async def _drain(hole: MediaBlackhole) -> None:
 routes = web.RouteTableDef()
 
 
-async def _read_offer_json(request: web.Request) -> tuple[RTCSessionDescription, dict]:
+async def read_body(request: web.Request, limit: int, what: str = "the body") -> bytes:
+    """The request body, at most ``limit`` bytes (413 otherwise, from its ``Content-Length`` before
+    anything is read) and within :data:`BODY_TIMEOUT_S` (408: a body that never comes, or comes a
+    byte at a time, does not hold the handler)."""
+    if request.content_length is not None and request.content_length > limit:
+        raise BadInput(f"{what} is too large: at most {limit // 1024} KiB", "too_large", 413)
+    chunks, size = [], 0
     try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise web.HTTPBadRequest(
-            text=json.dumps({"error": "bad_request", "message": "the body is not JSON"}),
-            content_type="application/json",
-        ) from None
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            while size <= limit:
+                chunk = await request.content.read(limit + 1 - size)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+    except TimeoutError:
+        raise BadInput(f"{what} did not arrive within {BODY_TIMEOUT_S:.0f} s", "timeout", 408) from None
+    if size > limit:
+        raise BadInput(f"{what} is too large: at most {limit // 1024} KiB", "too_large", 413)
+    return b"".join(chunks)
+
+
+async def _read_offer_json(request: web.Request) -> tuple[RTCSessionDescription, str | None]:
+    """The offer and the avatar name of a ``POST /offer`` body (:class:`BadInput` otherwise)."""
+    limit = MAX_OFFER_JSON_BYTES
+    body = loads_object(await read_body(request, limit), "the body", "bad_request", limit)
     # JSON sent as text/plain (or a form type) is a cross-site "simple" request, which browsers make
     # without asking the server first (no CORS preflight): it must never start a session
     if request.content_type != "application/json":
-        raise web.HTTPUnsupportedMediaType(
-            text=json.dumps(
-                {"error": "unsupported_media_type", "message": "send the offer as application/json"},
-            ),
-            content_type="application/json",
-        )
-    if not isinstance(body, dict) or body.get("type") != "offer" or not isinstance(body.get("sdp"), str):
-        raise web.HTTPBadRequest(
-            text=json.dumps({"error": "bad_request", "message": 'expected {"sdp": "...", "type": "offer"}'}),
-            content_type="application/json",
-        )
-    return RTCSessionDescription(sdp=body["sdp"], type="offer"), body
+        raise BadInput("send the offer as application/json", "unsupported_media_type", 415)
+    f = Fields(body, "bad_request")
+    expected = 'expected {"sdp": "...", "type": "offer"}'
+    if body.get("type") != "offer" or not isinstance(body.get("sdp"), str):
+        raise BadInput(expected)
+    name = f.text("avatar", must="a string (the name of an avatar)") or None
+    return RTCSessionDescription(sdp=body["sdp"], type="offer"), name
 
 
 def _check_avatar(srv: Server, name: str | None) -> web.Response | None:
     if name is not None and name not in srv.library.sources:
         return json_error(
-            404, "unknown_avatar", f"no avatar named {name!r}; choose one of {srv.library.names()}"
+            404, "unknown_avatar", f"no avatar named {shown(name)}; choose one of {srv.library.available()}"
         )
     return None
 
@@ -305,17 +320,20 @@ def _check_avatar(srv: Server, name: str | None) -> web.Response | None:
 @routes.post("/offer")
 async def offer(request: web.Request) -> web.Response:
     srv = server_of(request)
-    desc, body = await _read_offer_json(request)
-    name = body.get("avatar") or None
+    desc, name = await _read_offer_json(request)
     bad = _check_avatar(srv, name)
     if bad is not None:
         return bad
     try:
+        srv.check_room()  # busy first (a client retrying a full server learns that)
+        parse_offer(desc.sdp.encode(), "")  # then the offer, before anything is made for it
         hosted = await srv.new_session("webrtc", name)
+    except OfferError as e:
+        return json_error(400, "bad_offer", str(e))
     except Busy:
         return busy_response(srv)
-    except (AvatarError, OSError, ValueError) as e:
-        return json_error(422, "avatar_failed", str(e))
+    except AvatarUnavailable as e:
+        return json_error(422, e.code, e.message)
     sid = hosted.stream.id
     pc = hosted.pc = RTCPeerConnection(srv.rtc_configuration())
     watch_pc(srv, pc, lambda: srv.close_session(sid))
@@ -336,7 +354,11 @@ async def offer(request: web.Request) -> web.Response:
         @channel.on("message")
         def _message(message) -> None:
             async def reply() -> None:
-                out = await channel_reply(srv, hosted, message)
+                try:
+                    out = await channel_reply(srv, hosted, message)
+                except Exception:  # a bug: the client gets a plain line, the log the traceback
+                    log.exception("session %s: a data channel message could not be handled", sid)
+                    out = error("internal", "the server could not handle this message")
                 if out is not None and channel.readyState == "open":
                     channel.send(json.dumps(out))
 
@@ -360,10 +382,13 @@ def _plain(status: int, message: str, headers=None) -> web.Response:
 async def _read_sdp(request: web.Request) -> bytes:
     if request.content_type != SDP_TYPE:
         raise web.HTTPUnsupportedMediaType(text="WHIP/WHEP offers must be sent as application/sdp")
-    body = await request.read()  # at most the app's client_max_size
-    if len(body) > MAX_OFFER_BYTES:
-        raise web.HTTPRequestEntityTooLarge(max_size=MAX_OFFER_BYTES, actual_size=len(body))
-    return body
+    try:
+        return await read_body(request, MAX_OFFER_BYTES, "the offer")
+    except BadInput as e:  # WHIP and WHEP answer errors as text
+        if e.status == 413:
+            size = request.content_length or 0
+            raise web.HTTPRequestEntityTooLarge(MAX_OFFER_BYTES, size, text=e.message) from None
+        raise web.HTTPRequestTimeout(text=e.message) from None
 
 
 def _with_links(srv: Server, headers: dict | None = None) -> list[tuple[str, str]]:
@@ -411,8 +436,8 @@ async def whip(request: web.Request) -> web.Response:
         hosted = await srv.new_session("whip", name)
     except Busy:
         return busy_response(srv, sdp=True)
-    except (AvatarError, OSError, ValueError):
-        return _plain(422, f"the avatar {name or srv.library.default!r} could not be prepared")
+    except AvatarUnavailable as e:
+        return _plain(422, e.message)
     sid = hosted.stream.id
     pc = hosted.pc = RTCPeerConnection(srv.rtc_configuration())
     watch_pc(srv, pc, lambda: srv.close_session(sid))
@@ -487,8 +512,10 @@ async def whep(request: web.Request) -> web.Response:
         answer = await answer_offer(pc, desc, send=hosted)
     except OfferError as e:
         await gone()
+        if hosted.closing.is_set():  # the session ended while answering (its tracks with it)
+            return _plain(404, "no such session (it has ended)")
         return _plain(400, str(e))
-    if hosted.stream.closed or srv.sessions.get(sid) is not hosted:  # it ended while answering
+    if hosted.closing.is_set() or srv.sessions.get(sid) is not hosted:  # it ended while answering
         await gone()
         return _plain(404, "no such session (it has ended)")
     return _sdp_created(srv, answer, f"/whep/{sid}/{vid}")

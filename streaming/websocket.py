@@ -26,12 +26,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from streaming.control import PCM_FORMATS, error, handle_control, parse_text, pcm_format
+from streaming.avatars import AvatarUnavailable
+from streaming.control import PCM_FORMATS, error, handle_control, parse_text, pcm_format, shown
 from streaming.registry import Busy, busy_response, server_of
 from streaming.session import StreamSession
 from streaming.tracks import wait_cancelled
@@ -46,6 +48,12 @@ HEARTBEAT_S = 20.0  # while reading: nothing heard for this long -> a ping; no a
 HELD_MESSAGES = 2  # audio messages held for the lead before the server stops reading
 DEFAULT_FORMAT = {"sample_rate": 16000, "channels": 1, "format": "s16le"}
 
+NONFINITE = (
+    "the audio had NaN or infinite samples: they were replaced by silence (send finite samples, "
+    "f32le from -1 to 1)"
+)
+
+log = logging.getLogger("mouthpiece.server")
 routes = web.RouteTableDef()
 
 
@@ -156,7 +164,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     name = request.query.get("avatar")
     if name is not None and name not in srv.library.sources:
         await ws.send_json(
-            error("unknown_avatar", f"no avatar named {name!r}; choose one of {srv.library.names()}")
+            error("unknown_avatar", f"no avatar named {shown(name)}; choose one of {srv.library.available()}")
         )
         await ws.close(code=1008, message=b"unknown avatar")
         return ws
@@ -166,27 +174,36 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         await ws.send_json(dict(error("busy", busy_response(srv).text), max_sessions=srv.cfg.max_sessions))
         await ws.close(code=1013, message=b"busy")
         return ws
+    except AvatarUnavailable as e:
+        await ws.send_json(error(e.code, e.message))
+        await ws.close(code=1008, message=b"avatar unavailable")
+        return ws
     s = hosted.stream
     ing = _Ingest(s)
     recv: asyncio.Task | None = None
     loop = asyncio.get_running_loop()
+    closing = loop.create_task(hosted.closing.wait())  # DELETE or shutdown: close the socket at once
+    warned = False  # the client was told that its audio had NaN / infinite samples
     probed = heard = loop.time()  # the last probe while not reading; the last message from the client
     pinged: float | None = None  # a heartbeat ping not yet answered
     try:
         await ws.send_json(
             {"type": "session", "session": s.id, "whep": f"/whep/{s.id}", "avatar": s.avatar_name}
         )
-        while not s.closed:
+        while not (s.closed or closing.done()):
             for reply in ing.feed():
                 await ws.send_json(reply)
+            if s.nonfinite_samples and not warned:
+                warned = True
+                await ws.send_json({"type": "warning", "warning": "nonfinite_audio", "message": NONFINITE})
             if recv is None and len(ing.held) < HELD_MESSAGES and not ws.closed:
                 recv = loop.create_task(ws.receive())
             # a session closed elsewhere (DELETE, shutdown) is noticed within PROBE_S
             timeout = ing.wait_s() if ing.held or ing.end_pending else PROBE_S
-            if recv is not None:
-                await asyncio.wait({recv}, timeout=timeout)
-            else:
-                await asyncio.sleep(timeout)
+            waits = {closing} if recv is None else {recv, closing}
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            if closing.done():
+                break
             now = loop.time()
             if recv is None:  # not reading (backpressure): is the client still there?
                 heard, pinged = now, None  # nothing can be heard now: the heartbeat waits
@@ -205,19 +222,20 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 continue
             msg, recv = recv.result(), None
             heard, pinged = now, None
-            if msg.type == WSMsgType.PING:
+            if msg.type in (WSMsgType.BINARY, WSMsgType.TEXT):
+                try:
+                    reply = await _message(srv, hosted, ing, msg)
+                except ConnectionError:
+                    raise
+                except Exception:  # a bug: the client gets a plain line, the log the traceback
+                    log.exception("session %s: a websocket message could not be handled", s.id)
+                    reply = error("internal", "the server could not handle this message")
+                if reply is not None:
+                    await ws.send_json(reply)
+            elif msg.type == WSMsgType.PING:
                 await ws.pong(msg.data)
             elif msg.type == WSMsgType.PONG:
                 pass
-            elif msg.type == WSMsgType.BINARY:
-                if ing.ending:
-                    await ws.send_json(error("ended", "audio after end is ignored"))
-                else:
-                    ing.accept(msg.data, s.clock())
-            elif msg.type == WSMsgType.TEXT:
-                reply = await _text(srv, hosted, ing, msg.data)
-                if reply is not None:
-                    await ws.send_json(reply)
             else:  # CLOSE, CLOSING, CLOSED, ERROR (a message too big: aiohttp has closed with 1009)
                 break
     except ConnectionError:  # the client left while the server wrote to it
@@ -226,13 +244,25 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         ing.drop()
         if recv is not None:
             recv.cancel()
+        closing.cancel()
         await srv.close_session(s.id)
         if recv is not None:
             await wait_cancelled(recv)
+        await wait_cancelled(closing)
         if not ws.closed:
             with contextlib.suppress(Exception):
                 await ws.close(message=b"session ended")
     return ws
+
+
+async def _message(srv, hosted, ing: _Ingest, msg) -> dict | None:
+    """A binary (audio) or text (control) message: the reply, or None."""
+    if msg.type == WSMsgType.BINARY:
+        if ing.ending:
+            return error("ended", "audio after end is ignored")
+        ing.accept(msg.data, hosted.stream.clock())
+        return None
+    return await _text(srv, hosted, ing, msg.data)
 
 
 async def _text(srv, hosted, ing: _Ingest, text: str) -> dict | None:
@@ -241,6 +271,8 @@ async def _text(srv, hosted, ing: _Ingest, text: str) -> dict | None:
     if bad is not None:
         return bad
     kind = ctl.get("type")
+    if hosted.stream.closed or hosted.closing.is_set():
+        return error("ended", "the session has ended")
     if kind == "start":
         new, problem = pcm_format(ctl, ing.fmt)
         if problem:

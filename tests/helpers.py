@@ -123,3 +123,104 @@ def private_neural(landmark_model, backend):
     from engine.synth.neural import NeuralSynthesizer
 
     return NeuralSynthesizer(landmark_model, lambda: backend, shared=False)
+
+
+# ---- a server in a thread, and what a hostile-input test checks in every answer -------------------
+
+LEAKS = ("/work", "/home", "/tmp", "/root", "Traceback", "Error(", 'File "')
+
+
+def assert_clean(text: str, *private: str) -> str:
+    """``text`` (an answer to a client) names no absolute path, traceback or exception, nor any of
+    ``private`` (e.g. the server's tmp folders); returns it."""
+    for bad in (*LEAKS, *(str(p) for p in private)):
+        assert bad not in text, f"{bad!r} leaks in {text[:300]!r}"
+    return text
+
+
+class ThreadServer:
+    """An application served on a loop of its own thread (so that a test's client loop and
+    blocking calls never stall it): :attr:`url`, :attr:`server` (the registry) and :attr:`errors`
+    (log records with a traceback: a handler that crashed). Use as a context manager."""
+
+    def __init__(self, app) -> None:
+        import logging
+
+        from streaming.server import SERVER
+
+        self.app, self.server = app, app[SERVER]
+        self.url = ""
+        self.errors: list = []
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="test-server", daemon=True)
+        outer = self
+
+        class _Catch(logging.Handler):
+            def emit(self, record) -> None:
+                if record.exc_info or "Traceback" in record.getMessage():
+                    outer.errors.append(f"{record.name}: {record.getMessage()}")
+
+        self._handler = _Catch(logging.WARNING)
+
+    def _run(self) -> None:
+        from streaming.server import serve_app
+
+        async def main() -> None:
+            self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+            async with serve_app(self.app) as url:
+                self.url = url
+                self._ready.set()
+                await self._stop.wait()
+
+        asyncio.run(main())
+
+    def __enter__(self) -> ThreadServer:
+        import logging
+
+        logging.getLogger().addHandler(self._handler)
+        self._thread.start()
+        if not self._ready.wait(120):
+            raise TimeoutError("the test server did not start within 120 s")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import logging
+
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(60)
+        logging.getLogger().removeHandler(self._handler)
+
+    def assert_no_sessions(self) -> None:
+        """Every session has gone (waits up to LIMIT for the last ones to close)."""
+        assert eventually(lambda: not self.server.sessions, LIMIT), list(self.server.sessions)
+
+    def assert_serves(self) -> dict:
+        """A normal session works now: :func:`websocket_session_works`; its last stats."""
+        return asyncio.run(asyncio.wait_for(websocket_session_works(self.url), 2 * LIMIT))
+
+    def call(self, coro, timeout: float = LIMIT):
+        """Run ``coro`` on the server's loop (to read or change its state there)."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+
+async def websocket_session_works(url: str) -> dict:
+    """A websocket PCM session (0.6 s of speech) until the server has made its first frames; its
+    stats then."""
+    import aiohttp
+
+    pcm = (speechlike(0.6, seed=7) * 32767).astype("<i2").tobytes()
+    async with aiohttp.ClientSession() as http, http.ws_connect(url.replace("http", "ws") + "/ws") as ws:
+        hello = await ws.receive_json(timeout=LIMIT)
+        assert hello["type"] == "session", hello
+        await ws.send_bytes(pcm)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LIMIT
+        while True:
+            await ws.send_json({"type": "stats"})
+            stats = await ws.receive_json(timeout=LIMIT)
+            if stats.get("type") == "stats" and stats["session_frames"]["frames"] > 0:
+                return stats
+            assert loop.time() < deadline, "no frame was made within the limit"
+            await asyncio.sleep(0.05)

@@ -231,7 +231,7 @@ async function loadAvatars() {
     if (a.default) text += " (default)";
     if (a.error) text += " (could not be prepared)";
     opt.textContent = text;
-    opt.title = a.error ? `${a.source}: ${a.error}` : a.source;
+    opt.title = a.error ? `${a.source}: ${a.message || a.error}` : a.source;
     opt.disabled = !!a.error;
     ui.avatar.append(opt);
   }
