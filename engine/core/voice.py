@@ -77,6 +77,7 @@ class SpeechGate:
         self._hang = 0  # frames of hangover left
         self._speaking = False
         self._verdicts: collections.deque[bool] = collections.deque(maxlen=self._history_len)
+        self._raw: collections.deque[bool] = collections.deque(maxlen=self._history_len)  # raw, per frame
 
     @property
     def speaking(self) -> bool:
@@ -117,6 +118,7 @@ class SpeechGate:
                 speech = False
             self._speaking = speech
             out.append(speech)
+            self._raw.append(voiced)
         self._verdicts.extend(out)
         self.frames_total += n
         self._pending = buf[n * self.frame_len :].copy()
@@ -137,3 +139,21 @@ class SpeechGate:
         if hi < lo:
             return False
         return any(self._verdicts[i - base] for i in range(lo, hi + 1))
+
+    def speech_or_onset(self, start_sample: int, end_sample: int, onset_frames: int = 2) -> bool:
+        """For an analysis with little look-ahead: whether the frames that end inside session samples
+        ``[start, end)`` hold speech, or the last ``onset_frames`` of them are voiced (an onset the gate
+        cannot confirm yet: that takes ``onset_ms`` of voice, more than such an analysis waits for; two
+        frames, 40 ms, are more than a click). Only frames that end by ``end`` count, so the answer
+        depends on the audio up to ``end`` only, however much more was pushed (once the audio has
+        ended, the frames it completed). False for a span with no such frame in the history."""
+        first = (start_sample - self._origin) // self.frame_len
+        stop = min((end_sample - self._origin) // self.frame_len, self.frames_total)  # end by end_sample
+        base = self.frames_total - len(self._verdicts)
+        lo = max(first, base)
+        if stop <= lo:
+            return False
+        if any(self._verdicts[i - base] for i in range(lo, stop)):
+            return True
+        k = max(1, int(onset_frames))
+        return stop - k >= lo and all(self._raw[i - base] for i in range(stop - k, stop))
