@@ -70,7 +70,7 @@ def live_openness(x: np.ndarray, gate: bool, seed: int = 0) -> np.ndarray:
     random-sized pieces, each frame's openness; as many frames as a dub of it has (the live session
     goes on to the end of the audio)."""
     rng = np.random.default_rng(seed)
-    sg = SpeechGate() if gate else None
+    sg = SpeechGate(warm_up_on_quiet=True) if gate else None  # the live session's gate for the preview
     mel = IncrementalMel()
     tracker = OpennessTracker()
     sched = LiveFrameScheduler(7, tracker.analysis, speech_gate=sg)

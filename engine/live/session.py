@@ -145,11 +145,12 @@ class LiveSession:
 
         # audio front end (loop thread)
         self._resampler: StreamingResampler | None = None
-        self._gate = SpeechGate() if self.config.speech_gate else None
-        self._mel = IncrementalMel()
         # the synthesizer's look-ahead: one window per frame around its own time where it needs no more
-        # (the preview), else the transformer's windows (212.5 ms)
+        # (the preview: its gate warms webrtcvad up on the first quiet frames too), else the transformer's
         analysis = getattr(synth, "frame_analysis", None)
+        gate_kw = {} if analysis is None else {"warm_up_on_quiet": True}
+        self._gate = SpeechGate(**gate_kw) if self.config.speech_gate else None
+        self._mel = IncrementalMel()
         self._sched: LiveWindowScheduler | LiveFrameScheduler = (
             LiveWindowScheduler(avatar.n_frames, fps=self.config.fps, speech_gate=self._gate)
             if analysis is None

@@ -182,7 +182,7 @@ def openness_curve(
     frame windows): frame q uses the mel frames of ``tracker.analysis`` around its own time, and
     ``n_frames`` is the number of mel chunks (as :func:`engine.core.audio.num_video_frames`: the
     length of a dub). With ``speech_gate`` a :class:`engine.core.voice.SpeechGate` (webrtcvad +
-    energy, default settings, as the live session) decides silence per frame
+    energy, the live session's settings for this analysis) decides silence per frame
     (:meth:`~engine.core.voice.SpeechGate.speech_or_onset` over the frame's analysis span);
     otherwise only the energy floor does. ``return_levels``: also return the band level (dB) per frame.
     """
@@ -196,7 +196,7 @@ def openness_curve(
     n = num_video_frames(mel.shape[1], fps)
     out = np.zeros(n, np.float32)
     levels = np.full(n, np.nan, np.float32)
-    gate = SpeechGate() if speech_gate else None
+    gate = SpeechGate(warm_up_on_quiet=True) if speech_gate else None
     pushed = 0
     tracker = OpennessTracker(config, mcfg)
     an = tracker.analysis
@@ -224,7 +224,7 @@ class StreamingOpenness:
     like the curve: ``curve[p]`` for output frame p, ``len(curve)`` the frames known so far."""
 
     def __init__(self, times=None, config: OpennessConfig | None = None) -> None:
-        self.gate = SpeechGate()
+        self.gate = SpeechGate(warm_up_on_quiet=True)
         self.tracker = OpennessTracker(config)
         self.times = times  # a StageTimes: "openness" seconds
         self._pending: list[np.ndarray] = []  # samples received, not yet given to the gate
