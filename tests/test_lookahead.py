@@ -7,7 +7,8 @@ that a preview session keeps up with a small delay.
   windows' 212.5 ms; the stream's budget reads the synthesizer's figure.
 - The live frame scheduler emits frame ``q`` once the audio up to ``required_samples(q)`` (at most the
   look-ahead past the frame's start) has been pushed, and not before (pushed sample counts, no timing).
-- The speech gate's onset rule for such short analyses: two voiced 20 ms frames, not a click.
+- The speech gate's onset rule for such short analyses: a 20 ms frame voiced and loud throughout, never
+  a click.
 - A live session with the preview, fed in real time in 20 ms packets with 120 ms of delay: no frame late
   or shed, and the mouth opens within a frame of each onset's own frame (it never lags by more).
 """
@@ -137,27 +138,41 @@ def warmed_gate(quiet: np.ndarray, speech: np.ndarray) -> SpeechGate:
     return gate
 
 
-def test_the_onset_rule_opens_on_two_voiced_frames_not_a_click():
+def test_the_onset_rule_opens_on_a_whole_voiced_frame_not_a_click():
     rng = np.random.default_rng(0)
     quiet = (1e-4 * rng.standard_normal(8000)).astype(np.float32)  # 0.5 s
     speech = burst(0.3, seed=5)
+    # an onset 10 ms into a 20 ms frame: that frame is voiced but not loud throughout, the next one is
     gate = warmed_gate(quiet, speech)
     start = gate.frames_total * PACKET
-    verdicts = gate.push(speech[:PACKET])  # one voiced frame
-    assert verdicts == [False] and not gate.speech_or_onset(start - 3 * PACKET, start + PACKET)
-    gate.push(speech[PACKET : 2 * PACKET])  # two: an onset, before the gate confirms speech (three)
-    assert gate.speech_or_onset(start, start + 2 * PACKET)
+    verdicts = gate.push(np.concatenate([quiet[:160], speech[:160]]))
+    assert verdicts == [False] and not gate._held[-1]
+    assert not gate.speech_or_onset(start - 3 * PACKET, start + PACKET)
+    gate.push(speech[160:480])  # a whole voiced frame more: an onset, before the gate confirms speech
+    assert gate.speech_or_onset(start - 3 * PACKET, start + 2 * PACKET)
     assert not gate.is_speech_between(start, start + 2 * PACKET)
     # only frames that end by the span's end count: the answer does not depend on what was pushed after
-    gate.push(speech[2 * PACKET :])
+    gate.push(speech[480:])
     assert not gate.speech_or_onset(start - 3 * PACKET, start + PACKET)
     assert gate.speech_or_onset(start - 3 * PACKET, start + 2 * PACKET)
-    click = warmed_gate(quiet, speech)
-    start = click.frames_total * PACKET
-    click.push(np.concatenate([speech[:PACKET], quiet]))  # 20 ms of voice, then quiet again
-    assert click._raw[-quiet.size // PACKET - 1]  # (it was voiced)
-    spans = range(start - 4 * PACKET, start + quiet.size, PACKET)
-    assert not any(click.speech_or_onset(a, a + 3 * PACKET) for a in spans)
+    # an onset on a frame boundary: its own frame, voiced and loud throughout, is enough
+    gate = warmed_gate(quiet, speech)
+    start = gate.frames_total * PACKET
+    gate.push(speech[:PACKET])
+    assert gate.speech_or_onset(start - 3 * PACKET, start + PACKET)
+    # a click (a 4 ms chirp, 1.5-6 kHz) never counts, wherever it falls in a frame
+    t = np.arange(64) / SR
+    chirp = (0.5 * np.hanning(64) * np.sin(2 * np.pi * (1500 * t + 4500 * t**2 / (2 * t[-1])))).astype(
+        np.float32
+    )
+    for at in (0, 100, 256, 300):
+        click = warmed_gate(quiet, speech)
+        start = click.frames_total * PACKET
+        x = quiet.copy()
+        x[at : at + chirp.size] += chirp
+        click.push(x)
+        spans = range(start - 4 * PACKET, start + quiet.size - 3 * PACKET, PACKET)
+        assert not any(click.speech_or_onset(a, a + 3 * PACKET) for a in spans), at
 
 
 # --------------------------------------------------------------------------------------------

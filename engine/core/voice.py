@@ -84,7 +84,8 @@ class SpeechGate:
         self._hang = 0  # frames of hangover left
         self._speaking = False
         self._verdicts: collections.deque[bool] = collections.deque(maxlen=self._history_len)
-        self._raw: collections.deque[bool] = collections.deque(maxlen=self._history_len)  # raw, per frame
+        # voiced and loud in each quarter of the frame (a sound that lasts all of it: not a click)
+        self._held: collections.deque[bool] = collections.deque(maxlen=self._history_len)
 
     @property
     def speaking(self) -> bool:
@@ -93,6 +94,10 @@ class SpeechGate:
 
     def frame_level_db(self, frame: np.ndarray) -> float:
         return float(10.0 * np.log10(np.mean(np.square(frame)) + 1e-12))
+
+    def _loud_throughout(self, frame: np.ndarray) -> bool:
+        q = frame[: frame.size // 4 * 4].reshape(4, -1)
+        return bool((10.0 * np.log10(np.mean(np.square(q), axis=1) + 1e-12) >= self.energy_floor_db).all())
 
     def _voiced(self, frame: np.ndarray) -> bool:
         loud = self.frame_level_db(frame) >= self.energy_floor_db
@@ -126,7 +131,9 @@ class SpeechGate:
                 speech = False
             self._speaking = speech
             out.append(speech)
-            self._raw.append(voiced)
+            self._held.append(
+                voiced and self._loud_throughout(buf[i * self.frame_len : (i + 1) * self.frame_len])
+            )
         self._verdicts.extend(out)
         self.frames_total += n
         self._pending = buf[n * self.frame_len :].copy()
@@ -148,20 +155,17 @@ class SpeechGate:
             return False
         return any(self._verdicts[i - base] for i in range(lo, hi + 1))
 
-    def speech_or_onset(self, start_sample: int, end_sample: int, onset_frames: int = 2) -> bool:
+    def speech_or_onset(self, start_sample: int, end_sample: int) -> bool:
         """For an analysis with little look-ahead: whether the frames that end inside session samples
-        ``[start, end)`` hold speech, or the last ``onset_frames`` of them are voiced (an onset the gate
-        cannot confirm yet: that takes ``onset_ms`` of voice, more than such an analysis waits for; two
-        frames, 40 ms, are more than a click). Only frames that end by ``end`` count, so the answer
-        depends on the audio up to ``end`` only, however much more was pushed (once the audio has
-        ended, the frames it completed). False for a span with no such frame in the history."""
+        ``[start, end)`` hold speech, or the last of them is voiced and loud in each of its quarters (an
+        onset the gate cannot confirm yet: that takes ``onset_ms`` of voice, more than such an analysis
+        waits for; a click lasts a few ms, not a whole frame). Only frames that end by ``end`` count,
+        so the answer depends on the audio up to ``end`` only, however much more was pushed (once the
+        audio has ended, the frames it completed). False for a span with no such frame in the history."""
         first = (start_sample - self._origin) // self.frame_len
         stop = min((end_sample - self._origin) // self.frame_len, self.frames_total)  # end by end_sample
         base = self.frames_total - len(self._verdicts)
         lo = max(first, base)
         if stop <= lo:
             return False
-        if any(self._verdicts[i - base] for i in range(lo, stop)):
-            return True
-        k = max(1, int(onset_frames))
-        return stop - k >= lo and all(self._raw[i - base] for i in range(stop - k, stop))
+        return self._held[stop - 1 - base] or any(self._verdicts[i - base] for i in range(lo, stop))
