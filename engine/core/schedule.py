@@ -18,7 +18,9 @@ import numpy as np
 T = 5  # frames per transformer window
 CENTER = 2  # the window's frame that is rendered
 #: The audio a window needs beyond its frame's own time, worst case over frames (the live scheduler
-#: computes it from the mel arithmetic: engine.live.audio.LiveWindowScheduler.lookahead_ms).
+#: computes it from the mel arithmetic: engine.live.audio.LiveWindowScheduler.lookahead_ms): the
+#: look-ahead of a synthesizer that needs the transformer's windows. A per-frame analysis has its own
+#: (engine.core.lookahead.FrameAnalysis.lookahead_ms: the preview's 50 ms).
 LOOKAHEAD_MS = 212.5
 
 
