@@ -104,10 +104,11 @@ def test_the_stream_budget_reads_the_synthesizers_lookahead(avatar):
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("frames", [None, (1, 3), (-4, 5)])
 @pytest.mark.parametrize("step", [40, 320, 777])
-def test_frame_scheduler_emits_each_frame_once_its_audio_is_in(step):
+def test_frame_scheduler_emits_each_frame_once_its_audio_is_in(step, frames):
     x = speechlike(2.0, seed=4)
-    an = PreviewSynthesizer().frame_analysis
+    an = PreviewSynthesizer().frame_analysis if frames is None else FrameAnalysis(*frames)
     mel, sched = IncrementalMel(), LiveFrameScheduler(7, an)
     sched.reset(10, 6400)  # a segment that starts at output frame 10, session sample 6400
     pushed_at: dict[int, int] = {}

@@ -489,7 +489,8 @@ class LiveFrameScheduler:
             out.append(self._make(self._next_q))
             self._next_q += 1
             self.windows_total += 1
-        keep_from = max(0, self.analysis.mel_range(self._next_q)[0])  # the next frame's first mel frame
+        # the next frame's first mel frame (not past the frames received: it may start after them)
+        keep_from = min(max(0, self.analysis.mel_range(self._next_q)[0]), self.mel_total)
         if keep_from > self._mel_base:
             self._mel = self._mel[:, keep_from - self._mel_base :].copy()
             self._mel_base = keep_from
