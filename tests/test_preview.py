@@ -248,7 +248,7 @@ def test_tracker_reset_and_smoothing():
     assert tr2.value == 0.0 and tr2.peak_db == peak  # the learnt range is kept over a flush
     tr2.reset(levels=True)
     assert tr2.peak_db is None and tr2.noise_db is None
-    assert tr2.push(np.full((80, 4), -4.0, np.float32)) == 0.0  # digital silence
+    assert tr2.push(np.full((80, tr2.analysis.n_frames), -4.0, np.float32)) == 0.0  # digital silence
     with pytest.raises(ValueError):
         tr2.push(np.zeros((80, 16), np.float32))  # a renderer chunk: not this analysis
 

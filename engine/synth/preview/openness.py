@@ -27,11 +27,11 @@ class OpennessConfig:
     """How audio becomes mouth openness (per output frame, 25 fps)."""
 
     band_hz: tuple[float, float] = (300.0, 3000.0)  # mel bins whose centre lies in this band
-    #: Mel frames around each output frame's own time that count (a Hann window over them), relative
-    #: to its mel position int(3.2 q) (engine.core.lookahead): (-1, 3), mel frames centred 12.5 ms
-    #: before to 25 ms after the frame's start, sees the whole frame and at most 50 ms of audio past
-    #: its start: the preview's look-ahead (:attr:`OpennessTracker.lookahead_ms`)
-    frames: tuple[int, int] = (-1, 3)
+    #: Mel frames of each output frame that count (a Hann window over them), relative to its mel
+    #: position int(3.2 q) (engine.core.lookahead): (1, 3), the two mel frames centred in the middle
+    #: of the frame (about 15 ms after its start), which see its audio and no more than 50 ms past its
+    #: start: the preview's look-ahead (:attr:`OpennessTracker.lookahead_ms`)
+    frames: tuple[int, int] = (1, 3)
     floor_db: float = -82.0  # band level (dB, mel scale) under which a frame is silence
     range_db: float = 25.0  # levels from (running peak - range_db) to the peak map to 0..1
     initial_peak_db: float = -48.0  # the running peak before any speech (a typical speech level)
@@ -40,7 +40,7 @@ class OpennessConfig:
     noise_margin_db: float = 6.0  # levels within this of the noise floor map to 0
     gamma: float = 1.3  # openness = normalised level ** gamma
     attack: float = 0.85  # one-pole smoothing coefficient when opening (per frame)
-    release: float = 0.7  # ... when closing (the analysis cannot lead the sound: a short lag)
+    release: float = 0.7  # ... when closing
     snap: float = 0.02  # below this, a closing mouth snaps shut (silence gives exactly 0)
 
 
