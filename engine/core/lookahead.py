@@ -71,13 +71,6 @@ class FrameAnalysis:
         worst = max(self.lookahead_samples(q) for q in range(5, 10))
         return 1000.0 * max(0, worst) / self.mel.sample_rate
 
-    def frames_available(self, n_mel: int) -> int:
-        """How many frames of a segment ``n_mel`` mel frames make possible (frames 0..k-1)."""
-        k = 0
-        while self.mel_range(k)[1] <= n_mel:
-            k += 1
-        return k
-
     def block(self, mel: np.ndarray, q: int, base: int = 0) -> np.ndarray:
         """Frame ``q``'s mel frames (n_mels, n_frames) float32 from ``mel``, whose column 0 is segment mel
         frame ``base``; frames before the segment are silence (``-max_abs_value``)."""
