@@ -238,3 +238,39 @@ def test_live_preview_keeps_up_with_a_small_delay_and_opens_the_mouth_on_time(av
         pytest.skip(f"the loop pushed a packet {1e3 * lag:.0f} ms late (a busy machine): timing not judged")
     assert stats.dropped == 0 and not late, late
     assert sum(f.is_speech for f, _ in frames) > 40
+
+
+def test_live_preview_frames_stay_in_order_over_a_gap_a_flush_and_the_end(avatar):
+    """The frame scheduler restarts with each segment: after a gap (close_segment) and a FLUSH the
+    frames go on without a hole or a repeat, the gap's frames are rest frames, and at END every frame
+    of the audio is made."""
+    x = burst(0.6, seed=20)
+
+    async def main():
+        async with LiveSession(avatar, PreviewSynthesizer(), LiveConfig(latency_budget_ms=None)) as s:
+            frames: list = []
+
+            async def collect():
+                async for f in s.frames():
+                    frames.append(f)
+
+            consumer = asyncio.create_task(collect())
+            for k in range(0, x.size, PACKET):
+                s.push_audio(x[k : k + PACKET], SR)
+            p0 = s.close_segment(to_sample=x.size + SR // 2)  # half a second of nothing
+            for k in range(0, x.size // 2, PACKET):
+                s.push_audio(x[k : k + PACKET], SR)
+            s.control(Control(ControlKind.FLUSH))
+            after = s.samples_received
+            for k in range(0, x.size, PACKET):
+                s.push_audio(x[k : k + PACKET], SR)
+            s.control(Control(ControlKind.END))
+            await asyncio.wait_for(consumer, LIMIT)
+            return frames, p0, after, s.samples_received, s.stats
+
+    frames, p0, after, end, stats = asyncio.run(asyncio.wait_for(main(), LIMIT))
+    assert [f.index for f in frames] == list(range(len(frames))) and len(frames) == -(-end // 640)
+    assert p0 == -(-(x.size + SR // 2) // 640) and stats.gaps == 1 and stats.flushes == 1
+    gap = [f for f in frames if x.size // 640 + 1 < f.index < p0]
+    assert gap and not any(f.is_speech for f in gap)
+    assert any(f.is_speech and (f.openness or 0) > 0 for f in frames if f.index >= after // 640)
