@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import cv2  # noqa: E402
 
 from benchmarks.common import RESULTS, ROOT, run_meta, write_results  # noqa: E402
-from engine.core.audio import load_audio, mel_chunks, melspectrogram  # noqa: E402
+from engine.core.audio import load_audio, melspectrogram, num_video_frames  # noqa: E402
 from engine.core.avatar import AvatarConfig, prepare_avatar  # noqa: E402
 from engine.core.schedule import pingpong  # noqa: E402
 from engine.core.stats import summary  # noqa: E402
@@ -55,7 +55,7 @@ def resized_video(src: Path, size: int, out: Path) -> Path:
 
 
 def time_avatar(
-    avatar, curve: np.ndarray, chunks: np.ndarray, threads: int | None, mode: str = "auto"
+    avatar, curve: np.ndarray, chunks: list[np.ndarray], threads: int | None, mode: str = "auto"
 ) -> dict:
     saved = cv2.getNumThreads()
     if threads is not None:
@@ -127,7 +127,9 @@ def main() -> None:
         wav = synthetic_speech(args.seconds)
         audio_name = f"synthetic syllable-modulated noise, {args.seconds:g} s"
     curve = openness_curve(wav)
-    chunks = mel_chunks(melspectrogram(wav))
+    mel = melspectrogram(wav)  # each frame's openness analysis: the mel frames around its time
+    an = OpennessTracker().analysis
+    chunks = [an.block(mel, q) for q in range(num_video_frames(mel.shape[1]))]
 
     load = os.getloadavg()[0]
     rows = []

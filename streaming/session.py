@@ -24,7 +24,6 @@ from engine.core.avatar import Avatar
 from engine.core.clock import AUDIO_RATE as TARGET_RATE
 from engine.core.clock import FPS, SAMPLES_PER_FRAME
 from engine.core.frames import Frame
-from engine.core.schedule import LOOKAHEAD_MS
 from engine.core.stats import summary
 from engine.live.latency import MODEL_STAGES, LatencyRecord
 from engine.live.messages import STAGES, Control, ControlKind
@@ -34,7 +33,7 @@ from streaming.aiortc_compat import next_encoded_frame, set_next_encoded_frame
 from streaming.broadcast import AUDIO_QUEUE, VIDEO_QUEUE, Broadcast
 from streaming.tracks import AvatarVideoTrack, Playout, PlayoutAudio, PlayoutAudioTrack, wait_cancelled
 
-__all__ = ["LOOKAHEAD_MS", "MODEL_STAGES", "STAGES", "StreamConfig", "StreamSession"]
+__all__ = ["MODEL_STAGES", "STAGES", "StreamConfig", "StreamSession"]
 
 
 PENDING_FRAMES = 25  # frames not on the wire after this many frames are accounted without encode/send
@@ -48,11 +47,12 @@ PERCENTILES = ("p50", "p95", "p99", "max", "n")
 class StreamConfig:
     """Settings of a streaming session.
 
-    ``delay_ms``: audio in -> its frame (and its audio) out; at least the model's look-ahead
-    (212.5 ms) plus model time. ``gap_ms``: an input stall longer than this ends the segment.
+    ``delay_ms``: audio in -> its frame (and its audio) out; at least the synthesizer's look-ahead
+    (``Synthesizer.lookahead_ms``: 212.5 ms for the neural renderer, 50 ms for the preview) plus
+    model time. ``gap_ms``: an input stall longer than this ends the segment.
     ``max_lead_s``: how far ahead of real time a source may push audio (a TTS engine sending
     faster than real time) before :meth:`StreamSession.room` says to wait. ``latency_budget_ms``:
-    None derives it from ``delay_ms`` (module docstring).
+    None derives it from ``delay_ms`` and the synthesizer's look-ahead (:meth:`budget_ms`).
     """
 
     delay_ms: float = 400.0
@@ -69,11 +69,13 @@ class StreamConfig:
         if self.delay_ms < 0 or self.gap_ms <= 0 or self.max_lead_s <= 0 or self.tick_s <= 0:
             raise ValueError("delay_ms >= 0, gap_ms > 0, max_lead_s > 0 and tick_s > 0 are required")
 
-    @property
-    def budget_ms(self) -> float:
+    def budget_ms(self, lookahead_ms: float) -> float:
+        """Window ready -> frame ready, for a synthesizer that needs ``lookahead_ms`` of audio past a
+        frame's time (the bound before the playout anchor exists): the delay less the look-ahead and
+        the one-frame deadline margin, at least a frame."""
         if self.latency_budget_ms is not None:
             return self.latency_budget_ms
-        return max(1000.0 / FPS, self.delay_ms - LOOKAHEAD_MS - 1000.0 / FPS)
+        return max(1000.0 / FPS, self.delay_ms - lookahead_ms - 1000.0 / FPS)
 
 
 class StreamSession:
@@ -94,7 +96,9 @@ class StreamSession:
         ahead = self.config.live.render_ahead_s
         if ahead is None:  # real-time input never waits for it; audio pushed ahead is rendered just in time
             ahead = self.config.delay_ms / 1e3 + RENDER_MARGIN_S
-        live_cfg = replace(self.config.live, latency_budget_ms=self.config.budget_ms, render_ahead_s=ahead)
+        self.lookahead_ms = float(synth.lookahead_ms)  # the synthesizer's look-ahead: the one source
+        self.budget_ms = self.config.budget_ms(self.lookahead_ms)
+        live_cfg = replace(self.config.live, latency_budget_ms=self.budget_ms, render_ahead_s=ahead)
         self.clock = clock
         self.playout = Playout(self.config.delay_ms / 1e3, clock)
         self.playout_audio = PlayoutAudio(self.config.playout_keep_s)
@@ -415,7 +419,8 @@ class StreamSession:
             "avatar": self.avatar_name,
             "mode": MODES.get(self.live.synth.name, self.live.synth.name),
             "delay_ms": self.config.delay_ms,
-            "budget_ms": self.config.budget_ms,
+            "budget_ms": self.budget_ms,
+            "lookahead_ms": self.lookahead_ms,
             "uptime_s": self.clock() - self.created,
             "fps": self.fps,
             "speaking": self.live.speaking,

@@ -43,6 +43,7 @@ import numpy as np
 import pytest
 
 from engine.cli import main
+from engine.synth.preview.synthesizer import PreviewSynthesizer
 from streaming.bench import (
     SERVER_STAGES,
     LoadResult,
@@ -178,7 +179,9 @@ def test_tool_agrees_with_the_servers_own_timestamps(at_400):
     # the server's split of its total, per stage, reached the tool (stats messages)
     stages = result.server["stages_ms"]
     assert set(SERVER_STAGES) <= set(stages), stages.keys()
-    assert 150 <= stages["window_wait"]["p50"] <= 320, stages["window_wait"]  # the 212.5 ms look-ahead
+    # the window waits for the preview's look-ahead (50 ms past the frame's first sample; 20 ms packets)
+    lookahead = PreviewSynthesizer().lookahead_ms
+    assert lookahead - 30 <= stages["window_wait"]["p50"] <= lookahead + 100, stages["window_wait"]
     assert stages["renderer"]["p50"] > 0 and stages["encode"]["p50"] > 0, stages
 
 

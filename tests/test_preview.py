@@ -16,11 +16,11 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.core.audio import load_audio, mel_chunks, melspectrogram, num_video_frames
+from engine.core.audio import load_audio, melspectrogram, num_video_frames
 from engine.core.avatar import AvatarConfig, prepare_avatar
 from engine.core.face import FaceLandmarker, lip_openness, split_pose_content
 from engine.core.schedule import pingpong
-from engine.live.audio import IncrementalMel, LiveWindowScheduler, SpeechGate
+from engine.live.audio import IncrementalMel, LiveFrameScheduler, SpeechGate
 from engine.synth.preview import (
     OpennessConfig,
     OpennessTracker,
@@ -66,20 +66,20 @@ def band_envelope(x: np.ndarray, n_frames: int) -> np.ndarray:
 
 
 def live_openness(x: np.ndarray, gate: bool, seed: int = 0) -> np.ndarray:
-    """The live front end (speech gate -> incremental mel -> window scheduler) fed in random-sized
-    pieces, each window's openness written to its output frames."""
+    """The live front end (speech gate -> incremental mel -> the preview's frame scheduler) fed in
+    random-sized pieces, each frame's openness; as many frames as a dub of it has (the live session
+    goes on to the end of the audio)."""
     rng = np.random.default_rng(seed)
-    sg = SpeechGate() if gate else None
+    sg = SpeechGate(warm_up_on_quiet=True) if gate else None  # the live session's gate for the preview
     mel = IncrementalMel()
-    sched = LiveWindowScheduler(7, speech_gate=sg)
     tracker = OpennessTracker()
+    sched = LiveFrameScheduler(7, tracker.analysis, speech_gate=sg)
     values: dict[int, float] = {}
 
     def take(windows):
         for w in windows:
-            v = tracker.push_window(w)
-            for p in w.output_indices:
-                values[p] = v
+            assert w.output_indices == (w.index,)
+            values[w.index] = tracker.push_window(w)
 
     i = 0
     while i < x.size:
@@ -93,7 +93,7 @@ def live_openness(x: np.ndarray, gate: bool, seed: int = 0) -> np.ndarray:
     out = np.zeros(max(values) + 1, np.float32)
     for p, v in values.items():
         out[p] = v
-    return out
+    return out[: num_video_frames(1 + x.size // 200)]
 
 
 def measured_openness(fm: FaceLandmarker, frame: np.ndarray) -> float:
@@ -234,11 +234,12 @@ def test_streaming_tracker_with_the_speech_gate_equals_the_whole_file_function(s
 
 def test_tracker_reset_and_smoothing():
     x, _ = syllables(3.0)
-    chunks = mel_chunks(melspectrogram(x))
+    mel = melspectrogram(x)
     tr = OpennessTracker(OpennessConfig(attack=1.0, release=1.0, snap=0.0))
-    raw = [tr.push(c) for c in chunks]
+    blocks = [tr.analysis.block(mel, q) for q in range(num_video_frames(mel.shape[1]))]
+    raw = [tr.push(b) for b in blocks]
     tr2 = OpennessTracker()
-    smooth = [tr2.push(c) for c in chunks]
+    smooth = [tr2.push(b) for b in blocks]
     # the smoothed curve moves less from frame to frame than the raw targets
     assert np.abs(np.diff(smooth)).max() < np.abs(np.diff(raw)).max()
     assert tr2.peak_db is not None
@@ -247,9 +248,9 @@ def test_tracker_reset_and_smoothing():
     assert tr2.value == 0.0 and tr2.peak_db == peak  # the learnt range is kept over a flush
     tr2.reset(levels=True)
     assert tr2.peak_db is None and tr2.noise_db is None
-    assert tr2.push(np.full((80, 16), -4.0, np.float32)) == 0.0  # digital silence
+    assert tr2.push(np.full((80, tr2.analysis.n_frames), -4.0, np.float32)) == 0.0  # digital silence
     with pytest.raises(ValueError):
-        tr2.push(np.zeros((80, 5), np.float32))
+        tr2.push(np.zeros((80, 16), np.float32))  # a renderer chunk: not this analysis
 
 
 # --------------------------------------------------------------------------------------------

@@ -18,7 +18,9 @@ import numpy as np
 T = 5  # frames per transformer window
 CENTER = 2  # the window's frame that is rendered
 #: The audio a window needs beyond its frame's own time, worst case over frames (the live scheduler
-#: computes it from the mel arithmetic: engine.live.audio.LiveWindowScheduler.lookahead_ms).
+#: computes it from the mel arithmetic: engine.live.audio.LiveWindowScheduler.lookahead_ms): the
+#: look-ahead of a synthesizer that needs the transformer's windows. A per-frame analysis has its own
+#: (engine.core.lookahead.FrameAnalysis.lookahead_ms: the preview's 50 ms).
 LOOKAHEAD_MS = 212.5
 
 
@@ -49,6 +51,11 @@ class Window:
     - ``start`` (b) and ``mel_indices``: the window and chunk numbers inside its segment.
     - ``span`` / ``render_span``: ``[start, end)`` session samples (16 kHz) of all 5 chunks / of the
       renderer's chunk (live windows); ``is_speech``: the speech gate's verdict on ``render_span``.
+
+    A *frame window* (``engine.live.audio.LiveFrameScheduler``, for a synthesizer that analyses the mel
+    around each frame, the preview) makes one frame: ``mel`` (1, 80, n) is that frame's analysis
+    (``engine.core.lookahead.FrameAnalysis.block``), ``start`` its frame number in the segment,
+    ``templates = (render_template,)``, no ``mel_indices`` and no ``render_mel``.
     """
 
     index: int

@@ -30,7 +30,12 @@ class SpeechGate:
     while speech is on, any voiced frame extends it. Decisions are causal: a frame's verdict never
     changes once returned. webrtcvad calls the first few frames it ever sees speech whatever they
     hold (its noise model starts from defaults), so its verdicts during the first ``warmup_ms``
-    after construction are ignored (the model keeps adapting across :meth:`reset`).
+    after construction are ignored (the model keeps adapting across :meth:`reset`). webrtcvad sees only
+    frames over the energy floor, so by default that warm-up is spent on the first 100 ms of loud audio,
+    the start of the first utterance (hidden by the transformer windows' look-ahead); with
+    ``warm_up_on_quiet`` (for analyses with little look-ahead: the preview) webrtcvad also sees the
+    quiet frames until it is warmed up, so the warm-up is spent on the session's first 100 ms whatever
+    they hold.
 
     ``push(samples)`` returns the verdicts of the frames completed by the call (list[bool]);
     :meth:`is_speech_between` answers for a span of the session clock (any speech frame in it).
@@ -47,6 +52,7 @@ class SpeechGate:
         onset_ms: int = 60,
         warmup_ms: int = 100,
         history_s: float = 30.0,
+        warm_up_on_quiet: bool = False,
     ) -> None:
         import webrtcvad
 
@@ -64,6 +70,7 @@ class SpeechGate:
         self.energy_floor_db = float(energy_floor_db)
         self._vad = webrtcvad.Vad(int(aggressiveness))
         self._warmup_left = int(np.ceil(warmup_ms / frame_ms))  # VAD frames still to ignore
+        self.warm_up_on_quiet = bool(warm_up_on_quiet)
         self._history_len = max(1, int(history_s * 1000 / frame_ms))
         self.reset()
 
@@ -77,6 +84,8 @@ class SpeechGate:
         self._hang = 0  # frames of hangover left
         self._speaking = False
         self._verdicts: collections.deque[bool] = collections.deque(maxlen=self._history_len)
+        # voiced and loud in each quarter of the frame (a sound that lasts all of it: not a click)
+        self._held: collections.deque[bool] = collections.deque(maxlen=self._history_len)
 
     @property
     def speaking(self) -> bool:
@@ -86,15 +95,20 @@ class SpeechGate:
     def frame_level_db(self, frame: np.ndarray) -> float:
         return float(10.0 * np.log10(np.mean(np.square(frame)) + 1e-12))
 
+    def _loud_throughout(self, frame: np.ndarray) -> bool:
+        q = frame[: frame.size // 4 * 4].reshape(4, -1)
+        return bool((10.0 * np.log10(np.mean(np.square(q), axis=1) + 1e-12) >= self.energy_floor_db).all())
+
     def _voiced(self, frame: np.ndarray) -> bool:
-        if self.frame_level_db(frame) < self.energy_floor_db:
+        loud = self.frame_level_db(frame) >= self.energy_floor_db
+        if not loud and not (self.warm_up_on_quiet and self._warmup_left > 0):
             return False
         pcm = (np.clip(frame, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
         voiced = bool(self._vad.is_speech(pcm, self.sample_rate))
         if self._warmup_left > 0:
             self._warmup_left -= 1
             return False
-        return voiced
+        return voiced and loud
 
     def push(self, samples: np.ndarray) -> list[bool]:
         """Append mono samples at ``sample_rate``; return the verdict of each completed frame."""
@@ -117,6 +131,9 @@ class SpeechGate:
                 speech = False
             self._speaking = speech
             out.append(speech)
+            self._held.append(
+                voiced and self._loud_throughout(buf[i * self.frame_len : (i + 1) * self.frame_len])
+            )
         self._verdicts.extend(out)
         self.frames_total += n
         self._pending = buf[n * self.frame_len :].copy()
@@ -137,3 +154,18 @@ class SpeechGate:
         if hi < lo:
             return False
         return any(self._verdicts[i - base] for i in range(lo, hi + 1))
+
+    def speech_or_onset(self, start_sample: int, end_sample: int) -> bool:
+        """For an analysis with little look-ahead: whether the frames that end inside session samples
+        ``[start, end)`` hold speech, or the last of them is voiced and loud in each of its quarters (an
+        onset the gate cannot confirm yet: that takes ``onset_ms`` of voice, more than such an analysis
+        waits for; a click lasts a few ms, not a whole frame). Only frames that end by ``end`` count,
+        so the answer depends on the audio up to ``end`` only, however much more was pushed (once the
+        audio has ended, the frames it completed). False for a span with no such frame in the history."""
+        first = (start_sample - self._origin) // self.frame_len
+        stop = min((end_sample - self._origin) // self.frame_len, self.frames_total)  # end by end_sample
+        base = self.frames_total - len(self._verdicts)
+        lo = max(first, base)
+        if stop <= lo:
+            return False
+        return self._held[stop - 1 - base] or any(self._verdicts[i - base] for i in range(lo, stop))

@@ -10,6 +10,8 @@ returns what became complete, so that the concatenated results equal the offline
   to :func:`engine.core.audio.melspectrogram`), with bounded history.
 - :class:`LiveWindowScheduler`: mel frames -> :class:`engine.core.schedule.Window` per output frame,
   in order, as soon as the mel it needs exists (equal to :func:`engine.core.schedule.windows`).
+- :class:`LiveFrameScheduler`: mel frames -> one window per output frame with the mel around its own
+  time, for a synthesizer that needs no transformer window (the preview: 50 ms of look-ahead).
 - :class:`SpeechGate`: webrtcvad + energy floor, per 20 ms frame, with onset and hangover.
 
 None of them is thread-safe; the session engine owns one of each per session.
@@ -24,12 +26,14 @@ import numpy as np
 
 from engine.core.audio import MEL_CHUNK_LEN, MEL_FPS, MelConfig, _padded_window, mel_filterbank
 from engine.core.clock import AUDIO_RATE
+from engine.core.lookahead import FrameAnalysis
 from engine.core.schedule import CENTER, T, Window, pingpong
 from engine.core.voice import SpeechGate  # noqa: F401  (re-exported: part of the live front end)
 from engine.core.voice import as_float as _as_float
 
 __all__ = [
     "IncrementalMel",
+    "LiveFrameScheduler",
     "LiveWindowScheduler",
     "SpeechGate",
     "StreamingResampler",
@@ -392,4 +396,122 @@ class LiveWindowScheduler:
             is_speech=is_speech,
             start=b,
             mel_indices=mel_indices,
+        )
+
+
+class LiveFrameScheduler:
+    """One window per output frame, for a synthesizer that analyses the mel around each frame's own
+    time (:class:`engine.core.lookahead.FrameAnalysis`) instead of the transformer's 5-chunk windows
+    (the preview renderer's openness): segment frame ``q`` is made as soon as the segment holds
+    ``analysis.required_samples(q)`` samples, i.e. :attr:`lookahead_ms` (50 ms for the preview) past
+    its own time, and every frame of the segment, the first ones too, is its own window.
+
+    The same interface as :class:`LiveWindowScheduler` (``push``, ``reset``, ``next_index``, the
+    look-ahead). Window ``q`` of a segment starting at output frame ``p0``: ``index = p0 + q``,
+    ``output_indices = (p0 + q,)``, ``templates = (f(p0 + q),)``, ``render_template = f(p0 + q)``,
+    ``mel``: its analysis block, shape (1, n_mels, n) (:meth:`FrameAnalysis.block`, silence before
+    the segment), ``start = q``, ``span = render_span``: the samples the analysis sees;
+    ``is_speech``: :meth:`SpeechGate.speech_or_onset` over that span (which depends on the audio up
+    to the span's end only, so it is the same however the audio was cut into pushes).
+    """
+
+    def __init__(
+        self,
+        n_template_frames: int,
+        analysis: FrameAnalysis,
+        speech_gate: SpeechGate | None = None,
+    ) -> None:
+        if n_template_frames <= 0:
+            raise ValueError("a template needs at least one frame")
+        if analysis.mel != DEFAULT_MEL:
+            raise ValueError("the live front end computes the IP_LAP mel only")
+        self.n_template_frames = int(n_template_frames)
+        self.analysis = analysis
+        self.speech_gate = speech_gate
+        self.cfg = analysis.mel
+        self.windows_total = 0
+        self.reset(0, 0)
+
+    # ---- look-ahead -------------------------------------------------------------------------
+
+    def required_samples(self, q: int) -> int:
+        """Segment samples that must exist before segment frame ``q`` can be made."""
+        return self.analysis.required_samples(q)
+
+    def lookahead_samples(self, q: int) -> int:
+        return self.analysis.lookahead_samples(q)
+
+    @property
+    def lookahead_ms(self) -> float:
+        return self.analysis.lookahead_ms
+
+    @property
+    def startup_ms(self) -> float:
+        """Audio a segment needs before its first frame can be made (= the look-ahead)."""
+        return 1000.0 * self.required_samples(0) / self.cfg.sample_rate
+
+    # ---- state ------------------------------------------------------------------------------
+
+    def reset(self, next_index: int | None = None, sample_offset: int = 0) -> None:
+        """Start a new segment at output frame ``next_index`` (default: the next one), whose sample 0
+        is session sample ``sample_offset`` (see :meth:`LiveWindowScheduler.reset`)."""
+        if next_index is None:
+            next_index = self.next_index
+        if next_index < 0 or sample_offset < 0:
+            raise ValueError("next_index and sample_offset must be >= 0")
+        self.segment_start = int(next_index)
+        self.sample_offset = int(sample_offset)
+        self._mel = np.zeros((self.cfg.n_mels, 0), np.float32)
+        self._mel_base = 0
+        self.mel_total = 0
+        self._next_q = 0
+
+    @property
+    def next_index(self) -> int:
+        return self.segment_start + self._next_q
+
+    @property
+    def buffered_mel_frames(self) -> int:
+        return int(self._mel.shape[1])
+
+    # ---- streaming --------------------------------------------------------------------------
+
+    def push(self, mel_frames: np.ndarray) -> list[Window]:
+        """Append mel frames (n_mels, k) of the current segment; return the windows now possible."""
+        m = np.asarray(mel_frames, dtype=np.float32)
+        if m.ndim != 2 or m.shape[0] != self.cfg.n_mels:
+            raise ValueError(f"expected mel frames ({self.cfg.n_mels}, k), got {m.shape}")
+        if m.shape[1]:
+            self._mel = np.concatenate([self._mel, m], axis=1)
+            self.mel_total += m.shape[1]
+        out: list[Window] = []
+        while self.analysis.mel_range(self._next_q)[1] <= self.mel_total:
+            out.append(self._make(self._next_q))
+            self._next_q += 1
+            self.windows_total += 1
+        # the next frame's first mel frame (not past the frames received: it may start after them)
+        keep_from = min(max(0, self.analysis.mel_range(self._next_q)[0]), self.mel_total)
+        if keep_from > self._mel_base:
+            self._mel = self._mel[:, keep_from - self._mel_base :].copy()
+            self._mel_base = keep_from
+        return out
+
+    def _make(self, q: int) -> Window:
+        p = self.segment_start + q
+        lo, hi = self.analysis.span(q)
+        span = (lo + self.sample_offset, hi + self.sample_offset)
+        is_speech = True
+        if self.speech_gate is not None:
+            is_speech = self.speech_gate.speech_or_onset(*span)
+        template = int(pingpong(p, self.n_template_frames))
+        return Window(
+            index=p,
+            output_indices=(p,),
+            templates=(template,),
+            render_template=template,
+            mel=self.analysis.block(self._mel, q, self._mel_base)[None],
+            start=q,
+            span=span,
+            render_span=span,
+            is_speech=is_speech,
         )

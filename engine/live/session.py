@@ -33,7 +33,7 @@ from engine.core.frames import Frame, FrameKind, FrameTiming
 from engine.core.schedule import NO_MEL, Window
 from engine.core.stats import summary
 from engine.core.voice import SpeechGate
-from engine.live.audio import IncrementalMel, LiveWindowScheduler, StreamingResampler
+from engine.live.audio import IncrementalMel, LiveFrameScheduler, LiveWindowScheduler, StreamingResampler
 from engine.live.messages import Control, ControlKind
 from engine.synth.base import Planned, Synthesizer, rest_frame
 
@@ -145,9 +145,17 @@ class LiveSession:
 
         # audio front end (loop thread)
         self._resampler: StreamingResampler | None = None
-        self._gate = SpeechGate() if self.config.speech_gate else None
+        # the synthesizer's look-ahead: one window per frame around its own time where it needs no more
+        # (the preview: its gate warms webrtcvad up on the first quiet frames too), else the transformer's
+        analysis = getattr(synth, "frame_analysis", None)
+        gate_kw = {} if analysis is None else {"warm_up_on_quiet": True}
+        self._gate = SpeechGate(**gate_kw) if self.config.speech_gate else None
         self._mel = IncrementalMel()
-        self._sched = LiveWindowScheduler(avatar.n_frames, fps=self.config.fps, speech_gate=self._gate)
+        self._sched: LiveWindowScheduler | LiveFrameScheduler = (
+            LiveWindowScheduler(avatar.n_frames, fps=self.config.fps, speech_gate=self._gate)
+            if analysis is None
+            else LiveFrameScheduler(avatar.n_frames, analysis, speech_gate=self._gate)
+        )
         self._samples = 0  # session-clock samples (16 kHz) received, plus the frame-boundary skips
 
         # work and output (loop thread)
@@ -197,6 +205,12 @@ class LiveSession:
     def last_push(self) -> tuple[float, float]:
         """The latest push's ``(ingest, mel)`` seconds."""
         return self._last_push
+
+    @property
+    def lookahead_ms(self) -> float:
+        """Audio past a frame's own time that must be in before the frame can be made (the scheduler's,
+        from the synthesizer's needs: 212.5 ms for the transformer's windows, 50 ms for the preview)."""
+        return self._sched.lookahead_ms
 
     @property
     def segments(self) -> tuple[tuple[int, int, int], ...]:

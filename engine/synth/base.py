@@ -11,7 +11,11 @@ batcher use it without knowing which one runs (neural, preview or none):
   (speech, rest and shed windows), in order, with their stage timings, and the call's :class:`CallInfo`.
   The live session runs both on its worker thread; the offline dubber overlaps ``compose`` of one batch
   with ``compute`` of the next.
-- ``lookahead_ms``: how much audio after a frame's own time the synthesizer needs to make it;
+- ``lookahead_ms``: how much audio after a frame's own time the synthesizer needs to make it (the one
+  source of the look-ahead: the live session and the stream's delay budget read it); ``frame_analysis``
+  (optional, default None): an :class:`engine.core.lookahead.FrameAnalysis` when each frame needs only
+  the mel around its own time (the preview: 50 ms), so the live session makes one window per frame as
+  soon as that exists; None: the transformer's 5-chunk windows (212.5 ms);
   ``computes``: whether a speech window costs a model call (the session sheds late ones); ``name``:
   ``"neural"``, ``"preview"`` or ``"none"``.
 
@@ -28,6 +32,7 @@ import numpy as np
 
 from engine.core.avatar import Avatar
 from engine.core.frames import Frame, FrameKind, FrameTiming
+from engine.core.lookahead import FrameAnalysis
 from engine.core.schedule import Window, pingpong
 
 __all__ = ["CallInfo", "Computed", "Planned", "SynthStream", "Synthesizer", "readonly", "rest_frame"]
@@ -84,6 +89,7 @@ class Synthesizer(Protocol):
     name: str
     lookahead_ms: float
     computes: bool
+    frame_analysis: FrameAnalysis | None
 
     def open(self, avatar: Avatar, crossfade: int = 0, audio: np.ndarray | None = None) -> SynthStream: ...
 

@@ -153,6 +153,7 @@ class NeuralSynthesizer:
 
     name = "neural"
     lookahead_ms = LOOKAHEAD_MS
+    frame_analysis = None  # the transformer's windows
     computes = True
 
     def __init__(

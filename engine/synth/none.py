@@ -15,6 +15,7 @@ __all__ = ["NoneSynthesizer"]
 class NoneSynthesizer:
     name = "none"
     lookahead_ms = 0.0
+    frame_analysis = None  # (it makes rest frames on the transformer's windows)
     computes = False
 
     def open(self, avatar: Avatar, crossfade: int = 0, audio: np.ndarray | None = None) -> NoneSynthesizer:

@@ -16,10 +16,12 @@ import torch
 
 from engine.core.avatar import Avatar
 from engine.core.frames import Box, Frame, FrameKind
+from engine.core.lookahead import FrameAnalysis
 from engine.core.schedule import LOOKAHEAD_MS, pingpong
 from engine.synth.base import CallInfo, Computed, Planned, planned_timing, readonly, rest_frame
 from engine.synth.neural import FaceGenerator, StageTimes
 from engine.synth.preview import (
+    OpennessConfig,
     OpennessTracker,
     PreviewConfig,
     PreviewRenderer,
@@ -31,15 +33,28 @@ __all__ = ["PreviewStream", "PreviewSynthesizer"]
 
 
 class PreviewSynthesizer:
-    """See the module docstring. ``landmark_model``: when given, the transformer drives the mouth."""
+    """See the module docstring. ``landmark_model``: when given, the transformer drives the mouth;
+    ``openness``: how audio becomes openness otherwise.
+
+    Look-ahead: from audio alone a frame needs only the mel frames of its openness analysis
+    (``frame_analysis``, from ``openness.frames``: ``lookahead_ms`` = 50 ms by default), and the live
+    session makes one window per frame as soon as they exist; with a landmark model it needs the
+    transformer's windows (``frame_analysis`` None, 212.5 ms)."""
 
     name = "preview"
-    lookahead_ms = LOOKAHEAD_MS
     computes = True
 
-    def __init__(self, config: PreviewConfig | None = None, landmark_model=None) -> None:
+    def __init__(
+        self, config: PreviewConfig | None = None, landmark_model=None, openness: OpennessConfig | None = None
+    ) -> None:
         self.config = config or PreviewConfig()
         self.landmark_model = landmark_model
+        self.openness = openness or OpennessConfig()
+        self.frame_analysis: FrameAnalysis | None = None
+        self.lookahead_ms = LOOKAHEAD_MS
+        if landmark_model is None:
+            self.frame_analysis = OpennessTracker(self.openness).analysis
+            self.lookahead_ms = self.frame_analysis.lookahead_ms
         self.times = StageTimes()
 
     def open(self, avatar: Avatar, crossfade: int = 0, audio: np.ndarray | None = None) -> PreviewStream:
@@ -59,11 +74,11 @@ class PreviewStream:
     def __init__(self, synth: PreviewSynthesizer, avatar: Avatar, audio: np.ndarray | None = None) -> None:
         self.synth = synth
         self._renderers: dict[str, PreviewRenderer] = {}
-        self._tracker = OpennessTracker()
+        self._tracker = OpennessTracker(synth.openness)
         self._curve = None
         if audio is not None:  # the whole clip is known: the offline openness curve
             t0 = time.perf_counter()
-            self._curve = openness_curve(audio)
+            self._curve = openness_curve(audio, config=synth.openness)
             synth.times.add("openness", t0)
         self._gen = 0
         self._lm = None if synth.landmark_model is None else FaceGenerator(synth.landmark_model, None)
@@ -74,7 +89,7 @@ class PreviewStream:
         """For a dub whose audio streams ahead of its windows: the openness values of the whole clip's
         curve, computed as the audio comes (feed it ``add_samples``, ``end`` and each ``window``); each
         output frame is then drawn with them, as with ``audio`` given whole."""
-        self._curve = StreamingOpenness(self.synth.times)
+        self._curve = StreamingOpenness(self.synth.times, self.synth.openness)
         return self._curve
 
     def set_avatar(self, avatar: Avatar) -> None:
