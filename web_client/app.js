@@ -710,7 +710,7 @@ function renderStats(s) {
 const STAGES = [
   ["ingest", "audio arrival -> resampled and through the voice gate"],
   ["mel", "mel spectrogram and window forming"],
-  ["window_wait", "waiting for the rest of the window's audio (the model's look-ahead)"],
+  ["window_wait", "waiting for the audio after the frame that the renderer needs (its look-ahead)"],
   ["queue", "window ready -> the model runs (worker, batching with other sessions)"],
   ["transformer", "landmark transformer"],
   ["sketch", "drawing the sketches"],
