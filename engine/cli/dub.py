@@ -36,7 +36,25 @@ def cmd_prepare(args) -> int:
 def cmd_dub(args) -> int:
     from engine.offline.dub import dub_file
 
-    summary = dub_file(
+    try:
+        summary = _dub(args, dub_file)
+    except KeyboardInterrupt as e:  # Ctrl+C, SIGTERM, SIGHUP: dub_file removed its partial file
+        e.outcome = "nothing written"
+        raise
+    print(summary.text())
+    if summary.faces_path:
+        print(f"generated faces saved to {summary.faces_path}")
+    if summary.random_weights:
+        print(
+            "NOTE: made with RANDOM (stand-in) weights: the faces are not meant to look real.",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _dub(args, dub_file):
+    """``dub_file`` with the command's options."""
+    return dub_file(
         args.avatar,
         args.audio,
         args.out,
@@ -50,15 +68,6 @@ def cmd_dub(args) -> int:
         progress=not args.quiet,
         renderer=args.renderer,
     )
-    print(summary.text())
-    if summary.faces_path:
-        print(f"generated faces saved to {summary.faces_path}")
-    if summary.random_weights:
-        print(
-            "NOTE: made with RANDOM (stand-in) weights: the faces are not meant to look real.",
-            file=sys.stderr,
-        )
-    return 0
 
 
 def _refs(value: str):

@@ -1,7 +1,9 @@
 """Video and image input/output through PyAV (no external ffmpeg binary) and OpenCV: :func:`read_image`,
 :func:`probe_video`, :func:`iter_frames` / :func:`read_frames` (BGR uint8 frames, converted to a target
-frame rate by nearest timestamps, streaming), :class:`Mp4Writer` / :func:`write_mp4` (H.264 yuv420p MP4 with
-optional AAC audio, exactly ``fps`` frames per second). The frame-rate rule and the encoder's details are
+frame rate by nearest timestamps, streaming; a file that ends before the frames its container
+declares is read up to the damage, with a warning on the ``mouthpiece.media`` logger),
+:class:`Mp4Writer` / :func:`write_mp4` (H.264 yuv420p MP4 with optional AAC audio, exactly ``fps``
+frames per second). The frame-rate rule and the encoder's details are
 in docs/dubbing.md, "Video input and output".
 """
 
@@ -19,7 +21,7 @@ import av
 import cv2
 import numpy as np
 
-from engine.core.audio import to_mono_16k
+from engine.core.audio import log, to_mono_16k
 
 __all__ = [
     "AAC_RATES",
@@ -166,6 +168,7 @@ def _decode_timed(p: Path) -> Iterator[tuple[Fraction | None, float | None, np.n
         stream.thread_type = "AUTO"
         src_fps = _stream_fps(stream)
         time_base = stream.time_base
+        declared = int(stream.frames or 0)  # the container's frame count (0: not recorded)
         n = 0
         try:
             for frame in container.decode(stream):
@@ -175,9 +178,13 @@ def _decode_timed(p: Path) -> Iterator[tuple[Fraction | None, float | None, np.n
                 yield t, src_fps, frame.to_ndarray(format="bgr24")
                 n += 1
         except av.error.FFmpegError as e:
-            raise VideoError(f"{p}: cannot decode video ({_ffmpeg_message(e)})") from None
+            if n == 0:
+                raise VideoError(f"{p}: cannot decode video ({_ffmpeg_message(e)})") from None
+            declared = max(declared, n + 1)  # damaged after n good frames: use those
         if n == 0:
             raise VideoError(f"{p}: video stream decodes to no frames")
+        if n < declared:
+            log.warning("%s is truncated or damaged: read %d of %d frames", p.name, n, declared)
 
 
 def _as_fraction(rate: float) -> Fraction:

@@ -234,10 +234,12 @@ def step_name(prefix: str, step: int) -> str:
 
 
 def load_training_checkpoint(path: Path) -> dict:
+    from models.checkpoint import CheckpointError, load_weights_file
+
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is reported the same way
-        raise TrainingError(f"{path}: cannot read the checkpoint to resume from: {e}") from e
+        obj = load_weights_file(path)
+    except CheckpointError as e:  # one line: the file and what is wrong with it
+        raise TrainingError(f"{e} (the checkpoint to resume from)") from None
     if not isinstance(obj, dict) or "state_dict" not in obj:
         raise TrainingError(f"{path}: not a training checkpoint (no state_dict)")
     return obj
