@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import re
 import signal
 import sys
@@ -72,7 +73,15 @@ def _stop_signals():
         yield
         return
 
+    pid = os.getpid()
+
     def on_signal(signum, frame):
+        if os.getpid() != pid:  # a forked worker (a pool, a DataLoader): what it did before
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         for s in STOP_SIGNALS:
             signal.signal(s, signal.SIG_IGN)
         raise Interrupted(signum)

@@ -280,8 +280,17 @@ def dub_file(
     if config.batch < 1:
         raise ValueError("--batch must be at least 1")
     seconds: dict[str, float] = {}
-    # opening decodes the first piece: an unreadable file or one with no audio fails before the models
+    # the audio's first chunks, before the models, the avatar or any file: unreadable, audio-less or
+    # too-short audio is refused at once (the output audio and the 16 kHz samples decoded meanwhile
+    # wait for the encoder and the synthesizer's analysis, :class:`_Deferred`)
     audio = DubAudio(audio_path, fps=avatar_config.fps, output_rate=OUTPUT_AUDIO_RATE)
+    to_encoder, to_analysis = _Deferred(), _Deferred()
+    chunks = audio.chunks(
+        on_output=to_encoder.hook("add_audio"),
+        on_samples=to_analysis.hook("add_samples"),
+        on_end=_both(to_analysis.hook("end"), to_encoder.hook("end_audio")),
+    )
+    head = _first_chunks(chunks, MIN_CHUNKS)
 
     t0 = time.perf_counter()
     synth = make_synthesizer_for_dub(
@@ -296,16 +305,7 @@ def dub_file(
 
     stream = synth.open(avatar, crossfade=0)
     openness = stream.audio_ahead()  # a synthesizer that analyses the audio ahead gets it as it streams
-
-    # the audio's first chunks, before any file is made: too-short or unreadable audio is refused here
-    # (the output audio decoded meanwhile waits for the encoder)
-    early = _Deferred()
-    chunks = audio.chunks(
-        on_output=early.add_audio,
-        on_samples=None if openness is None else openness.add_samples,
-        on_end=early.end_audio if openness is None else _both(openness.end, early.end_audio),
-    )
-    head = _first_chunks(chunks, MIN_CHUNKS)
+    to_analysis.attach(openness)
 
     h, w = avatar.frame_size
     n_written = 0
@@ -321,7 +321,7 @@ def dub_file(
             frame_bytes = max(1, h * w * 3)
             encoder = BackgroundWriter(writer, maxsize=max(2, min(16, ENCODE_QUEUE_BYTES // frame_bytes)))
             try:
-                early.attach(encoder)
+                to_encoder.attach(encoder)
                 on_window = None if openness is None else openness.window
                 windows = stream_windows(itertools.chain(head, chunks), avatar.n_frames, on_window)
                 last_face = None
@@ -375,30 +375,33 @@ def _first_chunks(chunks: Iterator[np.ndarray], n: int) -> list[np.ndarray]:
 
 
 class _Deferred:
-    """Output audio (``add_audio``, ``end_audio``) kept until the encoder exists (:meth:`attach`), then
-    passed on in order; afterwards calls go straight to it."""
+    """Calls of a target that does not exist yet (the encoder, the synthesizer's audio analysis), kept
+    in order until :meth:`attach` passes them on; afterwards they go straight to it. Attached to None,
+    they are dropped (a synthesizer that does not analyse the audio)."""
+
+    _UNSET = object()
 
     def __init__(self) -> None:
-        self._target = None
+        self._target = self._UNSET
         self._calls: list[tuple] = []
 
-    def add_audio(self, samples: np.ndarray) -> None:
-        self._call("add_audio", samples)
+    def hook(self, name: str) -> Callable[..., None]:
+        """A function that calls the target's method ``name`` (now, or at :meth:`attach`)."""
 
-    def end_audio(self) -> None:
-        self._call("end_audio")
+        def call(*args) -> None:
+            if self._target is self._UNSET:
+                self._calls.append((name, args))
+            elif self._target is not None:
+                getattr(self._target, name)(*args)
 
-    def _call(self, name: str, *args) -> None:
-        if self._target is None:
-            self._calls.append((name, *args))
-        else:
-            getattr(self._target, name)(*args)
+        return call
 
     def attach(self, target) -> None:
         self._target = target
         calls, self._calls = self._calls, []
-        for name, *args in calls:
-            getattr(target, name)(*args)
+        if target is not None:
+            for name, args in calls:
+                getattr(target, name)(*args)
 
 
 def _both(*calls: Callable[[], None]) -> Callable[[], None]:

@@ -277,6 +277,9 @@ class Trainer:
             raise TrainingError(
                 f"{self.out} already holds a run: pass --resume to continue it, or choose another folder"
             )
+        # the data first: a missing or empty dataset makes no run folder
+        manifest = read_manifest(cfg.data)
+        self.train_ids, self.val_ids = split_clips(manifest, cfg.val_fraction, cfg.val_clips, cfg.seed)
         for d in (self.out, self.ckpt_dir, self.sample_dir):
             d.mkdir(parents=True, exist_ok=True)
         self.log = RunLog(self.out / "log.jsonl", echo=echo)
@@ -289,8 +292,6 @@ class Trainer:
         self.epoch = 0
         self.warnings: list[str] = [amp_warning] if amp_warning else []
 
-        manifest = read_manifest(cfg.data)
-        self.train_ids, self.val_ids = split_clips(manifest, cfg.val_fraction, cfg.val_clips, cfg.seed)
         self.build()  # model, optimizers, datasets (subclass)
         self.steps_per_epoch = cfg.steps_per_epoch or max(1, len(self.train_set.clips) // cfg.batch_size)
         self.train_set.samples_per_epoch = self.steps_per_epoch * cfg.batch_size
