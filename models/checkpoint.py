@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import zipfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,18 +90,9 @@ def _read_raw(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str], str]
                 metadata = dict(f.metadata() or {})
                 sd = {k: f.get_tensor(k) for k in f.keys()}
         except (SafetensorError, OSError, ValueError) as e:
-            raise CheckpointError(
-                f"{path}: not a readable safetensors file (truncated or corrupt?): {e}"
-            ) from e
+            raise CheckpointError(f"{path}: {unreadable(path, e, 'safetensors file')}") from e
         return sd, metadata, "safetensors"
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise CheckpointError(
-            f"{path}: cannot be read as a PyTorch checkpoint (truncated or corrupt download?): {e}"
-        ) from e
-    except Exception as e:  # pickle.UnpicklingError and friends raised by weights_only loading
-        raise CheckpointError(f"{path}: refused or unreadable checkpoint contents: {e}") from e
+    obj = load_weights_file(path)
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         sd = obj["state_dict"]
     elif isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -112,6 +103,50 @@ def _read_raw(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str], str]
     if bad:
         raise CheckpointError(f"{path}: entries that are not tensors: {', '.join(map(str, bad[:10]))}")
     return dict(sd), {}, "pth"
+
+
+def load_weights_file(path: str | os.PathLike, **kwargs):
+    """``torch.load(path, weights_only=True)`` on the CPU (``kwargs``: more ``torch.load`` options, e.g.
+    ``mmap=True``); a file it cannot read is one :class:`CheckpointError` line naming the file and
+    what is wrong (:func:`unreadable`), never PyTorch's advice to load it unsafely."""
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():  # torch's note on pickle protocols asks the user to file an issue
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(str(path), map_location="cpu", weights_only=True, **kwargs)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # noqa: BLE001 - pickle.UnpicklingError, RuntimeError, EOFError, BadZipFile, ...
+        raise CheckpointError(f"{path}: {unreadable(path, e)}") from e
+
+
+def unreadable(path: str | os.PathLike, error: BaseException, expected: str = "PyTorch checkpoint") -> str:
+    """What is wrong with a weights file the loader refused, in a few plain words (from its first
+    bytes and the loader's error): an HTML page, a text file, a truncated or corrupt file, a file of
+    pickled objects (refused: only tensors are loaded), or unrecognised contents."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1024)
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    lower = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if lower.startswith((b"<!doctype", b"<html", b"<head", b"<?xml", b"<!--")) or b"<html" in lower:
+        return f"is not a {expected} (it looks like HTML: a web page saved instead of the file?)"
+    message = str(error)
+    if "Unsupported global" in message or "GLOBAL" in message:
+        return (
+            "holds Python objects besides tensors, which are never loaded (only plain weights are read: "
+            "loading objects can run code); convert it to plain weights or use the authors' file"
+        )
+    if head.startswith((b"PK\x03\x04", b"\x80\x02\x8a")):  # torch.save's zip, or its legacy format
+        return f"is truncated or corrupt (a damaged {expected}; download it again)"
+    if head[:1] == b"\x80":
+        return f"is not a {expected} (a Python pickle that torch.save did not write)"
+    if expected == "safetensors file" and len(head) >= 8:
+        return "is truncated, corrupt or not a safetensors file"
+    if head and all(32 <= b < 127 or b in b"\t\r\n" for b in head):
+        return f"is not a {expected} (it looks like a text file)"
+    return f"is not a {expected} (unrecognised contents)"
 
 
 def read_checkpoint(path: str | os.PathLike, kind: str | None = None) -> Checkpoint:
@@ -177,8 +212,11 @@ def _load(path, kind: str, device, dtype) -> nn.Module:
     ckpt = read_checkpoint(path, kind)
     model, problems = checkpoint_problems(ckpt)
     if problems:
+        shown = "; ".join(p if len(p) <= 160 else p[:150] + " ..." for p in problems[:3])
+        more = f" (and {len(problems) - 3} more problems)" if len(problems) > 3 else ""
         raise CheckpointError(
-            f"{ckpt.path}: not a usable {kind.replace('_', ' ')} checkpoint:\n  - " + "\n  - ".join(problems)
+            f"{ckpt.path}: has the wrong tensors for the {kind.replace('_', ' ')}: {shown}{more}; "
+            f"'mouthpiece checkpoints verify {ckpt.path}' lists them all"
         )
     model.load_state_dict(ckpt.state_dict, strict=True)
     model.perceptual_state_dict = ckpt.perceptual  # kept apart, for training (models.load_perceptual_loss)

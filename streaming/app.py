@@ -5,13 +5,16 @@ static files, the JSON API (info, avatars and posters, sessions), WebRTC / WHIP 
 ``/metrics`` (:mod:`streaming.metrics`), and, with ``--allow-origin``, CORS for the configured
 origins (:func:`cors_middleware`); every request passes the Host, Origin and token checks of
 :mod:`streaming.security` first. :func:`serve_app` runs an application on a free port for
-a block (tests, benchmarks, the bench tool); :func:`serve` is ``mouthpiece serve``."""
+a block (tests, benchmarks, the bench tool); :func:`serve` is ``mouthpiece serve``, which binds its
+listening sockets (:func:`listen_sockets`) before it loads anything or says where to open it."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import logging
+import socket
 import sys
 import time
 from pathlib import Path
@@ -26,7 +29,17 @@ from streaming.control import BadInput, shown
 from streaming.registry import SERVER, Server, json_error, server_of
 from streaming.security import AccessLogger, exposure_problem, security_middleware
 
-__all__ = ["cors_middleware", "create_app", "error_middleware", "routes", "serve", "serve_app"]
+__all__ = [
+    "ListenError",
+    "cors_middleware",
+    "create_app",
+    "error_middleware",
+    "listen_sockets",
+    "port_number",
+    "routes",
+    "serve",
+    "serve_app",
+]
 
 log = logging.getLogger("mouthpiece.server")
 
@@ -235,6 +248,83 @@ async def serve_app(app: web.Application, host: str = "127.0.0.1"):
         await runner.cleanup()
 
 
+class ListenError(ValueError):
+    """``mouthpiece serve`` cannot listen where it was asked to: a port out of range or in use, a host
+    that is not an address of this machine. The message is one line that says what to change."""
+
+
+def port_number(text: str) -> int:
+    """``--port``: an integer 0-65535 (0: any free port); ``argparse.ArgumentTypeError`` otherwise."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (1-65535)") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (1-65535)")
+    return port
+
+
+def listen_sockets(host: str, port: int) -> list[socket.socket]:
+    """Bound, listening TCP sockets for every address of ``host`` at ``port`` (as aiohttp would make
+    them), made before the server says where to open it; :class:`ListenError` (one line, nothing left
+    open) when the port is out of range or in use, or ``host`` is not an address of this machine."""
+    if not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ListenError(f"--port {port} is not a port number (1-65535)")
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError):
+        raise ListenError(f"--host {host}: not a host name or address this machine knows") from None
+    sockets: list[socket.socket] = []
+    seen = set()
+    try:
+        for family, kind, proto, _, address in infos:
+            if (family, address) in seen:
+                continue
+            seen.add((family, address))
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart in TIME_WAIT works
+            if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+                sock.listen(128)
+            except OSError as e:
+                raise ListenError(_listen_problem(e, host, port)) from None
+            sock.setblocking(False)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def _listen_problem(e: OSError, host: str, port: int) -> str:
+    if e.errno == errno.EADDRINUSE:
+        return f"port {port} on {host} is in use (choose another with --port, or stop the other server)"
+    if e.errno == errno.EACCES:
+        return f"port {port} on {host} is not allowed for this user (choose one above 1023 with --port)"
+    if e.errno == errno.EADDRNOTAVAIL:
+        return f"--host {host}: not an address of this machine"
+    return f"cannot listen on {host} port {port}: {e.strerror or e}"
+
+
+def _url(host: str, sockets: list[socket.socket]) -> str:
+    port = sockets[0].getsockname()[1]
+    shown = f"[{host}]" if ":" in host else (host or "0.0.0.0")
+    return f"http://{shown}:{port}/"
+
+
+def _prepare_given_avatars(cfg: ServerConfig, lib: AvatarLibrary) -> str | None:
+    """Prepare the ``--avatar`` files and the default now (a worker thread), before serving; the line
+    to print for the first broken one, None when all are ready."""
+    given = {str(Path(a)): a for a in cfg.avatars}  # name -> what the user typed
+    wanted = {n: given[str(p)] for n, p in lib.sources.items() if str(p) in given}
+    for problem in lib.prepare_now([*wanted, lib.default]):
+        return f"mouthpiece: avatar {wanted.get(problem.name, problem.name)}: {problem.reason}"
+    return None
+
+
 def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
@@ -251,24 +341,22 @@ def serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
             flush=True,
         )
-    app = create_app(cfg)
+    sockets = listen_sockets(cfg.host, cfg.port)  # a busy or bad port: one line, before anything starts
+    with contextlib.ExitStack() as closing:  # the sockets are closed unless the app gets to serve
+        for sock in sockets:
+            closing.callback(sock.close)
+        app = create_app(cfg)
+        problem = _prepare_given_avatars(cfg, app[SERVER].library)
+        if problem is not None:
+            print(problem, file=sys.stderr)
+            return 2
+        closing.pop_all()  # web.run_app owns them now
     server: Server = app[SERVER]
-    # the --avatar files and the default are prepared now (a worker thread), before serving: a
-    # broken one stops the server here with one line
-    lib = server.library
-    given = {str(Path(a)): a for a in cfg.avatars}  # name -> what the user typed
-    wanted = {n: given[str(p)] for n, p in lib.sources.items() if str(p) in given}
-    for problem in lib.prepare_now([*wanted, lib.default]):
-        named = wanted.get(problem.name, problem.name)
-        print(f"mouthpiece: avatar {named}: {problem.reason}", file=sys.stderr)
-        return 2
     print(
         f"mouthpiece: mode {server.engine.mode} on {server.engine.device}; avatars {server.library.names()}"
     )
     if server.engine.message:
         print(f"mouthpiece: {server.engine.message}")
-    print(f"mouthpiece: open http://{cfg.host}:{cfg.port}/ (Ctrl+C to stop)", flush=True)
-    web.run_app(
-        app, host=cfg.host, port=cfg.port, print=None, handle_signals=True, access_log_class=AccessLogger
-    )
+    print(f"mouthpiece: open {_url(cfg.host, sockets)} (Ctrl+C to stop)", flush=True)
+    web.run_app(app, sock=sockets, print=None, handle_signals=True, access_log_class=AccessLogger)
     return 0

@@ -7,6 +7,7 @@ backend and precision from :mod:`engine.synth.backends`.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from engine.core.avatar import AvatarConfig
@@ -36,7 +37,27 @@ def cmd_prepare(args) -> int:
 def cmd_dub(args) -> int:
     from engine.offline.dub import dub_file
 
-    summary = dub_file(
+    if args.renderer == "neural":
+        check_device(args.device)
+    try:
+        summary = _dub(args, dub_file)
+    except KeyboardInterrupt as e:  # Ctrl+C, SIGTERM, SIGHUP: dub_file removed its partial file
+        e.outcome = "nothing written"
+        raise
+    print(summary.text())
+    if summary.faces_path:
+        print(f"generated faces saved to {summary.faces_path}")
+    if summary.random_weights:
+        print(
+            "NOTE: made with RANDOM (stand-in) weights: the faces are not meant to look real.",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _dub(args, dub_file):
+    """``dub_file`` with the command's options."""
+    return dub_file(
         args.avatar,
         args.audio,
         args.out,
@@ -50,15 +71,6 @@ def cmd_dub(args) -> int:
         progress=not args.quiet,
         renderer=args.renderer,
     )
-    print(summary.text())
-    if summary.faces_path:
-        print(f"generated faces saved to {summary.faces_path}")
-    if summary.random_weights:
-        print(
-            "NOTE: made with RANDOM (stand-in) weights: the faces are not meant to look real.",
-            file=sys.stderr,
-        )
-    return 0
 
 
 def _refs(value: str):
@@ -73,6 +85,43 @@ def _refs(value: str):
     return n
 
 
+def _non_negative(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {n}")
+    return n
+
+
+def _positive(value: str) -> int:
+    n = _non_negative(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError("expected 1 or more, got 0")
+    return n
+
+
+def _device(value: str) -> str:
+    """``--device``: cpu, cuda or cuda:N (what torch accepts for the models here)."""
+    if re.fullmatch(r"cpu|cuda(:\d+)?|mps", value):
+        return value
+    raise argparse.ArgumentTypeError(f"{value!r} is not a device: use cpu, cuda or cuda:N")
+
+
+def check_device(device: str) -> None:
+    """A CUDA ``device`` that this machine lacks: one clear error before any model is loaded."""
+    if not device.startswith("cuda"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: no CUDA GPU is available here (use --device cpu)")
+    index = int(device.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+
+
 def add_avatar_options(p: argparse.ArgumentParser) -> None:
     """``--refs``, ``--smooth-boxes``, ``--cache``: how an avatar is prepared (prepare, dub)."""
     refs = AvatarConfig.n_refs
@@ -81,7 +130,7 @@ def add_avatar_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--smooth-boxes",
-        type=int,
+        type=_non_negative,
         default=AvatarConfig.smooth_boxes,
         metavar="K",
         help="smooth crop boxes over K frames (default off)",
@@ -110,12 +159,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     dc = DubConfig
     d.add_argument(
         "--batch",
-        type=int,
+        type=_positive,
         default=dc.batch,
         metavar="B",
         help=f"windows per model call (default {dc.batch})",
     )
-    d.add_argument("--device", default=dc.device, help=f"cpu, cuda or cuda:N (default {dc.device})")
+    d.add_argument(
+        "--device", default=dc.device, type=_device, help=f"cpu, cuda or cuda:N (default {dc.device})"
+    )
     d.add_argument(
         "--backend",
         default=dc.backend,

@@ -20,10 +20,14 @@ __all__ = ["add_bench_commands", "add_serve_command", "bench_config_from_args"]
 
 def add_serve_command(sub: argparse._SubParsersAction) -> None:
     """``serve`` on the ``mouthpiece`` subcommands ``sub``."""
+    from streaming.app import port_number
     from streaming.server import add_arguments
 
     sv = sub.add_parser("serve", help="the live server: browser page, WebRTC, WHIP/WHEP, websocket PCM")
     add_arguments(sv)
+    for action in sv._actions:  # --port out of range: argparse's one-line error, before anything starts
+        if action.dest == "port":
+            action.type = port_number
     sv.set_defaults(func=cmd_serve)
 
 

@@ -12,6 +12,7 @@ librosa is only used by the tests, to cross-check; nothing here imports it.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +21,10 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
+
+#: Warnings about the media files read (NaN samples here, truncated videos in
+#: :mod:`engine.core.video`); the command line prints them as ``mouthpiece: warning: ...`` lines.
+log = logging.getLogger("mouthpiece.media")
 
 __all__ = [
     "AudioError",
@@ -91,7 +96,9 @@ def decode_audio(path: str | os.PathLike) -> Iterator[tuple[int, np.ndarray]]:
     Memory does not grow with the file's length (one decoded frame at a time). The checks of
     :func:`load_audio` apply, raised when iteration reaches them: ``FileNotFoundError`` for a missing
     path (at once) and :class:`AudioError` for a file with no audio stream, one FFmpeg cannot decode,
-    a sample rate that changes mid-stream, or one that decodes to no samples (at the end).
+    a sample rate that changes mid-stream, or one that decodes to no samples (at the end). NaN and
+    infinite samples (a broken float WAV) become silence, with one warning on the ``mouthpiece.media``
+    logger when the file has been read (an encoder refuses them, the mel turns them into noise).
     """
     p = Path(path)
     if not p.exists():
@@ -101,9 +108,19 @@ def decode_audio(path: str | os.PathLike) -> Iterator[tuple[int, np.ndarray]]:
     return _decode(p)
 
 
+def _finite(mono: np.ndarray) -> tuple[np.ndarray, int]:
+    """``mono`` with NaN and infinite samples replaced by silence (0), and how many there were."""
+    bad = ~np.isfinite(mono)
+    n_bad = int(np.count_nonzero(bad))
+    if n_bad:
+        mono = np.where(bad, np.float32(0), mono).astype(np.float32, copy=False)
+    return mono, n_bad
+
+
 def _decode(p: Path) -> Iterator[tuple[int, np.ndarray]]:
     rate = 0
     n = 0
+    n_bad = 0
     try:
         with av.open(str(p), mode="r") as container:
             if not container.streams.audio:
@@ -115,17 +132,24 @@ def _decode(p: Path) -> Iterator[tuple[int, np.ndarray]]:
                 if frame.sample_rate != rate:
                     raise AudioError(f"{p}: sample rate changes mid-stream ({rate} -> {frame.sample_rate})")
                 for f in to_float.resample(frame):
-                    mono = f.to_ndarray().mean(axis=0)  # (channels, n) -> (n,)
-                    n += mono.size
+                    mono, bad = _finite(f.to_ndarray().mean(axis=0))  # (channels, n) -> (n,)
+                    n, n_bad = n + mono.size, n_bad + bad
                     yield rate, mono
             for f in to_float.resample(None):
-                mono = f.to_ndarray().mean(axis=0)
-                n += mono.size
+                mono, bad = _finite(f.to_ndarray().mean(axis=0))
+                n, n_bad = n + mono.size, n_bad + bad
                 yield rate, mono
     except av.error.FFmpegError as e:
         raise AudioError(f"{p}: cannot decode audio ({e.__class__.__name__}: {e.strerror or e})") from None
     if n == 0:
         raise AudioError(f"{p}: audio stream decodes to no samples")
+    if n_bad:
+        log.warning(
+            "%s: %d of %d samples were not numbers (NaN or infinite) and were replaced by silence",
+            p,
+            n_bad,
+            n,
+        )
 
 
 def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:

@@ -1,8 +1,8 @@
 """Video and image input/output through PyAV (no external ffmpeg binary) and OpenCV: :func:`read_image`,
 :func:`probe_video`, :func:`iter_frames` / :func:`read_frames` (BGR uint8 frames, converted to a target
-frame rate by nearest timestamps, streaming), :class:`Mp4Writer` / :func:`write_mp4` (H.264 yuv420p MP4 with
-optional AAC audio, exactly ``fps`` frames per second). The frame-rate rule and the encoder's details are
-in docs/dubbing.md, "Video input and output".
+frame rate by nearest timestamps, streaming; a truncated file is read up to the damage, with a
+``mouthpiece.media`` warning), :class:`Mp4Writer` / :func:`write_mp4` (H.264 yuv420p MP4 with optional
+AAC audio, exactly ``fps`` frames per second). Details: docs/dubbing.md, "Video input and output".
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import av
 import cv2
 import numpy as np
 
-from engine.core.audio import to_mono_16k
+from engine.core.audio import log, to_mono_16k
 
 __all__ = [
     "AAC_RATES",
@@ -166,6 +166,7 @@ def _decode_timed(p: Path) -> Iterator[tuple[Fraction | None, float | None, np.n
         stream.thread_type = "AUTO"
         src_fps = _stream_fps(stream)
         time_base = stream.time_base
+        declared = int(stream.frames or 0)  # the container's frame count (0: not recorded)
         n = 0
         try:
             for frame in container.decode(stream):
@@ -175,9 +176,14 @@ def _decode_timed(p: Path) -> Iterator[tuple[Fraction | None, float | None, np.n
                 yield t, src_fps, frame.to_ndarray(format="bgr24")
                 n += 1
         except av.error.FFmpegError as e:
-            raise VideoError(f"{p}: cannot decode video ({_ffmpeg_message(e)})") from None
+            if n == 0:
+                raise VideoError(f"{p}: cannot decode video ({_ffmpeg_message(e)})") from None
+            declared = declared if declared > n else -1  # damaged after n good frames: those are used
         if n == 0:
             raise VideoError(f"{p}: video stream decodes to no frames")
+        if n < declared or declared < 0:
+            of = f"of {declared} " if declared > 0 else ""
+            log.warning("%s is truncated or damaged: read %d %sframes", p.name, n, of)
 
 
 def _as_fraction(rate: float) -> Fraction:
@@ -253,10 +259,7 @@ def iter_frames(
             _video_stream(p, container)
         return
     timed = _decode_timed(p)
-    try:
-        t, src_fps, frame = next(timed)
-    except StopIteration:  # pragma: no cover - _decode_timed raises on zero frames
-        raise VideoError(f"{p}: video stream decodes to no frames") from None
+    t, src_fps, frame = next(timed)  # _decode_timed raises VideoError on zero frames
 
     def chained() -> Iterator[tuple[Fraction | None, float | None, np.ndarray]]:
         yield t, src_fps, frame

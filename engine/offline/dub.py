@@ -17,6 +17,7 @@ of audio (plus 4 bytes per output frame for the preview renderer's openness valu
 
 from __future__ import annotations
 
+import itertools
 import os
 import queue
 import threading
@@ -205,14 +206,24 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def check_output(out_path: str | os.PathLike, **inputs: str | os.PathLike | None) -> Path:
-    """The dub's output path, refused (:class:`DubError`, nothing touched) unless it is an ``.mp4`` and
+    """The dub's output path, refused (:class:`DubError`, nothing touched) unless it is an ``.mp4``,
     neither it nor its temporary ``NAME.partial.mp4`` is one of ``inputs`` (``avatar=...``,
-    ``audio=...``: named in the message as ``--avatar``, ``--audio``)."""
+    ``audio=...``: named in the message as ``--avatar``, ``--audio``; the same file by inode, whatever
+    the spelling or link), it is not a folder, and the folder it goes in (made if missing) is writable."""
     out = Path(out_path)
     if out.suffix.lower() != ".mp4":
-        raise DubError(f"{out}: the output must be an .mp4 file")
+        raise DubError(f"{out}: the output must be an .mp4 file (NAME.mp4)")
     _refuse_overwrite(out, "--out", inputs)
     _refuse_overwrite(_partial(out), "--out's temporary file (NAME.partial.mp4)", inputs)
+    if out.is_dir():
+        raise DubError(f"{out}: is a folder; --out names the .mp4 file to write")
+    folder = out.parent
+    while not folder.exists() and folder != folder.parent:  # the folders to make, and where
+        folder = folder.parent
+    if not folder.is_dir():
+        raise DubError(f"{out}: cannot write there ({folder} is not a folder)")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise DubError(f"{out}: cannot write there (no permission to write in {folder})")
     return out
 
 
@@ -244,8 +255,11 @@ def dub_file(
 ) -> DubSummary:
     """``renderer``: ``neural`` (IP_LAP) or ``preview`` (the CPU preview renderer, driven by the
     audio's openness curve; no weights needed). The pipeline is bounded (module docstring); the file
-    is written as ``NAME.partial.mp4`` and renamed when complete (removed on an error). An output that
-    is one of the inputs is refused before anything is read (:func:`check_output`)."""
+    is written as ``NAME.partial.mp4`` and renamed when complete (removed on an error and on Ctrl+C,
+    SIGTERM or SIGHUP, which the command line turns into ``KeyboardInterrupt``). An output that is one
+    of the inputs (by inode: another spelling, a hard or symbolic link) or that cannot be written there
+    is refused before anything is read (:func:`check_output`); audio too short for one window
+    (:data:`MIN_CHUNKS` chunks, about 0.27 s) is refused before the output file is made."""
     from engine.core.video import Mp4Writer
 
     renderer = canonical_renderer(renderer)
@@ -259,11 +273,24 @@ def dub_file(
     if save_faces is not None:
         _refuse_overwrite(Path(save_faces), "--save-faces", {"avatar": avatar_path, "audio": audio_path})
         _refuse_overwrite(Path(save_faces), "--save-faces", {"out": out_path})
-    if not Path(audio_path).is_file():
+    if not Path(audio_path).exists():
         raise FileNotFoundError(f"audio file not found: {audio_path}")
+    if not Path(audio_path).is_file():
+        raise DubError(f"{audio_path}: is not a file; --audio takes an audio file (or a video's audio)")
     if config.batch < 1:
-        raise ValueError("batch must be >= 1")
+        raise ValueError("--batch must be at least 1")
     seconds: dict[str, float] = {}
+    # the audio's first chunks, before the models, the avatar or any file: unreadable, audio-less or
+    # too-short audio is refused at once (the output audio and the 16 kHz samples decoded meanwhile
+    # wait for the encoder and the synthesizer's analysis, :class:`_Deferred`)
+    audio = DubAudio(audio_path, fps=avatar_config.fps, output_rate=OUTPUT_AUDIO_RATE)
+    to_encoder, to_analysis = _Deferred(), _Deferred()
+    chunks = audio.chunks(
+        on_output=to_encoder.hook("add_audio"),
+        on_samples=to_analysis.hook("add_samples"),
+        on_end=_both(to_analysis.hook("end"), to_encoder.hook("end_audio")),
+    )
+    head = _first_chunks(chunks, MIN_CHUNKS)
 
     t0 = time.perf_counter()
     synth = make_synthesizer_for_dub(
@@ -276,9 +303,9 @@ def dub_file(
     avatar = prepare_avatar(avatar_path, avatar_config, cache_dir)
     seconds["prepare"] = time.perf_counter() - t0
 
-    audio = DubAudio(audio_path, fps=avatar_config.fps, output_rate=OUTPUT_AUDIO_RATE)
     stream = synth.open(avatar, crossfade=0)
     openness = stream.audio_ahead()  # a synthesizer that analyses the audio ahead gets it as it streams
+    to_analysis.attach(openness)
 
     h, w = avatar.frame_size
     n_written = 0
@@ -294,13 +321,9 @@ def dub_file(
             frame_bytes = max(1, h * w * 3)
             encoder = BackgroundWriter(writer, maxsize=max(2, min(16, ENCODE_QUEUE_BYTES // frame_bytes)))
             try:
-                chunks = audio.chunks(
-                    on_output=encoder.add_audio,
-                    on_samples=None if openness is None else openness.add_samples,
-                    on_end=encoder.end_audio if openness is None else _both(openness.end, encoder.end_audio),
-                )
+                to_encoder.attach(encoder)
                 on_window = None if openness is None else openness.window
-                windows = stream_windows(chunks, avatar.n_frames, on_window)
+                windows = stream_windows(itertools.chain(head, chunks), avatar.n_frames, on_window)
                 last_face = None
                 for frame in _render(stream, avatar, windows, config.batch):
                     if faces is not None and frame.face is not None and frame.face is not last_face:
@@ -336,6 +359,49 @@ def dub_file(
         random_weights=random_weights,
         dubbing_seconds=round(dubbing_seconds, 3),
     )
+
+
+def _first_chunks(chunks: Iterator[np.ndarray], n: int) -> list[np.ndarray]:
+    """The first blocks of ``chunks`` holding at least ``n`` chunks; :class:`DubError` (too short) when
+    the audio ends before that."""
+    head, k = [], 0
+    while k < n:
+        block = next(chunks, None)
+        if block is None:
+            raise _too_short(k)
+        head.append(block)
+        k += 1 if np.ndim(block) == 2 else len(block)
+    return head
+
+
+class _Deferred:
+    """Calls of a target that does not exist yet (the encoder, the synthesizer's audio analysis), kept
+    in order until :meth:`attach` passes them on; afterwards they go straight to it. Attached to None,
+    they are dropped (a synthesizer that does not analyse the audio)."""
+
+    _UNSET = object()
+
+    def __init__(self) -> None:
+        self._target = self._UNSET
+        self._calls: list[tuple] = []
+
+    def hook(self, name: str) -> Callable[..., None]:
+        """A function that calls the target's method ``name`` (now, or at :meth:`attach`)."""
+
+        def call(*args) -> None:
+            if self._target is self._UNSET:
+                self._calls.append((name, args))
+            elif self._target is not None:
+                getattr(self._target, name)(*args)
+
+        return call
+
+    def attach(self, target) -> None:
+        self._target = target
+        calls, self._calls = self._calls, []
+        if target is not None:
+            for name, args in calls:
+                getattr(target, name)(*args)
 
 
 def _both(*calls: Callable[[], None]) -> Callable[[], None]:

@@ -13,8 +13,9 @@ from engine.synth.backends import DEFAULT_BACKEND, DEFAULT_PRECISION
 
 PREVIEW_HINT = (
     "For the neural IP_LAP renderer put landmarkgenerator_checkpoint.pth and renderer_checkpoint.pth "
-    "into checkpoints/ (check them with 'mouthpiece checkpoints verify checkpoints/*.pth') and run on a "
-    "GPU, or pass --renderer neural."
+    "into checkpoints/ (check them with 'mouthpiece checkpoints verify checkpoints/*.pth') and restart "
+    "with --renderer neural (on a GPU for real time); to see the neural pipeline run without trained "
+    "weights, restart with --renderer neural --random-weights (noise faces)."
 )
 
 NO_WEIGHTS_MESSAGE = (
@@ -162,8 +163,10 @@ class ModelEngine:
         if choice == "neural":
             if lm is None or r is None:
                 raise ValueError(
-                    "--renderer neural needs both IP_LAP checkpoints (landmark transformer and renderer); "
-                    "see README, 'Weights'"
+                    "--renderer neural needs both IP_LAP checkpoints (landmark transformer and renderer) in "
+                    f"{cfg.checkpoint_dir}/ or given with --landmark-checkpoint and --renderer-checkpoint "
+                    "(README, 'Weights'); add --random-weights to try it without trained weights (noise "
+                    "faces), or use --renderer preview"
                 )
             return cls(lm, r, **kw)
         if choice == "preview":

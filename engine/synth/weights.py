@@ -14,6 +14,7 @@ __all__ = [
     "DubError",
     "find_checkpoint",
     "load_models",
+    "missing_checkpoint",
 ]
 
 CHECKPOINT_DIR = Path("checkpoints")
@@ -40,16 +41,25 @@ class DubError(ValueError):
     """Inputs that cannot be dubbed (too-short audio, missing weights, ...), clearly explained."""
 
 
+def missing_checkpoint(kind: str, directory: str | Path = CHECKPOINT_DIR) -> str:
+    """What is missing, in one sentence: no ``kind`` checkpoint in ``directory`` (the names looked for)."""
+    pretty = "landmark transformer" if kind == models.LANDMARK else "renderer"
+    names = ", ".join(CHECKPOINT_NAMES[kind])
+    return f"no {pretty} checkpoint found in {Path(directory)}/ (looked for {names})"
+
+
 def find_checkpoint(kind: str, directory: str | Path = CHECKPOINT_DIR) -> Path:
+    """The ``kind`` checkpoint in ``directory`` (:data:`CHECKPOINT_NAMES`, in order); :class:`DubError`
+    saying what ``mouthpiece dub`` can do instead when there is none."""
     directory = Path(directory)
     for name in CHECKPOINT_NAMES[kind]:
         if (directory / name).is_file():
             return directory / name
-    pretty = "landmark transformer" if kind == models.LANDMARK else "renderer"
+    option = "--landmark-checkpoint" if kind == models.LANDMARK else "--renderer-checkpoint"
     raise DubError(
-        f"no {pretty} checkpoint found in {directory}/ (looked for {', '.join(CHECKPOINT_NAMES[kind])}). "
-        f"Put the official file there (see README, 'Weights'), pass its path explicitly, "
-        f"or use --random-weights to try the pipeline without trained weights."
+        f"{missing_checkpoint(kind, directory)}: put the authors' file there (README, 'Weights') or give "
+        f"it with {option} PATH; to try the pipeline without trained weights add --random-weights "
+        f"(noise faces), or use --renderer preview (no weights needed)"
     )
 
 

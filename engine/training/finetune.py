@@ -36,7 +36,9 @@ import torch
 
 import models
 from engine.synth.neural import CHECKPOINT_DIR, find_checkpoint
+from engine.synth.weights import DubError, missing_checkpoint
 from engine.training.config import AMP_MODES
+from models.checkpoint import load_weights_file
 
 __all__ = ["PresenterConfig", "add_arguments", "fine_tune_presenter", "run_from_args"]
 
@@ -104,10 +106,11 @@ def _init_paths(cfg: PresenterConfig) -> tuple[Path | None, Path | None]:
             continue
         try:
             out.append(find_checkpoint(kind, cfg.checkpoint_dir))
-        except Exception as e:  # DubError: no file there
+        except DubError:  # no file there
             raise PresenterError(
-                f"{e} To fine-tune, give the published checkpoints (--landmark-init, --renderer-init or "
-                f"--checkpoint-dir); to train from random weights, pass --scratch."
+                f"{missing_checkpoint(kind, cfg.checkpoint_dir)}. To fine-tune, give the published "
+                f"checkpoints (--landmark-init, --renderer-init or --checkpoint-dir); to train from random "
+                f"weights, pass --scratch."
             ) from None
     return out[0], out[1]
 
@@ -117,7 +120,7 @@ def _export(run_dir: Path, kind: str, dest: Path) -> Path:
     latest = run_dir / "latest.pth"
     if not latest.exists():
         raise PresenterError(f"{run_dir} has no checkpoint (latest.pth)")
-    ck = torch.load(str(latest), map_location="cpu", weights_only=True)
+    ck = load_weights_file(latest)
     out = {
         "state_dict": ck["state_dict"],
         "optimizer": None,

@@ -481,15 +481,16 @@ def summary(report: dict[str, Any]) -> str:
 
 def run_from_args(args: argparse.Namespace) -> int:
     """Run with parsed arguments; prints a summary. 0 = done (failures are in the report),
-    1 = no usable video (none found, or every one failed), 130 = interrupted."""
+    1 = no usable video (none found, or every one failed); interrupted: the summary so far, then the
+    interruption goes on to the command line's convention (130 for Ctrl+C, 143 for SIGTERM)."""
     config = config_from_args(args)
     try:
         report = preprocess_folder(args.input, args.out, config)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl+C, SIGTERM, SIGHUP: the summary, then 128 + the signal's number
         rp = Path(args.out) / "report.json"
         if rp.is_file():
             print(summary(json.loads(rp.read_text(encoding="utf-8"))), file=sys.stderr)
-        return 130
+        raise
     if args.json:
         print(json.dumps(report, indent=1))
     else:

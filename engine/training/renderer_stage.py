@@ -15,7 +15,13 @@ import cv2
 import numpy as np
 import torch
 
-from models.checkpoint import CheckpointError, load_perceptual_loss, load_renderer
+from models.checkpoint import (
+    CheckpointError,
+    load_perceptual_loss,
+    load_renderer,
+    load_weights_file,
+    unreadable,
+)
 from models.discriminator import DiscriminatorConfig, MultiscaleDiscriminator
 from models.perceptual import PERCEPTUAL_PREFIX, PerceptualLoss
 from models.renderer import Renderer
@@ -97,11 +103,14 @@ def load_vgg_file(path: str | Path) -> PerceptualLoss:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
-            obj = load_file(str(path))
+            try:
+                obj = load_file(str(path))
+            except Exception as e:  # noqa: BLE001 - SafetensorError, OSError, ...
+                raise CheckpointError(f"{path}: {unreadable(path, e, 'safetensors file')}") from None
         else:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise TrainingError(f"--perceptual {path}: cannot be read as a weights file: {e}") from e
+            obj = load_weights_file(path)
+    except CheckpointError as e:
+        raise TrainingError(f"--perceptual {e}") from None
     try:
         return load_perceptual_loss(vgg_state_dict(obj, str(path)))
     except CheckpointError as e:
@@ -322,7 +331,7 @@ class RendererTrainer(Trainer):
             )
         disc_path = self.ckpt_dir / extra.get("disc", step_name("disc", int(ckpt.get("global_step", 0))))
         if disc_path.is_file():
-            d = torch.load(str(disc_path), map_location="cpu", weights_only=True)
+            d = load_weights_file(disc_path)
             self.disc.load_state_dict(d["state_dict"], strict=True)
             if d.get("optimizer") is not None:
                 self.disc_optimizer.load_state_dict(d["optimizer"])

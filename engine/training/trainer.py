@@ -234,10 +234,12 @@ def step_name(prefix: str, step: int) -> str:
 
 
 def load_training_checkpoint(path: Path) -> dict:
+    from models.checkpoint import CheckpointError, load_weights_file
+
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is reported the same way
-        raise TrainingError(f"{path}: cannot read the checkpoint to resume from: {e}") from e
+        obj = load_weights_file(path)
+    except CheckpointError as e:  # one line: the file and what is wrong with it
+        raise TrainingError(f"{e} (the checkpoint to resume from)") from None
     if not isinstance(obj, dict) or "state_dict" not in obj:
         raise TrainingError(f"{path}: not a training checkpoint (no state_dict)")
     return obj
@@ -275,6 +277,9 @@ class Trainer:
             raise TrainingError(
                 f"{self.out} already holds a run: pass --resume to continue it, or choose another folder"
             )
+        # the data first: a missing or empty dataset makes no run folder
+        manifest = read_manifest(cfg.data)
+        self.train_ids, self.val_ids = split_clips(manifest, cfg.val_fraction, cfg.val_clips, cfg.seed)
         for d in (self.out, self.ckpt_dir, self.sample_dir):
             d.mkdir(parents=True, exist_ok=True)
         self.log = RunLog(self.out / "log.jsonl", echo=echo)
@@ -287,8 +292,6 @@ class Trainer:
         self.epoch = 0
         self.warnings: list[str] = [amp_warning] if amp_warning else []
 
-        manifest = read_manifest(cfg.data)
-        self.train_ids, self.val_ids = split_clips(manifest, cfg.val_fraction, cfg.val_clips, cfg.seed)
         self.build()  # model, optimizers, datasets (subclass)
         self.steps_per_epoch = cfg.steps_per_epoch or max(1, len(self.train_set.clips) // cfg.batch_size)
         self.train_set.samples_per_epoch = self.steps_per_epoch * cfg.batch_size
