@@ -87,6 +87,9 @@ class Turns:
             return None
         if end is not None:
             u.end = max(u.end, int(end))
+        if u.end <= u.start:  # no audio came (an empty push): no utterance, no events
+            self._queue.remove(u)
+            return None
         u.reason = reason
         if self.cursor is not None:
             self.played(self.cursor)
@@ -101,22 +104,27 @@ class Turns:
         while self._queue:
             u = self._queue.popleft()
             u.reason = "flush"
-            self._finished(u, cursor, interrupted=True)
+            if u.end > u.start:  # (an empty one had no audio: no events)
+                self._finished(u, cursor, interrupted=True)
 
     # ---- output side -----------------------------------------------------------------------------
 
     def played(self, cursor: int) -> None:
         """The returned audio has gone out up to playout position ``cursor`` (exclusive)."""
         self.cursor = int(cursor) if self.cursor is None else max(self.cursor, int(cursor))
-        c = self.cursor
-        for u in self._queue:
-            if u.started or u.end <= u.start or c <= u.start:
-                break  # utterances go out in order: a later one cannot have started
-            u.started = True
-            self._event("playback_started", u, media_time_s=self._media(u.start))
-        while self._queue and self._queue[0].reason is not None and c >= self._queue[0].end:
-            u = self._queue.popleft()
-            self._finished(u, c, interrupted=False)
+        c, q, i = self.cursor, self._queue, 0
+        while i < len(q):  # in order: each one's start, then (from the front) its end
+            u = q[i]
+            if not u.started:
+                if u.end <= u.start or c <= u.start:
+                    break  # utterances go out in order: a later one cannot have started
+                u.started = True
+                self._event("playback_started", u, media_time_s=self._media(u.start))
+            if i == 0 and u.reason is not None and c >= u.end:
+                q.popleft()
+                self._finished(u, c, interrupted=False)
+                continue
+            i += 1
 
     def _finished(self, u: Utterance, cursor: int | None, interrupted: bool) -> None:
         played = 0 if cursor is None else min(max(cursor, u.start), u.end) - u.start

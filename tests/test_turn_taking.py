@@ -391,3 +391,73 @@ def test_data_channel_agent_interrupted(ts):
     # the sentence was pushed whole: what the flush dropped unplayed is not counted
     assert first["position_s"] < first["duration_s"]
     assert abs(first["duration_s"] + second["duration_s"] - 3.0) <= 0.1, (first, second)
+
+
+# ---- the bookkeeping alone (streaming.turns.Turns, no server) ----------------------------------
+
+
+def _turns():
+    from streaming.turns import Turns
+
+    got: list[dict] = []
+    return Turns(got.append, lambda pos: pos / RATE, wall=lambda: 0.0), got
+
+
+def test_turns_queued_utterances_go_out_in_order_and_a_flush_ends_them_all():
+    """A TTS source ahead of playout: two utterances queued; the first plays out and finishes
+    (segment_end), the second has started when a flush comes, a third never started: it gets
+    only ``playback_finished`` with position 0."""
+    t, got = _turns()
+    t.begin(0)
+    t.pushed(48000)
+    assert t.close("segment_end") == 1
+    t.begin(48000)
+    t.pushed(96000)
+    t.close("segment_end")
+    t.begin(96000)
+    t.pushed(120000)
+    t.played(0)
+    assert got == []  # nothing of it has gone out
+    t.played(960)
+    assert [(e["type"], e["utterance"]) for e in got] == [("playback_started", 1)]
+    t.played(48000 + 960)
+    assert [(e["type"], e["utterance"]) for e in got[1:]] == [
+        ("playback_finished", 1),
+        ("playback_started", 2),
+    ]
+    assert (
+        got[1]["position_s"] == 1.0 and got[1]["interrupted"] is False and got[1]["reason"] == "segment_end"
+    )
+    t.flush(48000 + 24000)
+    fin2, fin3 = got[3:]
+    assert fin2["utterance"] == 2 and fin2["interrupted"] and fin2["position_s"] == 0.5
+    assert fin2["duration_s"] == 1.0 and fin2["started"] is True
+    assert fin3["utterance"] == 3 and fin3["position_s"] == 0.0 and fin3["started"] is False
+    assert fin3["media_time_s"] == 2.0 and t.pending == 0 and t.open is None
+
+
+def test_turns_close_after_playout_finishes_at_once_and_consumers_cannot_break_it():
+    from streaming.turns import MAX_UTTERANCES, Turns
+
+    t, got = _turns()
+    t.begin(0)
+    t.pushed(4800)
+    t.played(9600)  # everything out (the source paused)
+    assert [e["type"] for e in got] == ["playback_started"]
+    assert t.close("gap", 4800) == 1
+    assert got[-1]["type"] == "playback_finished" and got[-1]["position_s"] == 0.1
+    assert t.close("gap") is None  # nothing open
+
+    def broken(event):
+        raise RuntimeError("a consumer bug")
+
+    b = Turns(broken, lambda pos: None)
+    b.begin(0)
+    b.pushed(960)
+    b.played(960)
+    b.flush(960)  # no exception
+    for k in range(MAX_UTTERANCES + 10):  # bounded: never-played utterances are forgotten
+        b.begin(960 * k)
+        b.pushed(960 * k + 10)
+        b.close("segment_end")
+    assert b.pending == MAX_UTTERANCES
