@@ -47,6 +47,7 @@ RATE = 48000  # the returned audio
 TOLERANCE_S = 0.040  # the issue: position_s within one frame of the truth
 DELAY_MS = 500.0
 GAP_MS = 600.0  # generous: a loaded machine must not split a sentence pushed in real time
+MAX_LEAD_S = 0.3  # so that audio pushed at once waits in the websocket (and segment_end behind it)
 WIN = 240  # 5 ms windows for the speech spans
 QUIET = 0.004  # RMS below this is silence (speechlike's quietest syllable trough is ~0.02)
 
@@ -54,7 +55,9 @@ QUIET = 0.004  # RMS below this is silence (speechlike's quietest syllable troug
 @pytest.fixture(scope="module")
 def ts(tmp_path_factory, landmark_model):
     root = tmp_path_factory.mktemp("turns")
-    stream = StreamConfig(delay_ms=DELAY_MS, gap_ms=GAP_MS, live=LiveConfig(batch=BATCH))
+    stream = StreamConfig(
+        delay_ms=DELAY_MS, gap_ms=GAP_MS, max_lead_s=MAX_LEAD_S, live=LiveConfig(batch=BATCH)
+    )
     app = create_app(
         server_config(stream=stream),
         engine=invert_engine(landmark_model),
@@ -237,7 +240,8 @@ def test_websocket_agent_interrupted_mid_sentence(ts):
     2. ended by ``segment_end``: ``interrupted`` false, ``position_s`` = its 1.2 s (and the audio
        returned);
     3. ended by the gap watchdog (the agent just stops): ``reason`` gap, ``position_s`` = 0.8 s;
-    4. pushed at once (faster than real time) with ``segment_end`` right after: 1.0 s."""
+    4. pushed at once (faster than real time: held by the server, which takes it 0.3 s ahead of
+       real time) with ``segment_end`` right after (held behind it): 1.0 s."""
     lengths = {2: 1.2, 3: 0.8, 4: 1.0}
 
     async def main():
@@ -285,8 +289,11 @@ def test_websocket_agent_interrupted_mid_sentence(ts):
                 await paced(ws, speechlike(lengths[3], seed=3))
                 await inbox.wait(inbox.event("playback_finished", 3), "playback_finished 3")
                 # 4: faster than real time, then segment_end at once
+                mark = len(inbox.items)
                 await ws.send_bytes(pcm(speechlike(lengths[4], seed=4)))
-                await ws.send_json({"type": "segment_end"})
+                await ws.send_json({"type": "segment_end"})  # held behind the audio: answered after it
+                ack = await inbox.wait(lambda m: m["type"] == "segment_end", "segment_end reply", mark)
+                assert ack["ok"] is True and ack["utterance"] == 4
                 await inbox.wait(inbox.event("playback_finished", 4), "playback_finished 4")
                 heard = returned.seconds
                 await until(lambda: returned.seconds > heard + 0.3, "the audio after the last utterance")
