@@ -350,7 +350,7 @@ async def offer(request: web.Request) -> web.Response:
                 channel.send(json.dumps(stats))
 
         hosted.stream.on_stats = push
-        turns = {"on": True}  # playback_started / playback_finished as they happen, unless turned off
+        turns = {"on": False}  # playback_started / playback_finished as they happen, once asked for
 
         def set_turns(on: bool) -> None:
             turns["on"] = on

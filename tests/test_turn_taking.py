@@ -25,7 +25,7 @@ import pytest
 from aiohttp import WSMsgType
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaPlayer
-from aiortc.mediastreams import MediaStreamError
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from engine.live.session import LiveConfig
 from streaming.ice import loopback_configuration
@@ -114,6 +114,21 @@ class Returned:
         for t in self.tasks:
             t.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+class Gated(MediaStreamTrack):
+    """An audio track that sends nothing until :attr:`go` is set, then ``source``'s frames (so the
+    microphone's first sample comes after the client asked for the events)."""
+
+    kind = "audio"
+
+    def __init__(self, source) -> None:
+        super().__init__()
+        self.source, self.go = source, asyncio.Event()
+
+    async def recv(self):
+        await self.go.wait()
+        return await self.source.recv()
 
 
 def speech_spans(x: np.ndarray, bridge_s: float = 0.1) -> list[tuple[int, int]]:
@@ -331,7 +346,7 @@ def test_websocket_agent_interrupted_mid_sentence(ts):
 
 def test_data_channel_agent_interrupted(ts):
     """The same over ``/offer``: the microphone (a 3 s sentence from a file) in, the delayed audio
-    back on the same transceiver, the events on the data channel (on by default). A flush once
+    back on the same transceiver, the events on the data channel (asked for). A flush once
     0.8 s of the sentence has come back: ``playback_finished`` (interrupted, before the flush's
     reply) within 40 ms of the audio returned; the rest of the sentence is the next utterance,
     ended when the microphone stops (gap watchdog or the track's end), not interrupted."""
@@ -347,7 +362,8 @@ def test_data_channel_agent_interrupted(ts):
         channel.on("message", lambda m: inbox.put(json.loads(m)))
         player = MediaPlayer(str(wav))
         returned.watch(pc)
-        pc.addTrack(player.audio)
+        mic = Gated(player.audio)
+        pc.addTrack(mic)
         pc.addTransceiver("video", direction="recvonly")
         await pc.setLocalDescription(await pc.createOffer())
         try:
@@ -359,6 +375,9 @@ def test_data_channel_agent_interrupted(ts):
                     answer = await r.json()
             await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
             await asyncio.wait_for(opened.wait(), LIMIT)
+            channel.send(json.dumps({"type": "events", "turns": True}))
+            await inbox.wait(lambda m: m["type"] == "events" and m["turns"] is True, "the events reply")
+            mic.go.set()  # the sentence starts now
             await inbox.wait(inbox.event("playback_started", 1), "playback_started 1")
 
             def loud_s() -> float:
