@@ -13,13 +13,17 @@ each piece is pushed when the lead allows, so no message, however long its audio
 message being fed and one more: while two are held the server stops reading the socket (TCP
 backpressure), so a client can queue at most ~2 x :data:`MAX_MESSAGE_BYTES` here. Controls read
 while audio is held act at once (``flush``/``interrupt`` drop the held audio too), except ``end``,
-which waits for the held audio to be fed. Held audio that waited counts as arriving when it is
-pushed (the ``ingest`` stage and ``input`` stats are the server's intake, not the message's
-arrival). While it is not reading, the server pings the client every :data:`PROBE_S` so that one
-that left is found (and its session torn down) within seconds; while it reads, a client silent for
-:data:`HEARTBEAT_S` is pinged and one that does not answer within half of that is gone (aiohttp's
-own heartbeat is off: it would count the time the server is not reading, when the client's answer
-waits behind its audio, against the client)."""
+which waits for the held audio to be fed, and ``segment_end``, which is queued behind it (a flush
+drops it with the audio: the flush ends the utterance). The turn-taking events
+(:mod:`streaming.turns`) are written once the client asks for them (``{"type": "events"}``), in
+order, before the reply of the message that caused them (a flush's ``playback_finished`` comes
+before the flush's reply); at most :data:`MAX_EVENTS` wait for a client that does not read.
+Held audio that waited counts as arriving when it is pushed (the ``ingest`` stage and ``input``
+stats are the server's intake, not the message's arrival). While it is not reading, the server pings
+the client every :data:`PROBE_S` so that one that left is found (and its session torn down) within
+seconds; while it reads, a client silent for :data:`HEARTBEAT_S` is pinged and one that does not
+answer within half of that is gone (aiohttp's own heartbeat is off: it would count the time the
+server is not reading, when the client's answer waits behind its audio, against the client)."""
 
 from __future__ import annotations
 
