@@ -1,8 +1,9 @@
 """The control protocol: JSON control messages of a session, the same on the WebRTC data channel
 ``control`` and on the websocket (docs/api.md). :func:`handle_control` acts on ``flush``,
-``interrupt``, ``switch_avatar``, ``stats`` and ``end`` and gives the reply (``{"type": "error",
-"error", "message"}`` for anything it cannot do: :func:`error`); :func:`channel_reply` and
-:func:`parse_text` are how the data channel and the websocket read a text message;
+``interrupt``, ``segment_end`` (:func:`segment_end`), ``switch_avatar``, ``stats``, ``events`` (the
+turn-taking events on or off for this transport) and ``end`` and
+gives the reply (``{"type": "error", "error", "message"}`` for anything it cannot do: :func:`error`);
+:func:`channel_reply` and :func:`parse_text` are how the data channel and the websocket read a text message;
 :func:`pcm_format` checks the websocket-only ``start`` message (PCM format of the binary messages
 that follow). Nothing here touches the transport: the callers send the replies.
 
@@ -35,12 +36,13 @@ __all__ = [
     "loads_object",
     "parse_text",
     "pcm_format",
+    "segment_end",
     "shown",
 ]
 
 PCM_FORMATS = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
 MAX_CONTROL_BYTES = 64 * 1024  # a control message (or a JSON request body) is a few hundred bytes
-CONTROL_TYPES = ("flush", "interrupt", "switch_avatar", "stats", "end")
+CONTROL_TYPES = ("flush", "interrupt", "segment_end", "switch_avatar", "stats", "events", "end")
 
 
 class BadInput(Exception):
@@ -133,6 +135,15 @@ class Fields:
             raise BadInput(f"{key} must be {must}, not {shown(int(value))}", self.code)
         return int(value)
 
+    def flag(self, key: str, default: bool) -> bool:
+        """``true`` or ``false`` (absent: ``default``; null, numbers and strings are refused)."""
+        if key not in self.obj:
+            return default
+        value = self.obj[key]
+        if not isinstance(value, bool):
+            raise self._bad(key, "true or false", value)
+        return value
+
     def choice(self, key: str, default: str, options) -> str:
         must = f"one of {', '.join(sorted(options))}"
         value = self.text(key, default, must=must)
@@ -141,15 +152,16 @@ class Fields:
         return value
 
 
-async def handle_control(srv: Server, hosted: Hosted, msg: dict) -> dict | None:
-    """Act on one control message; the reply (or None)."""
+async def handle_control(srv: Server, hosted: Hosted, msg: dict, turns=None) -> dict | None:
+    """Act on one control message; the reply (or None). ``turns``: callable(bool) that turns the
+    transport's turn-taking events on or off (``events``)."""
     try:
-        return await _control(srv, hosted, msg)
+        return await _control(srv, hosted, msg, turns)
     except BadInput as e:
         return error(e.code, e.message)
 
 
-async def _control(srv: Server, hosted: Hosted, msg: dict) -> dict | None:
+async def _control(srv: Server, hosted: Hosted, msg: dict, turns=None) -> dict | None:
     kind = msg.get("type")
     s = hosted.stream
     if not isinstance(kind, str) or kind not in CONTROL_TYPES:
@@ -162,6 +174,13 @@ async def _control(srv: Server, hosted: Hosted, msg: dict) -> dict | None:
         return {"type": kind, "ok": True}
     if kind == "stats":
         return s.stats()
+    if kind == "segment_end":
+        return segment_end(s)
+    if kind == "events":
+        on = Fields(msg, "bad_message").flag("turns", True)
+        if turns is not None:
+            turns(on)
+        return {"type": "events", "turns": on}
     if kind == "switch_avatar":
         name = Fields(msg, "bad_message").text("avatar", must="a string (the name of an avatar)")
         if name is None:
@@ -182,13 +201,23 @@ async def _control(srv: Server, hosted: Hosted, msg: dict) -> dict | None:
     return {"type": "ended"}
 
 
-async def channel_reply(srv: Server, hosted: Hosted, message) -> dict | None:
+def segment_end(s) -> dict:
+    """End the session's utterance (``segment_end``): the reply, with the utterance's id."""
+    if s.ended:
+        return error("ended", "segment_end after end: the session takes no more audio")
+    utterance = s.segment_end()
+    if utterance is None:
+        return error("no_utterance", "segment_end: no utterance to end (no audio since the last one ended)")
+    return {"type": "segment_end", "ok": True, "utterance": utterance}
+
+
+async def channel_reply(srv: Server, hosted: Hosted, message, turns=None) -> dict | None:
     """The reply to one data channel message (a JSON object, as text or UTF-8 bytes)."""
     try:
         msg = loads_object(message, "a control message")
     except BadInput as e:
         return error(e.code, e.message)
-    return await handle_control(srv, hosted, msg)
+    return await handle_control(srv, hosted, msg, turns)
 
 
 def parse_text(text: str) -> tuple[dict | None, dict | None]:

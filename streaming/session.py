@@ -7,7 +7,10 @@ session's deadline: later windows are shed) and is made no earlier than ``delay_
 :data:`RENDER_MARGIN_S` (plus the expected model call) before that deadline, so audio pushed ahead of
 real time (at most ``max_lead_s``: :meth:`StreamSession.room`) waits as windows, not as frames. A
 housekeeping task runs the gap watchdog (an input more than ``gap_ms`` behind real time closes the
-segment), measures the frame rate, trims frames nobody took and pushes stats. Details: docs/live.md.
+segment), measures the frame rate, trims frames nobody took and pushes stats. The turn-taking
+events (``playback_started``, ``playback_finished``: :mod:`streaming.turns`) follow the audio the
+audio track sends (the playout clock when nobody watches) and go to :attr:`StreamSession.turn_listeners`.
+Details: docs/live.md.
 """
 
 from __future__ import annotations
@@ -31,7 +34,18 @@ from engine.live.session import LiveConfig, LiveSession
 from engine.synth.base import Synthesizer
 from streaming.aiortc_compat import next_encoded_frame, set_next_encoded_frame
 from streaming.broadcast import AUDIO_QUEUE, VIDEO_QUEUE, Broadcast
-from streaming.tracks import AvatarVideoTrack, Playout, PlayoutAudio, PlayoutAudioTrack, wait_cancelled
+from streaming.tracks import (
+    AUDIO_FRAME,
+    PLAYOUT_PER_FRAME,
+    PLAYOUT_RATE,
+    PLAYOUT_SCALE,
+    AvatarVideoTrack,
+    Playout,
+    PlayoutAudio,
+    PlayoutAudioTrack,
+    wait_cancelled,
+)
+from streaming.turns import Turns
 
 __all__ = ["MODEL_STAGES", "STAGES", "StreamConfig", "StreamSession"]
 
@@ -125,6 +139,9 @@ class StreamSession:
         self.fps = 0.0
         self.on_stats = None  # callable(dict), called every stats_interval_s
         self.on_close = None  # callable(StreamSession), called once by aclose()
+        # callables(dict): the turn-taking events (streaming.turns), called on the event loop thread
+        self.turn_listeners: list = []
+        self.turns = Turns(self._turn_event, self._media_time)
         self.ended = False  # END received (no more audio)
         self.nonfinite_samples = 0  # NaN / infinite input samples, replaced by silence (push_audio)
         self.closed = False
@@ -169,6 +186,7 @@ class StreamSession:
         self._ready.clear()
         self._pending.clear()
         self.playout_audio.drop()
+        self.turn_listeners.clear()
         on_close, self.on_close, self.on_stats, self.on_frame = self.on_close, None, None, None
         if on_close is not None:
             on_close(self)
@@ -183,7 +201,9 @@ class StreamSession:
             raise RuntimeError("the session is closed")
         t_in = self.clock()
         arrived = t_in if arrived is None else min(float(arrived), t_in)
+        self.turns.begin(PLAYOUT_SCALE * self.live.samples_received)
         made = self.live.push_audio(self._finite(samples), sample_rate)
+        self.turns.pushed(self.playout_audio.end)
         now = self.clock()
         n = self.live.samples_received
         if self.playout.anchor is None and self.live.first_audio_time is not None:
@@ -213,6 +233,10 @@ class StreamSession:
         if msg.kind is ControlKind.END:
             self.ended = True
         self.live.control(msg)
+        if msg.kind is ControlKind.FLUSH:
+            self.turns.flush(self._sent_cursor())
+        elif msg.kind in (ControlKind.END, ControlKind.SEGMENT_END):
+            self.turns.close(msg.kind.value, self.playout_audio.end)
         if msg.kind in (ControlKind.FLUSH, ControlKind.SWITCH_AVATAR):
             self._ready.clear()
             self.video.forget_image()  # the next frames are rest frames, not the last image held
@@ -222,6 +246,13 @@ class StreamSession:
 
     def end(self) -> None:
         self.control(Control(ControlKind.END))
+
+    def segment_end(self) -> int | None:
+        """The client's utterance is complete (its last frames are made now); the id of the
+        utterance it ended, or None when none was taking audio."""
+        open_ = self.turns.open
+        self.control(Control(ControlKind.SEGMENT_END))
+        return None if open_ is None else open_.id
 
     def switch_avatar(self, avatar: Avatar, name: str | None = None) -> None:
         self.control(Control(ControlKind.SWITCH_AVATAR, avatar))
@@ -292,7 +323,33 @@ class StreamSession:
         return p >= 0 and not self.ended and self.live.samples_received > p * SAMPLES_PER_FRAME
 
     def read_audio(self, start: int, n: int) -> np.ndarray:
-        return self.playout_audio.read(start, n)
+        """The playout audio the audio track sends now (and the turn events it brings)."""
+        x = self.playout_audio.read(start, n)
+        self.turns.played(start + n)
+        return x
+
+    # ---- turn-taking events ------------------------------------------------------------------
+
+    def _sent_cursor(self) -> int | None:
+        """One past the last playout sample sent: the audio track's last read while it has viewers,
+        else where the playout clock is (the frame due now counts as sent)."""
+        if self.audio_out.viewers or self.playout.anchor is None:
+            return self.turns.cursor
+        pl = self.playout
+        m = int((self.clock() - pl.start) * PLAYOUT_RATE / AUDIO_FRAME)
+        return (m + 1) * AUDIO_FRAME - pl.anchor * PLAYOUT_PER_FRAME
+
+    def _media_time(self, position: int) -> float | None:
+        """Seconds on the output clock (the tracks' pts) of playout position ``position``."""
+        anchor = self.playout.anchor
+        return None if anchor is None else (position + anchor * PLAYOUT_PER_FRAME) / PLAYOUT_RATE
+
+    def _turn_event(self, event: dict) -> None:
+        for listener in list(self.turn_listeners):
+            try:
+                listener(event)
+            except Exception:  # noqa: BLE001 - a failing transport must not stop the others
+                pass
 
     def arrival(self, sample: int) -> tuple[float, float] | None:
         """(arrival time, ingest seconds) of the push that brought session sample ``sample``, if
@@ -390,6 +447,11 @@ class StreamSession:
             w = self.wall_sample(now)
             if w is not None and not self.ended and w - self.live.samples_received > gap:
                 self.live.close_segment(to_sample=w)
+                self.turns.close("gap", self.playout_audio.end)
+            if not self.audio_out.viewers and self.playout.anchor is not None:
+                cursor = self._sent_cursor()  # nobody watches: the playout clock says what is out
+                if cursor is not None:
+                    self.turns.played(cursor)
             # frames nobody took (no viewer): keep only those not yet due
             due = self.playout.session_frame(self.playout.frame_now())
             if due is not None:

@@ -350,12 +350,22 @@ async def offer(request: web.Request) -> web.Response:
                 channel.send(json.dumps(stats))
 
         hosted.stream.on_stats = push
+        turns = {"on": False}  # playback_started / playback_finished as they happen, once asked for
+
+        def set_turns(on: bool) -> None:
+            turns["on"] = on
+
+        def push_turn(event: dict) -> None:
+            if turns["on"]:
+                push(event)
+
+        hosted.stream.turn_listeners.append(push_turn)
 
         @channel.on("message")
         def _message(message) -> None:
             async def reply() -> None:
                 try:
-                    out = await channel_reply(srv, hosted, message)
+                    out = await channel_reply(srv, hosted, message, set_turns)
                 except Exception:  # a bug: the client gets a plain line, the log the traceback
                     log.exception("session %s: a data channel message could not be handled", sid)
                     out = error("internal", "the server could not handle this message")

@@ -13,13 +13,17 @@ each piece is pushed when the lead allows, so no message, however long its audio
 message being fed and one more: while two are held the server stops reading the socket (TCP
 backpressure), so a client can queue at most ~2 x :data:`MAX_MESSAGE_BYTES` here. Controls read
 while audio is held act at once (``flush``/``interrupt`` drop the held audio too), except ``end``,
-which waits for the held audio to be fed. Held audio that waited counts as arriving when it is
-pushed (the ``ingest`` stage and ``input`` stats are the server's intake, not the message's
-arrival). While it is not reading, the server pings the client every :data:`PROBE_S` so that one
-that left is found (and its session torn down) within seconds; while it reads, a client silent for
-:data:`HEARTBEAT_S` is pinged and one that does not answer within half of that is gone (aiohttp's
-own heartbeat is off: it would count the time the server is not reading, when the client's answer
-waits behind its audio, against the client)."""
+which waits for the held audio to be fed, and ``segment_end``, which is queued behind it (a flush
+drops it with the audio: the flush ends the utterance). The turn-taking events
+(:mod:`streaming.turns`) are written once the client asks for them (``{"type": "events"}``), in
+order, before the reply of the message that caused them (a flush's ``playback_finished`` comes
+before the flush's reply); at most :data:`MAX_EVENTS` wait for a client that does not read.
+Held audio that waited counts as arriving when it is pushed (the ``ingest`` stage and ``input``
+stats are the server's intake, not the message's arrival). While it is not reading, the server pings
+the client every :data:`PROBE_S` so that one that left is found (and its session torn down) within
+seconds; while it reads, a client silent for :data:`HEARTBEAT_S` is pinged and one that does not
+answer within half of that is gone (aiohttp's own heartbeat is off: it would count the time the
+server is not reading, when the client's answer waits behind its audio, against the client)."""
 
 from __future__ import annotations
 
@@ -33,7 +37,7 @@ import numpy as np
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from streaming.avatars import AvatarUnavailable
-from streaming.control import PCM_FORMATS, error, handle_control, parse_text, pcm_format, shown
+from streaming.control import PCM_FORMATS, error, handle_control, parse_text, pcm_format, segment_end, shown
 from streaming.registry import Busy, busy_response, server_of
 from streaming.session import StreamSession
 from streaming.tracks import wait_cancelled
@@ -46,6 +50,7 @@ MIN_PIECE_S = 0.02  # a piece shorter than this waits for more room (unless it i
 PROBE_S = 1.0  # while the server is not reading, a ping this often finds a client that left
 HEARTBEAT_S = 20.0  # while reading: nothing heard for this long -> a ping; no answer in half of it -> gone
 HELD_MESSAGES = 2  # audio messages held for the lead before the server stops reading
+MAX_EVENTS = 1024  # turn-taking events waiting for the socket (a client that does not read loses the oldest)
 DEFAULT_FORMAT = {"sample_rate": 16000, "channels": 1, "format": "s16le"}
 
 NONFINITE = (
@@ -82,6 +87,7 @@ class _Held:
     data: memoryview
     arrived: float | None  # the message's arrival; None once it has waited for the lead
     pos: int = 0
+    segment_end: bool = False  # no audio: a segment_end that waits for the audio held before it
 
     @property
     def left(self) -> int:
@@ -116,10 +122,16 @@ class _Ingest:
         self.carry = b""
 
     def feed(self) -> list[dict]:
-        """Push held audio while the lead allows; the replies to send (``ended`` of a held END)."""
+        """Push held audio while the lead allows; the replies to send (of a held ``segment_end``, in
+        order after the audio before it; ``ended`` of a held END)."""
         s, max_lead = self.s, self.s.config.max_lead_s
+        replies = []
         while self.held and not s.closed:
             item = self.held[0]
+            if item.segment_end:
+                self.held.popleft()
+                replies.append(segment_end(s))
+                continue
             fmt = item.fmt
             dtype = PCM_FORMATS[fmt["format"]]
             step, rate = dtype.itemsize * fmt["channels"], fmt["sample_rate"]
@@ -141,13 +153,40 @@ class _Ingest:
             self.end_pending = False
             if not s.ended:
                 s.end()
-            return [{"type": "ended"}]
-        return []
+            return [*replies, {"type": "ended"}]
+        return replies
 
     def wait_s(self) -> float:
         """How long until the lead leaves room for the next piece."""
         over = self.s.lead_s() - self.s.config.max_lead_s + MIN_PIECE_S
         return min(0.25, max(0.02, over))
+
+
+class _Outbox:
+    """The session's turn-taking events waiting to be written to the socket (at most
+    :data:`MAX_EVENTS`), in the order they happened, once the client has asked for them;
+    :attr:`wake` is set when one arrives."""
+
+    def __init__(self) -> None:
+        self.items: collections.deque[dict] = collections.deque(maxlen=MAX_EVENTS)
+        self.wake = asyncio.Event()
+        self.on = False  # the client asked for them ({"type": "events", "turns": true})
+
+    def turns(self, on: bool) -> None:
+        self.on = on
+
+    def put(self, event: dict) -> None:
+        if self.on:
+            self.items.append(event)
+            self.wake.set()
+
+    async def send(self, ws: web.WebSocketResponse, reply: dict | None = None) -> None:
+        """Write the waiting events, then ``reply`` (so a flush's ``playback_finished`` comes first)."""
+        self.wake.clear()
+        while self.items:
+            await ws.send_json(self.items.popleft())
+        if reply is not None:
+            await ws.send_json(reply)
 
 
 def _gone(request: web.Request, ws: web.WebSocketResponse) -> bool:
@@ -180,9 +219,12 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         return ws
     s = hosted.stream
     ing = _Ingest(s)
+    out = _Outbox()
+    s.turn_listeners.append(out.put)
     recv: asyncio.Task | None = None
     loop = asyncio.get_running_loop()
     closing = loop.create_task(hosted.closing.wait())  # DELETE or shutdown: close the socket at once
+    woken: asyncio.Task | None = None  # waits for a turn-taking event to write
     warned = False  # the client was told that its audio had NaN / infinite samples
     probed = heard = loop.time()  # the last probe while not reading; the last message from the client
     pinged: float | None = None  # a heartbeat ping not yet answered
@@ -192,7 +234,10 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         )
         while not (s.closed or closing.done()):
             for reply in ing.feed():
-                await ws.send_json(reply)
+                await out.send(ws, reply)
+            await out.send(ws)
+            if woken is None or woken.done():
+                woken = loop.create_task(out.wake.wait())
             if s.nonfinite_samples and not warned:
                 warned = True
                 await ws.send_json({"type": "warning", "warning": "nonfinite_audio", "message": NONFINITE})
@@ -200,7 +245,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 recv = loop.create_task(ws.receive())
             # a session closed elsewhere (DELETE, shutdown) is noticed within PROBE_S
             timeout = ing.wait_s() if ing.held or ing.end_pending else PROBE_S
-            waits = {closing} if recv is None else {recv, closing}
+            waits = {closing, woken} if recv is None else {recv, closing, woken}
             await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             if closing.done():
                 break
@@ -224,14 +269,13 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             heard, pinged = now, None
             if msg.type in (WSMsgType.BINARY, WSMsgType.TEXT):
                 try:
-                    reply = await _message(srv, hosted, ing, msg)
+                    reply = await _message(srv, hosted, ing, msg, out)
                 except ConnectionError:
                     raise
                 except Exception:  # a bug: the client gets a plain line, the log the traceback
                     log.exception("session %s: a websocket message could not be handled", s.id)
                     reply = error("internal", "the server could not handle this message")
-                if reply is not None:
-                    await ws.send_json(reply)
+                await out.send(ws, reply)
             elif msg.type == WSMsgType.PING:
                 await ws.pong(msg.data)
             elif msg.type == WSMsgType.PONG:
@@ -242,12 +286,17 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         pass
     finally:  # the session goes first, even when this handler is being cancelled (shutdown)
         ing.drop()
-        if recv is not None:
-            recv.cancel()
+        with contextlib.suppress(ValueError):
+            s.turn_listeners.remove(out.put)
+        out.items.clear()
+        for task in (recv, woken):
+            if task is not None:
+                task.cancel()
         closing.cancel()
         await srv.close_session(s.id)
-        if recv is not None:
-            await wait_cancelled(recv)
+        for task in (recv, woken):
+            if task is not None:
+                await wait_cancelled(task)
         await wait_cancelled(closing)
         if not ws.closed:
             with contextlib.suppress(Exception):
@@ -255,17 +304,17 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-async def _message(srv, hosted, ing: _Ingest, msg) -> dict | None:
+async def _message(srv, hosted, ing: _Ingest, msg, out: _Outbox) -> dict | None:
     """A binary (audio) or text (control) message: the reply, or None."""
     if msg.type == WSMsgType.BINARY:
         if ing.ending:
             return error("ended", "audio after end is ignored")
         ing.accept(msg.data, hosted.stream.clock())
         return None
-    return await _text(srv, hosted, ing, msg.data)
+    return await _text(srv, hosted, ing, msg.data, out)
 
 
-async def _text(srv, hosted, ing: _Ingest, text: str) -> dict | None:
+async def _text(srv, hosted, ing: _Ingest, text: str, out: _Outbox) -> dict | None:
     """A text message: a control (the reply, or None)."""
     ctl, bad = parse_text(text)
     if bad is not None:
@@ -281,7 +330,12 @@ async def _text(srv, hosted, ing: _Ingest, text: str) -> dict | None:
         return {"type": "started", **new}
     if kind in ("flush", "interrupt"):
         ing.drop()  # the held audio is queued audio: dropped with the rest
+    elif kind == "segment_end" and (ing.held or ing.end_pending):
+        if ing.end_pending:
+            return error("ended", "segment_end after end: the session takes no more audio")
+        ing.held.append(_Held(ing.fmt, memoryview(b""), None, segment_end=True))  # after the held audio
+        return None
     elif kind == "end" and ing.held:
         ing.end_pending = True  # after the held audio (the feed loop answers "ended")
         return None
-    return await handle_control(srv, hosted, ctl)
+    return await handle_control(srv, hosted, ctl, out.turns)

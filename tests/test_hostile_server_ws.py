@@ -87,7 +87,9 @@ RATE = "sample_rate must be a whole number from 1000 to 384000"
 CHANNELS = "channels must be a whole number from 1 to 8"
 FORMAT = "format must be one of f32le, s16le"
 AVATAR = "avatar must be a string (the name of an avatar)"
-KINDS = "one of flush, interrupt, switch_avatar, stats, end"
+KINDS = "one of flush, interrupt, segment_end, switch_avatar, stats, events, end"
+TURNS = "turns must be true or false"
+NO_UTTERANCE = "segment_end: no utterance to end (no audio since the last one ended)"
 TEXT_CASES = [
     # (the text sent, the error code, the sentence)
     ('{"type": "start", "sample_rate": Infinity}', "bad_format", f"{RATE}, not inf"),
@@ -141,6 +143,15 @@ TEXT_CASES = [
         "no avatar named '../../etc/passwd'; choose one of ['portrait']",
     ),
     ('{"type": ["flush"]}', "bad_message", f"unknown control message type an array: {KINDS}"),
+    ('{"type": "events", "turns": "yes"}', "bad_message", f"{TURNS}, not a string"),
+    ('{"type": "events", "turns": 1}', "bad_message", f"{TURNS}, not a number"),
+    ('{"type": "events", "turns": null}', "bad_message", f"{TURNS}, not null"),
+    ('{"type": "events", "turns": [true]}', "bad_message", f"{TURNS}, not an array"),
+    ('{"type": "events", "turns": {"on": true}}', "bad_message", f"{TURNS}, not an object"),
+    ('{"type": "segment_end"}', "no_utterance", NO_UTTERANCE),  # before any audio
+    ('{"type": "segment_end", "utterance": [1]}', "no_utterance", NO_UTTERANCE),  # extra fields: ignored
+    ('{"type": "Segment_End"}', "bad_message", f"unknown control message type 'Segment_End': {KINDS}"),
+    ('{"type": "segment-end"}', "bad_message", f"unknown control message type 'segment-end': {KINDS}"),
     ('{"type": null}', "bad_message", f"unknown control message type null: {KINDS}"),
     ('{"type": 5}', "bad_message", f"unknown control message type a number: {KINDS}"),
     ("{}", "bad_message", f"unknown control message type null: {KINDS}"),
@@ -301,6 +312,63 @@ def test_binary_audio_odd_bytes_nan_and_messages_after_end(hs):
     assert stats["type"] == "stats" and stats["nonfinite_samples"] > 0
 
 
+def test_segment_end_before_audio_twice_after_end_and_turn_events(hs):
+    """``segment_end`` with nothing to end (before any audio, twice in a row) and after ``end``
+    is answered with its error and the session goes on; with the events asked for, an utterance
+    ended by ``segment_end`` is played out (no viewer: on the playout clock) to its full length;
+    ``events`` off stops them."""
+    x = speechlike(0.4, seed=9)
+
+    async def main():
+        async with aiohttp.ClientSession() as http, http.ws_connect(ws_url(hs)) as ws:
+            await reply(ws, hs)
+            events: list[dict] = []
+
+            async def answer() -> dict:
+                while True:
+                    got = await reply(ws, hs)
+                    if got["type"] in ("playback_started", "playback_finished"):
+                        events.append(got)
+                    else:
+                        return got
+
+            no_utterance = {"type": "error", "error": "no_utterance", "message": NO_UTTERANCE}
+            await ws.send_str('{"type": "segment_end"}')
+            assert await answer() == no_utterance
+            await ws.send_str('{"type": "events"}')  # turns: true by default
+            assert await answer() == {"type": "events", "turns": True}
+            await ws.send_bytes((x * 32767).astype("<i2").tobytes())
+            await ws.send_str('{"type": "segment_end"}')
+            assert await answer() == {"type": "segment_end", "ok": True, "utterance": 1}
+            await ws.send_str('{"type": "segment_end"}')  # twice
+            assert await answer() == no_utterance
+            while not any(e["type"] == "playback_finished" for e in events):
+                await ws.send_str('{"type": "stats"}')
+                assert (await answer())["type"] == "stats"
+                await asyncio.sleep(0.05)
+            started, finished = events
+            assert started["type"] == "playback_started" and started["utterance"] == 1
+            assert finished["utterance"] == 1 and finished["interrupted"] is False
+            assert finished["reason"] == "segment_end" and finished["position_s"] == pytest.approx(0.4)
+            await ws.send_str('{"type": "events", "turns": false}')
+            assert await answer() == {"type": "events", "turns": False}
+            await ws.send_bytes((x * 32767).astype("<i2").tobytes())
+            await ws.send_str('{"type": "end"}')
+            assert await answer() == {"type": "ended"}
+            await ws.send_str('{"type": "segment_end"}')  # after end
+            assert await answer() == {
+                "type": "error",
+                "error": "ended",
+                "message": "segment_end after end: the session takes no more audio",
+            }
+            await ws.send_str('{"type": "stats"}')
+            stats = await answer()
+            assert stats["type"] == "stats" and len(events) == 2  # none after events off
+            return stats
+
+    asyncio.run(asyncio.wait_for(main(), 4 * LIMIT))
+
+
 async def _read_audio(s, n: int) -> np.ndarray:
     return np.asarray(s.read_audio(0, n), dtype=np.float32)
 
@@ -394,6 +462,7 @@ CHANNEL_CASES = [
         "no_face",
         "avatar 'blank' (blank.png) is unavailable: no face was found in it",
     ),
+    ('{"type": "events", "turns": "off"}', "bad_message", f"{TURNS}, not a string"),
     ("[" * 20000 + "]" * 20000, "bad_message", "a control message is nested too deeply"),
     (
         '{"type": "stats", "x": ' + "7" * 5000 + "}",
@@ -433,9 +502,9 @@ def test_data_channel_probes_are_answered_and_the_session_plays(hs):
             await asyncio.wait_for(opened.wait(), LIMIT)
 
             async def next_reply() -> dict:
-                while True:
+                while True:  # the pushes (stats, the turn-taking events) are not replies
                     got = await asyncio.wait_for(replies.get(), LIMIT)
-                    if got.get("type") != "stats":
+                    if got.get("type") not in ("stats", "playback_started", "playback_finished"):
                         return got
 
             for probe, code, sentence in CHANNEL_CASES:

@@ -5,8 +5,9 @@ Audio goes in as arrays (``LiveSession.push_audio``); the scheduler turns it int
 :class:`engine.core.frames.Frame` objects (a :class:`FrameKind`, a :class:`Box`, a :class:`FrameTiming`).
 A :class:`Control` acts synchronously, at once, when the transport hands it to the session: ``FLUSH``
 (also sent as ``interrupt`` on the wire) drops the queued audio, windows and frames and returns to the
-avatar at rest; ``SWITCH_AVATAR`` swaps the avatar from the next frame on; ``END`` finishes the audio
-received and closes the frame stream after its last frame.
+avatar at rest; ``SWITCH_AVATAR`` swaps the avatar from the next frame on; ``SEGMENT_END`` ends the
+current segment (an utterance: its last windows are made now, the next audio starts a new segment);
+``END`` finishes the audio received and closes the frame stream after its last frame.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class ControlKind(enum.Enum):
 
     FLUSH = "flush"  # drop queued audio, windows and frames; the avatar at rest from the next frame
     SWITCH_AVATAR = "switch_avatar"  # payload: the prepared avatar to use from the next frame on
+    SEGMENT_END = "segment_end"  # the utterance is complete: finish its audio; the next audio is a new one
     END = "end"  # no more audio: finish what was received, then close the frame stream
 
     @classmethod

@@ -1,6 +1,6 @@
 """The live session engine: audio in, lip-synced frames out, with audio as the master clock. A transport
 pushes audio (:meth:`LiveSession.push_audio`: any rate, channels and chunk size), steers it
-(:meth:`LiveSession.control`: FLUSH, SWITCH_AVATAR, END, acting at once) and iterates
+(:meth:`LiveSession.control`: FLUSH, SWITCH_AVATAR, SEGMENT_END, END, acting at once) and iterates
 :meth:`LiveSession.frames` (index 0, 1, 2, ... in order); a :class:`engine.synth.base.Synthesizer` makes
 the frames, and the session never knows which one. Frame ``p`` covers session samples
 ``[640 p, 640 (p + 1))``. A speech window that could not be ready by its deadline is shed (rest frames,
@@ -348,6 +348,8 @@ class LiveSession:
             self._work_event.set()
         elif msg.kind is ControlKind.SWITCH_AVATAR:
             self._switch_avatar(msg.payload)
+        elif msg.kind is ControlKind.SEGMENT_END:
+            self.close_segment()
         else:  # pragma: no cover - exhaustive
             raise ValueError(f"unknown control {msg.kind}")
 
