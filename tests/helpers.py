@@ -224,3 +224,23 @@ async def websocket_session_works(url: str) -> dict:
                 return stats
             assert loop.time() < deadline, "no frame was made within the limit"
             await asyncio.sleep(0.05)
+
+
+def speech_bursts(
+    bursts: int = 6, speech_s: float = 0.7, silence_s: float = 0.9, seed: int = 0
+) -> tuple[np.ndarray, list[float]]:
+    """16 kHz speech-like bursts (:func:`speechlike`, ``speech_s`` each) separated by
+    ``silence_s`` of near silence (a -60 dB noise floor), starting with silence; the signal and the
+    onset times of the bursts (seconds). Sharp onsets and real rests, for measuring when lips move."""
+    rng = np.random.default_rng(seed)
+    period = speech_s + silence_s
+    x = 0.001 * rng.standard_normal(int(bursts * period * SR)).astype(np.float32)
+    onsets = []
+    for k in range(bursts):
+        start = int((k * period + silence_s) * SR)
+        piece = speechlike(speech_s, seed=seed + k)
+        ramp = np.minimum(1.0, np.arange(piece.size) / (0.01 * SR))  # 10 ms fade-in: no click
+        fade = ramp * ramp[::-1]
+        x[start : start + piece.size] = piece * fade
+        onsets.append(start / SR)
+    return x, onsets
