@@ -163,7 +163,9 @@ async def call_socket(request: web.Request) -> web.StreamResponse:
     peers = rooms.join(name, ws)
     log.info("call room %s: a peer joined (%d)", name, len(peers))
     try:
-        await ws.send_json({"type": "joined", "room": name, "peers": len(peers) - 1, "polite": len(peers) > 1})
+        await ws.send_json(
+            {"type": "joined", "room": name, "peers": len(peers) - 1, "polite": len(peers) > 1}
+        )
         other = rooms.other(name, ws)
         if other is not None:
             with contextlib.suppress(ConnectionError, RuntimeError):

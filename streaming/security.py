@@ -11,10 +11,11 @@ in this order, before any handler runs:
    ``--allow-origin`` (``*``: any). Otherwise 403 ``forbidden_origin``. Requests without ``Origin``
    (curl, aiortc, GStreamer, ffmpeg, OBS) are not browsers' cross-site requests and pass.
 3. **Token** (``--token`` / ``MOUTHPIECE_TOKEN``): when one is set, every path but the page (``/``),
-   its files (``/static/...``), the call demo's page (``/call``) and ``/healthz`` needs ``Authorization: Bearer TOKEN`` (RFC 6750, as
-   WHIP and WHEP specify); the websockets (``/ws``, ``/call/ws``) also take ``?token=TOKEN``, since browsers cannot
-   set headers on a websocket. CORS preflights (``OPTIONS`` with ``Access-Control-Request-Method``)
-   need none (browsers send them without credentials); a plain ``OPTIONS`` does (its ``Link``
+   its files (``/static/...``), the call demo's page (``/call``) and ``/healthz`` needs
+   ``Authorization: Bearer TOKEN`` (RFC 6750, as WHIP and WHEP specify); the websockets (``/ws``,
+   ``/call/ws``) also take ``?token=TOKEN``, since browsers cannot set headers on a websocket. CORS
+   preflights (``OPTIONS`` with ``Access-Control-Request-Method``) need none (browsers send them
+   without credentials); a plain ``OPTIONS`` does (its ``Link``
    headers carry the TURN credentials). Otherwise 401 with ``WWW-Authenticate: Bearer``. The
    comparison takes constant time.
 

@@ -137,18 +137,15 @@ function sendState() {
   signal({ type: "state", camera: call.camera, microphone: true });
 }
 
-function newPeer() {
+/** A new peer connection; the offerer adds the audio and video transceivers (the answerer takes
+ * those of the offer: attach()). */
+function newPeer(offerer) {
   closePeer();
   const pc = new RTCPeerConnection({ iceServers: iceServers() });
   call.pc = pc;
-  const mic = call.local.getAudioTracks()[0] || "audio";
-  const cam = call.local.getVideoTracks()[0] || "video";
-  call.audio = pc.addTransceiver(mic, { direction: "sendrecv", streams: [call.local] });
-  call.video = pc.addTransceiver(cam, { direction: "sendrecv", streams: [call.local] });
-  if (call.avatar) {
-    // the avatar is the camera already: the new peer gets it from the start
-    call.video.sender.replaceTrack(call.avatar.videoTrack);
-    call.audio.sender.replaceTrack(call.avatar.audioTrack);
+  if (offerer) {
+    call.audio = pc.addTransceiver("audio", { direction: "sendrecv", streams: [call.local] });
+    call.video = pc.addTransceiver("video", { direction: "sendrecv", streams: [call.local] });
   }
   call.remote = new MediaStream();
   pc.addEventListener("track", (e) => {
@@ -165,7 +162,28 @@ function newPeer() {
   return pc;
 }
 
+/** Put this side's voice and picture (the avatar's when it is the camera) on the transceivers. */
+async function attach(pc) {
+  if (!call.audio || !call.video) {
+    // the answerer: the offer's transceivers, by kind
+    for (const t of pc.getTransceivers()) {
+      const kind = t.receiver.track.kind;
+      if (kind === "audio" && !call.audio) call.audio = t;
+      if (kind === "video" && !call.video) call.video = t;
+    }
+  }
+  const voice = call.avatar ? call.avatar.audioTrack : call.local.getAudioTracks()[0];
+  const picture = call.avatar ? call.avatar.videoTrack : call.local.getVideoTracks()[0];
+  for (const [t, track] of [[call.audio, voice], [call.video, picture]]) {
+    if (!t) continue;
+    t.direction = "sendrecv";
+    if (t.sender.setStreams) t.sender.setStreams(call.local);
+    await t.sender.replaceTrack(track || null);
+  }
+}
+
 function closePeer() {
+  call.audio = call.video = null;
   if (!call.pc) return;
   call.pc.close();
   call.pc = null;
@@ -181,19 +199,21 @@ async function onSignal(msg) {
     case "joined":
       call.polite = msg.polite;
       setStatus(msg.peers ? "Joining the call…" : `Waiting for the other person in room ${msg.room}…`);
-      if (msg.peers) newPeer(); // the other person offers
+      if (msg.peers) newPeer(false); // the other person offers
       break;
     case "peer_joined": {
-      const pc = newPeer();
+      const pc = newPeer(true);
+      await attach(pc);
       await pc.setLocalDescription(await pc.createOffer());
       signal({ type: "description", description: pc.localDescription.toJSON() });
       sendState();
       break;
     }
     case "description": {
-      const pc = call.pc || newPeer();
+      const pc = call.pc || newPeer(false);
       await pc.setRemoteDescription(msg.description);
       if (msg.description.type === "offer") {
+        await attach(pc);
         await pc.setLocalDescription(await pc.createAnswer());
         signal({ type: "description", description: pc.localDescription.toJSON() });
         sendState();
