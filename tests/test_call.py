@@ -639,3 +639,71 @@ def test_drop_in_camera_in_a_page_that_knows_nothing_of_mouthpiece(tmp_path, mic
                 await browser.close()
 
     asyncio.run(asyncio.wait_for(main(), 6 * LIMIT))
+
+
+def test_module_connect_events_controls_errors_and_token(tmp_path, mic):
+    """connect() from a page of a server with a token: without it an AuthError (code unauthorized),
+    with it a session whose stream has one video and one audio track, whose server messages arrive
+    as events of their type (stats), whose flush() resolves, whose switchAvatar() of an unknown
+    avatar rejects with the server's code and sentence (and the session goes on), and whose close()
+    ends the server's session at once."""
+    app = make_app(tmp_path, renderer="none", token=TOKEN)
+    server = app[SERVER]
+
+    async def main():
+        async with serve_app(app) as base, playwright_api.async_playwright() as pw:
+            browser = await pw.chromium.launch(
+                executable_path=str(CHROMIUM),
+                headless=True,
+                args=[*FLAGS, f"--use-file-for-fake-audio-capture={mic}"],
+            )
+            try:
+                page = await browser.new_page()
+                page.set_default_timeout(MS)
+                errors: list = []
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                await page.goto(f"{base}/call")
+                refused = await page.evaluate(
+                    "async () => { const m = await import('/static/mouthpiece.js');"
+                    " try { await m.connect('/', {microphone: true}); return null; }"
+                    " catch (e) { return [e.name, e.code, e.message, e instanceof m.MouthpieceError]; } }"
+                )
+                assert refused[:2] == ["AuthError", "unauthorized"] and refused[3], refused
+                assert "token" in refused[2] and "Traceback" not in refused[2]
+                assert not server.sessions
+
+                result = await page.evaluate(
+                    """async (token) => {
+                      const m = await import('/static/mouthpiece.js');
+                      const s = await m.connect('/', {microphone: true, token});
+                      window.session = s;
+                      const kinds = s.stream.getTracks().map((t) => t.kind).sort();
+                      const stats = await new Promise((resolve) =>
+                        s.addEventListener('stats', (e) => resolve(e.detail), {once: true}));
+                      const flushed = await s.flush();
+                      let refused = null;
+                      try { await s.switchAvatar('nobody'); } catch (e) { refused = [e.code, e.message]; }
+                      const asked = await s.stats();
+                      return {id: s.id, kinds, stats: stats.type, session: stats.session, flushed,
+                              refused, asked: asked.session, version: m.VERSION};
+                    }""",
+                    TOKEN,
+                )
+                assert result["kinds"] == ["audio", "video"]
+                assert result["stats"] == "stats" and result["session"] == result["id"]
+                assert result["flushed"] == {"type": "flush", "ok": True}
+                code, message = result["refused"]
+                assert code == "unknown_avatar" and "nobody" in message and str(ROOT) not in message
+                assert result["asked"] == result["id"] and result["id"] in server.sessions
+                closed = await page.evaluate(
+                    "async () => { let reason = null;"
+                    " window.session.addEventListener('closed', (e) => { reason = e.detail.reason; });"
+                    " await window.session.close(); return [reason, window.session.closed]; }"
+                )
+                assert closed == ["closed", True]
+                await until(lambda: not server.sessions, "close() to end the server's session")
+                assert not errors, errors
+            finally:
+                await browser.close()
+
+    asyncio.run(asyncio.wait_for(main(), 4 * LIMIT))
