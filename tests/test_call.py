@@ -49,7 +49,10 @@ from tests.helpers import speech_bursts, until, write_wav
 LIMIT = 30.0
 AV_BOUND_MS = 40.0  # the issue's bound on the A/V offset at the callee
 SYNC_TRIES = 4
-BROWSER_SLACK_MS = 800.0  # voice to ear beyond the server's delay that means the browsers cannot keep up
+# voice to ear beyond the server's delay that means the browsers cannot keep up: 150-340 ms on quiet
+# runs of a 2-core machine (two receive paths and a re-encode); over it the caller's audio jitter
+# buffer has grown, and the A/V skew it forwards (its decoders' outputs are not synchronised) with it
+BROWSER_SLACK_MS = 500.0
 MS = LIMIT * 1000
 TOKEN = "call-Token_0123456789abcdefXYZ"
 RESULTS = ROOT / "benchmarks" / "results" / "call_latency.json"
@@ -533,9 +536,7 @@ def test_far_end_avatar_speaks_with_the_callers_voice(tmp_path, mic):
             f"for a {stats['delay_ms']:.0f} ms delay, {100 * late:.0f}% late frames (the avatar did arrive; "
             f"figures in {RESULTS.name})"
         )
-    # ... and browsers that keep up: on a quiet machine the voice reaches the callee's speaker about
-    # 300 ms after the server's delay (two receive paths and a re-encode); an overloaded Chromium
-    # lets its jitter buffers grow by seconds
+    # ... and browsers that keep up (BROWSER_SLACK_MS)
     if voice_r > 0.5 and voice_lag > stats["delay_ms"] + BROWSER_SLACK_MS:
         pytest.skip(
             f"the machine is too loaded to measure A/V at the callee: the caller's voice reached the "
