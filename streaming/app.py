@@ -22,7 +22,7 @@ from pathlib import Path
 from aiohttp import web
 
 from engine.synth.choice import ModelEngine
-from streaming import webrtc, websocket
+from streaming import call, webrtc, websocket
 from streaming.avatars import AvatarLibrary, AvatarUnavailable
 from streaming.config import WEB_CLIENT, ServerConfig, config_from_args, origin
 from streaming.control import BadInput, shown
@@ -226,6 +226,7 @@ def create_app(cfg: ServerConfig, engine: ModelEngine | None = None, library: Av
     app[SERVER] = server
     for table in (routes, webrtc.routes, websocket.routes, health_routes):
         app.add_routes(table)
+    call.setup(app)  # the call demo: /call and its signalling /call/ws
     if WEB_CLIENT.is_dir():
         app.router.add_static("/static/", WEB_CLIENT)
     app.on_startup.append(server.startup)

@@ -11,10 +11,11 @@ in this order, before any handler runs:
    ``--allow-origin`` (``*``: any). Otherwise 403 ``forbidden_origin``. Requests without ``Origin``
    (curl, aiortc, GStreamer, ffmpeg, OBS) are not browsers' cross-site requests and pass.
 3. **Token** (``--token`` / ``MOUTHPIECE_TOKEN``): when one is set, every path but the page (``/``),
-   its files (``/static/...``) and ``/healthz`` needs ``Authorization: Bearer TOKEN`` (RFC 6750, as
-   WHIP and WHEP specify); the websocket (``/ws``) also takes ``?token=TOKEN``, since browsers cannot
-   set headers on a websocket. CORS preflights (``OPTIONS`` with ``Access-Control-Request-Method``)
-   need none (browsers send them without credentials); a plain ``OPTIONS`` does (its ``Link``
+   its files (``/static/...``), the call demo's page (``/call``) and ``/healthz`` needs
+   ``Authorization: Bearer TOKEN`` (RFC 6750, as WHIP and WHEP specify); the websockets (``/ws``,
+   ``/call/ws``) also take ``?token=TOKEN``, since browsers cannot set headers on a websocket. CORS
+   preflights (``OPTIONS`` with ``Access-Control-Request-Method``) need none (browsers send them
+   without credentials); a plain ``OPTIONS`` does (its ``Link``
    headers carry the TURN credentials). Otherwise 401 with ``WWW-Authenticate: Bearer``. The
    comparison takes constant time.
 
@@ -42,9 +43,9 @@ __all__ = ["OPEN_PATHS", "AccessLogger", "exposure_problem", "is_loopback", "sec
 log = logging.getLogger(__name__)
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
-OPEN_PATHS = ("/", "/healthz")  # and everything under /static/
+OPEN_PATHS = ("/", "/call", "/healthz")  # and everything under /static/
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-QUERY_TOKEN_PATHS = ("/ws",)  # websockets: browsers cannot set Authorization on them
+QUERY_TOKEN_PATHS = ("/ws", "/call/ws")  # websockets: browsers cannot set Authorization on them
 
 
 def is_loopback(host: str) -> bool:

@@ -224,3 +224,28 @@ async def websocket_session_works(url: str) -> dict:
                 return stats
             assert loop.time() < deadline, "no frame was made within the limit"
             await asyncio.sleep(0.05)
+
+
+def speech_bursts(
+    bursts: int = 6, speech_s: float = 0.7, silence_s: float = 0.9, seed: int = 0
+) -> tuple[np.ndarray, list[float]]:
+    """16 kHz speech-like bursts (:func:`speechlike`, ``speech_s`` each) separated by silences of
+    ``silence_s`` on average (each from half to one and a half of it, so that no two gaps are alike
+    and a delay measured by correlation is not ambiguous) of near silence (a -60 dB noise floor),
+    starting with silence; the signal and the onset times of the bursts (seconds). Sharp onsets and
+    real rests, for measuring when lips move."""
+    rng = np.random.default_rng(seed)
+    gaps = silence_s * (0.5 + rng.permutation(bursts) / max(1, bursts - 1))
+    x = 0.001 * rng.standard_normal(int((bursts * speech_s + gaps.sum()) * SR)).astype(np.float32)
+    onsets = []
+    t = 0.0
+    for k in range(bursts):
+        t += gaps[k]
+        start = int(t * SR)
+        t += speech_s
+        piece = speechlike(speech_s, seed=seed + k)
+        ramp = np.minimum(1.0, np.arange(piece.size) / (0.01 * SR))  # 10 ms fade-in: no click
+        fade = ramp * ramp[::-1]
+        x[start : start + piece.size] = piece * fade
+        onsets.append(start / SR)
+    return x, onsets

@@ -1,10 +1,10 @@
 // mouthpiece web client: one page, vanilla JS, no build step, no outside URLs.
 //
-// A session is one RTCPeerConnection to the server (POST /offer): an audio transceiver (sendrecv:
-// the microphone or an audio file goes up, the avatar's delayed audio comes back), a video
-// transceiver (recvonly: the avatar) and a data channel "control" (JSON: flush, switch_avatar,
-// stats; the server pushes stats every 0.5 s). aiortc does not trickle ICE, so the offer is sent
-// once candidate gathering is complete (or after ICE_GATHER_LIMIT_MS).
+// A session is made by the embeddable client, mouthpiece.js (connect(): one RTCPeerConnection to
+// the server, POST /offer: the microphone or an audio file goes up, the avatar's video and delayed
+// audio come back, and the data channel "control" carries flush, switch_avatar and stats, whose
+// messages arrive as events of the session). This page adds the controls, the file source and the
+// figures.
 //
 // ICE servers: the page uses the STUN / TURN servers the server lists in /api/info (`ice_servers`,
 // RTCIceServer dictionaries; none for a local or LAN server). With `?relay=1` in the page's address
@@ -16,9 +16,9 @@
 // gone when the tab closes) and sends it as `Authorization: Bearer` on every request (api()); a
 // token the server refuses is forgotten and asked for again (docs/security.md).
 
-const ICE_GATHER_LIMIT_MS = 3000;
+import { AuthError as ClientAuthError, MouthpieceError, connect as connectSession, request } from "./mouthpiece.js";
+
 const FILE_LOAD_LIMIT_MS = 15000;
-const CONNECT_LIMIT_MS = 20000;
 const FPS_WINDOW_MS = 2000;
 const TOKEN_KEY = "mouthpiece.token";
 const RELAY_ONLY = ["1", "true", "yes"].includes(new URLSearchParams(location.search).get("relay"));
@@ -94,17 +94,22 @@ function keepToken(value) {
 async function api(url, options = {}) {
   const headers = { ...(options.headers || {}) };
   const sent = token;
-  if (sent) headers.Authorization = `Bearer ${sent}`;
-  const res = await fetch(url, { ...options, headers });
-  if (res.status === 401) {
-    if (sent && token === sent) keepToken(null);
-    throw new AuthError(
-      sent
-        ? "The server did not accept that access token. Check it and enter it again."
-        : "This server needs an access token (the one it was started with: --token or MOUTHPIECE_TOKEN).",
-    );
+  try {
+    return await request(url, { ...options, headers }, sent);
+  } catch (err) {
+    if (err instanceof ClientAuthError) throw authError(sent);
+    throw err;
   }
-  return res;
+}
+
+/** The page's AuthError for a 401 to a request sent with ``sent`` (forgets a refused token). */
+function authError(sent) {
+  if (sent && token === sent) keepToken(null);
+  return new AuthError(
+    sent
+      ? "The server did not accept that access token. Check it and enter it again."
+      : "This server needs an access token (the one it was started with: --token or MOUTHPIECE_TOKEN).",
+  );
 }
 
 /** Show the token form with ``message``; resolves once a token was entered (and kept). */
@@ -135,6 +140,8 @@ const state = {
   info: null, // GET /api/info
   phase: "idle", // "idle" | "starting" | "live"
   gen: 0, // incremented by every start and stop: stale async work checks it and gives up
+  client: null, // the mouthpiece.js Session
+  abort: null, // the AbortController of a session being set up
   pc: null,
   dc: null,
   sender: null, // the RTCRtpSender of the audio transceiver
@@ -168,7 +175,7 @@ function showError(text) {
 }
 
 function describe(err) {
-  if (err instanceof UserError) return err.message;
+  if (err instanceof UserError || err instanceof MouthpieceError) return err.message;
   return `Something went wrong: ${err && err.message ? err.message : err}`;
 }
 
@@ -447,45 +454,6 @@ function rtcConfiguration() {
   return { iceServers, iceTransportPolicy: "relay" };
 }
 
-function iceGatheringComplete(pc, limitMs) {
-  if (pc.iceGatheringState === "complete") return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      pc.removeEventListener("icegatheringstatechange", check);
-      resolve();
-    };
-    const check = () => {
-      if (pc.iceGatheringState === "complete") done();
-    };
-    const timer = setTimeout(done, limitMs);
-    pc.addEventListener("icegatheringstatechange", check);
-  });
-}
-
-function connected(pc, gen, limitMs) {
-  if (pc.connectionState === "connected") return Promise.resolve();
-  return new Promise((resolve, reject) => {
-    const finish = (err) => {
-      clearTimeout(timer);
-      pc.removeEventListener("connectionstatechange", check);
-      if (err) reject(err);
-      else resolve();
-    };
-    const check = () => {
-      if (gen !== state.gen || pc.connectionState === "connected") finish(null);
-      else if (pc.connectionState === "failed" || pc.connectionState === "closed") {
-        finish(new UserError("Could not connect to the server: the network path failed (ICE / DTLS)."));
-      }
-    };
-    const timer = setTimeout(
-      () => finish(new UserError("Could not connect to the server: no network path was found in time.")),
-      limitMs
-    );
-    pc.addEventListener("connectionstatechange", check);
-  });
-}
-
 async function start(source, file) {
   if (state.phase !== "idle") return;
   const gen = ++state.gen;
@@ -514,60 +482,40 @@ async function start(source, file) {
 
     setStatus(RELAY_ONLY ? "Connecting (relay only, through the TURN server)…" : "Connecting…");
     // No STUN / TURN unless the server lists some (a local or LAN server needs none).
-    const pc = new RTCPeerConnection(rtcConfiguration());
-    state.pc = pc;
-    const audioTx = pc.addTransceiver(track, { direction: "sendrecv", streams: [new MediaStream([track])] });
-    state.sender = audioTx.sender;
-    pc.addTransceiver("video", { direction: "recvonly" });
-    const dc = pc.createDataChannel("control");
-    state.dc = dc;
-    wireChannel(dc, gen);
-    state.remote = new MediaStream();
-    pc.addEventListener("track", (e) => {
-      if (stale()) return;
-      state.remote.addTrack(e.track);
-      if (ui.video.srcObject !== state.remote) ui.video.srcObject = state.remote;
-      ui.video.muted = !ui.hear.checked;
-      ui.video.play().catch(() => {
-        // autoplay was refused: the page needs a click to start sound
-        setStatus("Click the video to start playback (the browser blocked autoplay).");
-      });
-    });
-    pc.addEventListener("connectionstatechange", () => onConnectionState(pc, gen));
-
-    await pc.setLocalDescription(await pc.createOffer());
-    await iceGatheringComplete(pc, ICE_GATHER_LIMIT_MS);
-    if (stale()) return;
-
+    const { iceServers, iceTransportPolicy } = rtcConfiguration();
     state.avatar = ui.avatar.value || null;
-    const res = await api("/offer", {
-      method: "POST",
-      headers: { "Content-Type": "application/json", Accept: "application/json" },
-      body: JSON.stringify({
-        sdp: pc.localDescription.sdp,
-        type: pc.localDescription.type,
-        avatar: state.avatar || undefined,
-      }),
+    state.abort = new AbortController();
+    const client = await connectSession("/", {
+      avatar: state.avatar || undefined,
+      token: token || undefined,
+      microphone: track,
+      iceServers,
+      iceTransportPolicy,
+      signal: state.abort.signal,
+    }).catch((err) => {
+      if (err instanceof ClientAuthError) throw authError(token);
+      throw err;
     });
-    let body = null;
-    try {
-      body = await res.json();
-    } catch {
-      body = null;
-    }
-    if (!res.ok || !body || body.type !== "answer") {
-      if (body && body.error === "busy") throw new UserError(body.message || "The server is busy.");
-      const why = body && body.message ? body.message : `the server answered ${res.status} ${res.statusText}`;
-      throw new UserError(`The server refused the session: ${why}`);
-    }
     if (stale()) {
-      deleteSession(body.session);
+      client.close();
       return;
     }
-    state.session = body.session;
-    await pc.setRemoteDescription({ type: "answer", sdp: body.sdp });
-    await connected(pc, gen, CONNECT_LIMIT_MS);
-    if (stale()) return;
+    state.abort = null;
+    state.client = client;
+    state.pc = client.pc;
+    state.dc = client.channel;
+    state.sender = client.sender;
+    state.session = client.id;
+    wireSession(client, gen);
+    state.remote = client.stream;
+    ui.video.srcObject = client.stream;
+    ui.video.muted = !ui.hear.checked;
+    ui.video.play().catch(() => {
+      // autoplay was refused: the page needs a click to start sound
+      setStatus("Click the video to start playback (the browser blocked autoplay).");
+    });
+    client.pc.addEventListener("connectionstatechange", () => onConnectionState(client.pc, gen));
+    refreshControls();
 
     state.phase = "live";
     if (source === "file") await playFile(state.file);
@@ -618,41 +566,32 @@ function onConnectionState(pc, gen) {
   }
 }
 
-function wireChannel(dc, gen) {
-  dc.addEventListener("open", () => {
-    if (gen !== state.gen) return;
-    // the avatar was changed while the session was being set up: switch to it now
-    if (state.avatar && ui.avatar.value && ui.avatar.value !== state.avatar) {
-      sendControl({ type: "switch_avatar", avatar: ui.avatar.value });
-    }
-    refreshControls();
-  });
-  dc.addEventListener("close", () => {
-    if (gen !== state.gen) return;
-    if (state.phase === "live") {
+/** The session's events: its control messages, and its end. */
+function wireSession(client, gen) {
+  // the avatar was changed while the session was being set up: switch to it now
+  if (state.avatar && ui.avatar.value && ui.avatar.value !== state.avatar) {
+    sendControl({ type: "switch_avatar", avatar: ui.avatar.value });
+  }
+  client.addEventListener("closed", (e) => {
+    if (gen !== state.gen || e.detail.reason === "closed") return;
+    if (state.phase === "live" && e.detail.reason.includes("network")) {
+      stop().then(() => {
+        showError("The connection to the server was lost.");
+        setStatus("Stopped.");
+      });
+    } else if (state.phase === "live") {
       stop().then(() => setStatus("The server ended the session."));
     } else {
       refreshControls();
     }
   });
-  dc.addEventListener("message", (e) => {
-    if (gen !== state.gen) return;
-    let msg;
-    try {
-      msg = JSON.parse(e.data);
-    } catch {
-      return;
-    }
-    onControlMessage(msg);
+  client.addEventListener("message", (e) => {
+    if (gen === state.gen) onControlMessage(e.detail);
   });
 }
 
 function sendControl(msg) {
-  if (state.dc && state.dc.readyState === "open") {
-    state.dc.send(JSON.stringify(msg));
-    return true;
-  }
-  return false;
+  return !!state.client && state.client.send(msg);
 }
 
 function onControlMessage(msg) {
@@ -909,32 +848,17 @@ function deleteSession(id) {
 /** End the session (if any) and release the microphone, the file and the timers. */
 async function stop() {
   state.gen += 1;
-  const { pc, dc, session } = state;
-  state.pc = state.dc = state.sender = state.session = null;
+  const { client, session } = state;
+  if (state.abort) state.abort.abort();
+  state.abort = null;
+  state.client = state.pc = state.dc = state.sender = state.session = null;
   state.phase = "idle";
   stopTimers();
   state.serverStats = state.path = state.rtcPrev = null;
   const none = document.createElement("tr");
   none.innerHTML = '<td colspan="2">No session.</td>';
   ui.pathBody.replaceChildren(none);
-  if (dc) {
-    try {
-      dc.close();
-    } catch {
-      // already closed
-    }
-  }
-  if (pc) {
-    for (const t of pc.getTransceivers()) {
-      try {
-        t.stop();
-      } catch {
-        // already stopped
-      }
-    }
-    pc.close();
-  }
-  const deleted = deleteSession(session);
+  const deleted = client ? client.close() : deleteSession(session);
   releaseMicrophone();
   closeFile(state.file);
   state.file = null;
