@@ -645,7 +645,8 @@ def test_drop_in_camera_in_a_page_that_knows_nothing_of_mouthpiece(tmp_path, mic
 def test_module_connect_events_controls_errors_and_token(tmp_path, mic):
     """connect() from a page of a server with a token: without it an AuthError (code unauthorized),
     with it a session whose stream has one video and one audio track, whose server messages arrive
-    as events of their type (stats), whose flush() resolves, whose switchAvatar() of an unknown
+    as events of their type (stats; the reply to the turn-taking subscription connect() sends), whose
+    flush() resolves, whose switchAvatar() of an unknown
     avatar rejects with the server's code and sentence (and the session goes on), and whose close()
     ends the server's session at once."""
     app = make_app(tmp_path, renderer="none", token=TOKEN)
@@ -678,6 +679,9 @@ def test_module_connect_events_controls_errors_and_token(tmp_path, mic):
                       const m = await import('/static/mouthpiece.js');
                       const s = await m.connect('/', {microphone: true, token});
                       window.session = s;
+                      // connect() asks for the turn-taking events; the server's reply is an event too
+                      const events = await new Promise((resolve) =>
+                        s.addEventListener('events', (e) => resolve(e.detail), {once: true}));
                       const kinds = s.stream.getTracks().map((t) => t.kind).sort();
                       const stats = await new Promise((resolve) =>
                         s.addEventListener('stats', (e) => resolve(e.detail), {once: true}));
@@ -686,11 +690,12 @@ def test_module_connect_events_controls_errors_and_token(tmp_path, mic):
                       try { await s.switchAvatar('nobody'); } catch (e) { refused = [e.code, e.message]; }
                       const asked = await s.stats();
                       return {id: s.id, kinds, stats: stats.type, session: stats.session, flushed,
-                              refused, asked: asked.session, version: m.VERSION};
+                              refused, asked: asked.session, version: m.VERSION, events};
                     }""",
                     TOKEN,
                 )
                 assert result["kinds"] == ["audio", "video"]
+                assert result["events"] == {"type": "events", "turns": True}
                 assert result["stats"] == "stats" and result["session"] == result["id"]
                 assert result["flushed"] == {"type": "flush", "ok": True}
                 code, message = result["refused"]

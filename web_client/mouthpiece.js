@@ -394,6 +394,8 @@ export class Session extends EventTarget {
  * @param {RTCIceServer[]} [options.iceServers] STUN / TURN (default: the server's, from /api/info)
  * @param {RTCIceTransportPolicy} [options.iceTransportPolicy] "relay" for TURN only
  * @param {AbortSignal} [options.signal] abandon the session while it is being set up
+ * @param {boolean} [options.turns] the turn-taking events "playback_started" / "playback_finished"
+ *   (default true: the module asks the server for them once the control channel is open)
  * @returns {Promise<Session>} once the media path and the control channel are up
  */
 export async function connect(url, options = {}) {
@@ -452,6 +454,7 @@ export async function connect(url, options = {}) {
     try {
       await connectedOrFailed(pc, options.connectLimitMs || CONNECT_LIMIT_MS, signal);
       await channelOpen(dc, options.connectLimitMs || CONNECT_LIMIT_MS, signal);
+      if (options.turns !== false) session.send({ type: "events", turns: true });
     } catch (err) {
       await session.close();
       throw err;
