@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import wave
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -249,3 +250,79 @@ def speech_bursts(
         x[start : start + piece.size] = piece * fade
         onsets.append(start / SR)
     return x, onsets
+
+
+# ---- Debian's Chromium, driven by Playwright (never a downloaded browser) ----------------------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+_CHROMIUM_FLAGS = (
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-fake-device-for-media-stream",
+)
+# a page in the background (headless) must go on decoding and showing frames at full rate
+_BACKGROUND_FLAGS = (
+    "--disable-background-timer-throttling",
+    "--disable-renderer-backgrounding",
+    "--disable-backgrounding-occluded-windows",
+)
+
+
+def chromium_flags(
+    mic_wav: Path | str | None = None,
+    *,
+    loopback: bool = True,
+    grant_microphone: bool = True,
+    autoplay: bool = False,
+    background: bool = False,
+) -> list[str]:
+    """Chromium's command line for a test: fake media devices, the microphone playing ``mic_wav``;
+    ``loopback``: gather 127.0.0.1 candidates (Chromium skips them otherwise; off to force a relay);
+    ``grant_microphone``: accept the permission prompt (else deny it); ``autoplay``: media plays
+    without a user gesture; ``background``: no throttling of a headless page's timers and frames."""
+    flags = list(_CHROMIUM_FLAGS)
+    if loopback:
+        flags.append("--allow-loopback-in-peer-connection")
+    flags.append("--use-fake-ui-for-media-stream" if grant_microphone else "--deny-permission-prompts")
+    if autoplay:
+        flags.append("--autoplay-policy=no-user-gesture-required")
+    if background:
+        flags += _BACKGROUND_FLAGS
+    if mic_wav is not None:
+        flags.append(f"--use-file-for-fake-audio-capture={mic_wav}")
+    return flags
+
+
+def chromium_missing() -> str | None:
+    """Why browser tests cannot run here (None: they can)."""
+    if not CHROMIUM.is_file():
+        return f"no Chromium at {CHROMIUM} (apt-get install chromium)"
+    try:
+        import playwright.async_api  # noqa: F401
+    except ImportError:
+        return "Python Playwright is not installed (pip install playwright)"
+    return None
+
+
+def playwright_or_skip():
+    """``playwright.async_api`` for a module of browser tests, or the whole module skipped with the reason."""
+    import pytest
+
+    why = chromium_missing()
+    if why is not None:
+        pytest.skip(why, allow_module_level=True)
+    import playwright.async_api
+
+    return playwright.async_api
+
+
+async def launch_chromium(pw, mic_wav: Path | str | None = None, **flags):
+    """Headless Debian Chromium from the Playwright instance ``pw`` (flags: :func:`chromium_flags`)."""
+    return await pw.chromium.launch(
+        executable_path=str(CHROMIUM), headless=True, args=chromium_flags(mic_wav, **flags)
+    )

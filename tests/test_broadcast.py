@@ -37,7 +37,7 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from benchmarks.viewers_pieces import ServerProcess, WhepViewer, speech_wav
 from streaming.broadcast import AUDIO_QUEUE, VIDEO_QUEUE, Broadcast, SharedAudio, SharedVideo, yuv420p_planes
-from tests.helpers import PORTRAIT, until
+from tests.helpers import PORTRAIT, chromium_missing, launch_chromium, until
 
 LIMIT = 20.0
 TB = fractions.Fraction(1, 25)
@@ -348,36 +348,6 @@ def gaps_over(arrivals: np.ndarray, bound: float) -> list[tuple[float, float]]:
     return [(float(arrivals[i]), float(arrivals[i + 1])) for i in np.flatnonzero(d > bound)]
 
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = (
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--allow-loopback-in-peer-connection",  # gather 127.0.0.1 candidates (the server is loopback-only)
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",  # accept the microphone prompt
-    # a page in the background (headless) must go on decoding and showing frames at full rate
-    "--disable-background-timer-throttling",
-    "--disable-renderer-backgrounding",
-    "--disable-backgrounding-occluded-windows",
-)
-
-
-def page_missing() -> str | None:
-    """Why the page variant cannot run here (None: it can)."""
-    if not CHROMIUM.is_file():
-        return f"no Chromium at {CHROMIUM} (apt-get install chromium)"
-    try:
-        import playwright.async_api  # noqa: F401
-    except ImportError:
-        return "Python Playwright is not installed (pip install playwright)"
-    return None
-
-
 class PagePresenter:
     """The server's own page in headless Debian Chromium (Playwright, never a downloaded browser),
     its fake microphone playing a WAV: the session is started from the page (``#start``), and each
@@ -394,11 +364,7 @@ class PagePresenter:
         from playwright.async_api import async_playwright
 
         self._pw = await async_playwright().start()
-        self._browser = await self._pw.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=[*CHROMIUM_FLAGS, f"--use-file-for-fake-audio-capture={self.wav}"],
-        )
+        self._browser = await launch_chromium(self._pw, self.wav, background=True)
         page = self.page = await self._browser.new_page(viewport={"width": 1024, "height": 768})
         page.set_default_timeout(2 * LIMIT * 1000)
         page.on("pageerror", lambda e: self.errors.append(str(e)))
@@ -490,7 +456,7 @@ def test_one_session_four_viewers_for_a_minute(tmp_path, presenter):
     video counts as a viewer; an aiortc peer on /offer where Chromium or Playwright is missing) and
     three WHEP viewers, one of them video-only and one joining late. Only one of the two variants
     runs on a machine, so the file has one 60 s run."""
-    missing = page_missing()
+    missing = chromium_missing()
     if presenter == "page" and missing:
         pytest.skip(f"the page variant needs Chromium and Playwright: {missing}; the aiortc variant runs")
     if presenter == "aiortc" and not missing:

@@ -17,8 +17,9 @@
   and rests in silence), the audio is the caller's voice (its envelope follows the caller's
   microphone's), the A/V offset at the callee (the lag that best aligns mouth motion with the audio
   envelope, both as presented at the callee) is within 40 ms, and it writes voice-to-lips at the
-  callee (caller's microphone -> the avatar's mouth at the callee) to
-  benchmarks/results/call_latency.json.
+  callee (caller's microphone -> the avatar's mouth at the callee) to the test's folder, or to
+  ``$MOUTHPIECE_CALL_RESULTS`` (``benchmarks/call_latency.py`` records them in
+  benchmarks/results/call_latency.json).
 - **The drop-in camera**: a page that knows nothing of mouthpiece (tests/thirdparty/plain_call.html:
   getUserMedia, enumerateDevices and an RTCPeerConnection loopback) with installCamera() run before
   it; it lists "mouthpiece avatar", picks it, and the avatar's video arrives at its far end.
@@ -44,7 +45,7 @@ import pytest
 from streaming import call as call_module
 from streaming.server import SERVER, AvatarLibrary, ModelEngine, ServerConfig, create_app, serve_app
 from tests.conftest import ROOT
-from tests.helpers import speech_bursts, until, write_wav
+from tests.helpers import launch_chromium, playwright_or_skip, speech_bursts, until, write_wav
 
 LIMIT = 30.0
 AV_BOUND_MS = 40.0  # the issue's bound on the A/V offset at the callee
@@ -55,24 +56,7 @@ SYNC_TRIES = 4
 BROWSER_SLACK_MS = 500.0
 MS = LIMIT * 1000
 TOKEN = "call-Token_0123456789abcdefXYZ"
-RESULTS = ROOT / "benchmarks" / "results" / "call_latency.json"
-CHROMIUM = Path("/usr/bin/chromium")
-FLAGS = (
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--allow-loopback-in-peer-connection",
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-    "--autoplay-policy=no-user-gesture-required",
-    "--disable-background-timer-throttling",
-    "--disable-renderer-backgrounding",
-    "--disable-backgrounding-occluded-windows",
-)
+RESULTS_ENV = "MOUTHPIECE_CALL_RESULTS"  # where the far-end figures go (default: the test's folder)
 
 
 def make_app(tmp: Path, **kw):
@@ -261,11 +245,7 @@ def test_module_version_is_the_servers():
 # in the browser
 # ---------------------------------------------------------------------------------------------
 
-if not CHROMIUM.is_file():
-    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
-playwright_api = pytest.importorskip(
-    "playwright.async_api", reason="Python Playwright is not installed (pip install playwright)"
-)
+playwright_api = playwright_or_skip()
 
 # the recorder run in a page: remote video frames (128 x 128 grey, base64) and audio envelopes
 RECORDER = """
@@ -374,18 +354,21 @@ def mouth_motion(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mask, np.abs(f[:, mask] - rest).mean(axis=1)
 
 
-def write_results(figures: dict) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+def write_results(figures: dict, folder: Path) -> Path:
+    """The far-end figures as JSON in ``$MOUTHPIECE_CALL_RESULTS`` or else ``folder``; the path."""
+    path = Path(os.environ.get(RESULTS_ENV) or folder / "call_latency.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
     figures = {
         "what": "the call demo at the far end (tests/test_call.py): caller's microphone -> server (preview "
         "renderer) -> caller's browser -> peer to peer -> callee",
-        "command": "python -m pytest tests/test_call.py -k far_end",
+        "command": "python benchmarks/call_latency.py",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "device": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs".strip(),
         "python": sys.version.split()[0],
         **figures,
     }
-    RESULTS.write_text(json.dumps(figures, indent=2) + "\n")
+    path.write_text(json.dumps(figures, indent=2) + "\n")
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -412,11 +395,7 @@ def test_far_end_avatar_speaks_with_the_callers_voice(tmp_path, mic):
 
     async def main():
         async with serve_app(app) as base, playwright_api.async_playwright() as pw:
-            browser = await pw.chromium.launch(
-                executable_path=str(CHROMIUM),
-                headless=True,
-                args=[*FLAGS, f"--use-file-for-fake-audio-capture={mic}"],
-            )
+            browser = await launch_chromium(pw, mic, autoplay=True, background=True)
             try:
                 context = await browser.new_context()
                 await context.add_init_script(RECORDER)
@@ -507,7 +486,7 @@ def test_far_end_avatar_speaks_with_the_callers_voice(tmp_path, mic):
     near_lag, near_r = av_offset(near)
     # voice to lips at the callee: the caller's microphone -> the avatar's mouth on the callee's screen
     v2l, v2l_r = best_lag(mt, mic_env, ft, motion, np.arange(0, 2500, 5))
-    write_results(
+    results = write_results(
         {
             "voice_to_lips_ms": v2l,
             "voice_to_ear_ms": voice_lag,
@@ -524,7 +503,8 @@ def test_far_end_avatar_speaks_with_the_callers_voice(tmp_path, mic):
             "server_total_p50_ms": (stats.get("latency_ms") or {}).get("total", {}).get("p50"),
             "frames": int(frames.shape[0]),
             "mouth_motion": {"speaking": round(float(moving), 2), "silent": round(float(resting), 2)},
-        }
+        },
+        tmp_path,
     )
     # the figures need a machine that keeps up: the server holding its delay (its total within 150 ms
     # of it) and few late frames; on an overloaded one they measure the load, not the call
@@ -534,14 +514,14 @@ def test_far_end_avatar_speaks_with_the_callers_voice(tmp_path, mic):
         pytest.skip(
             f"the machine is too loaded to measure A/V at the callee: the server's total p50 {total:.0f} ms "
             f"for a {stats['delay_ms']:.0f} ms delay, {100 * late:.0f}% late frames (the avatar did arrive; "
-            f"figures in {RESULTS.name})"
+            f"figures in {results})"
         )
     # ... and browsers that keep up (BROWSER_SLACK_MS)
     if voice_r > 0.5 and voice_lag > stats["delay_ms"] + BROWSER_SLACK_MS:
         pytest.skip(
             f"the machine is too loaded to measure A/V at the callee: the caller's voice reached the "
             f"callee {voice_lag:.0f} ms after the microphone for a {stats['delay_ms']:.0f} ms server delay "
-            f"(the browsers' buffers grew; the avatar did arrive; figures in {RESULTS.name})"
+            f"(the browsers' buffers grew; the avatar did arrive; figures in {results})"
         )
     assert speaking.sum() > 20 and silent.sum() > 20, (speaking.sum(), silent.sum())
     assert moving > 2.5 * resting and moving > 3.0, (moving, resting)
@@ -560,11 +540,7 @@ def test_drop_in_camera_in_a_page_that_knows_nothing_of_mouthpiece(tmp_path, mic
 
     async def main():
         async with serve_app(app) as base, playwright_api.async_playwright() as pw:
-            browser = await pw.chromium.launch(
-                executable_path=str(CHROMIUM),
-                headless=True,
-                args=[*FLAGS, f"--use-file-for-fake-audio-capture={mic}"],
-            )
+            browser = await launch_chromium(pw, mic, autoplay=True, background=True)
             try:
                 context = await browser.new_context()
                 # the page is served at the server's origin (same origin: no --allow-origin needed)
@@ -654,11 +630,7 @@ def test_module_connect_events_controls_errors_and_token(tmp_path, mic):
 
     async def main():
         async with serve_app(app) as base, playwright_api.async_playwright() as pw:
-            browser = await pw.chromium.launch(
-                executable_path=str(CHROMIUM),
-                headless=True,
-                args=[*FLAGS, f"--use-file-for-fake-audio-capture={mic}"],
-            )
+            browser = await launch_chromium(pw, mic, autoplay=True, background=True)
             try:
                 page = await browser.new_page()
                 page.set_default_timeout(MS)

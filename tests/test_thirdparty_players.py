@@ -23,8 +23,8 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import ROOT
+from tests.helpers import launch_chromium, playwright_or_skip, speechlike, until
 
-CHROMIUM = Path("/usr/bin/chromium")
 THIRDPARTY = ROOT / "tests" / "thirdparty"
 VENDORED = (
     "page.html",
@@ -32,37 +32,18 @@ VENDORED = (
     "eyevinn-webrtc-player-0.13.0.js",
     "whip-whep-1.2.0/whep.js",
 )
-if not CHROMIUM.is_file():
-    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
+playwright_api = playwright_or_skip()
 missing = [name for name in VENDORED if not (THIRDPARTY / name).is_file()]
 if missing:
     pytest.skip(
         f"vendored clients missing in tests/thirdparty: {missing} (bash tests/thirdparty/build.sh)",
         allow_module_level=True,
     )
-playwright_api = pytest.importorskip(
-    "playwright.async_api", reason="Python Playwright is not installed (pip install playwright)"
-)
-
 from streaming.server import SERVER, AvatarLibrary, ModelEngine, ServerConfig, create_app, serve_app  # noqa: E402
-from tests.helpers import speechlike, until  # noqa: E402
 
 LIMIT = 30.0  # seconds: a bound on every wait
 MS = LIMIT * 1000
 PLAYED_S = 2.0  # seconds of video each player must have played
-FLAGS = (
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--allow-loopback-in-peer-connection",  # gather 127.0.0.1 candidates
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-    "--autoplay-policy=no-user-gesture-required",
-)
 
 
 @pytest.fixture(scope="module")
@@ -103,11 +84,7 @@ async def running(media, allow: bool):
         app = create_app(cfg, ModelEngine.from_config(cfg), AvatarLibrary.from_config(cfg))
         async with serve_app(app) as base, playwright_api.async_playwright() as pw:
             assert base != page_origin
-            browser = await pw.chromium.launch(
-                executable_path=str(CHROMIUM),
-                headless=True,
-                args=[*FLAGS, f"--use-file-for-fake-audio-capture={media['mic']}"],
-            )
+            browser = await launch_chromium(pw, media["mic"], autoplay=True)
             try:
                 page = await browser.new_page()
                 page.set_default_timeout(MS)

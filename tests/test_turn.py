@@ -44,11 +44,10 @@ import aiohttp
 import pytest
 
 from streaming.config import ICE_CREDENTIAL_ENV, ServerConfig, add_arguments, config_from_args
-from tests.helpers import until
+from tests.helpers import chromium_missing, launch_chromium, until
 
 LIMIT = 30.0  # seconds: a bound on every wait
 MS = LIMIT * 1000
-CHROMIUM = Path("/usr/bin/chromium")
 TURNSERVER = shutil.which("turnserver")
 USER, PASSWORD, REALM = "mouthpiece", "turn-test-secret", "mouthpiece.test"
 RELAY_PORTS = 200  # the width of coturn's relay port range
@@ -364,28 +363,13 @@ def wav(tmp_path_factory) -> Path:
 def browser_requirements(turn: bool = True) -> None:
     if turn and TURNSERVER is None:
         pytest.skip("coturn is not installed (apt-get install coturn): no TURN server to relay through")
-    if not CHROMIUM.is_file():
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    pytest.importorskip(
-        "playwright.async_api", reason="Python Playwright is not installed (pip install playwright)"
-    )
+    why = chromium_missing()
+    if why is not None:
+        pytest.skip(why)
 
 
 def is_loopback(host: str) -> bool:
     return ipaddress.ip_address(host).is_loopback
-
-
-FLAGS = (
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-)
 
 
 @dataclass
@@ -420,8 +404,7 @@ async def relayed(turn: Coturn, folder: Path, wav: Path, loopback: bool = False)
     )
     app = create_app(cfg, ModelEngine.from_config(cfg), AvatarLibrary.from_config(cfg))
     async with serve_app(app) as base, async_playwright() as pw:
-        flags = [*FLAGS, f"--use-file-for-fake-audio-capture={wav}"]
-        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=flags)
+        browser = await launch_chromium(pw, wav, loopback=False)
         try:
             yield Relayed(turn, app[SERVER], base, browser, [], loopback)
         finally:
@@ -577,8 +560,7 @@ def test_relay_only_without_a_turn_server_is_explained(tmp_path, wav):
         cfg = ServerConfig(renderer="none", refs=1, ice_servers=("stun:127.0.0.1:3478",))
         app = create_app(cfg, ModelEngine.from_config(cfg), AvatarLibrary.from_config(cfg))
         async with serve_app(app) as base, async_playwright() as pw:
-            flags = [*FLAGS, f"--use-file-for-fake-audio-capture={wav}"]
-            browser = await pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=flags)
+            browser = await launch_chromium(pw, wav, loopback=False)
             try:
                 env = Relayed(None, app[SERVER], base, browser, [], False)
                 page = await new_page(env, base + "/?relay=1")

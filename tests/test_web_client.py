@@ -32,18 +32,14 @@ import cv2
 import numpy as np
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
-if not CHROMIUM.is_file():
-    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
-playwright_api = pytest.importorskip(
-    "playwright.async_api", reason="Python Playwright is not installed (pip install playwright)"
-)
+from tests.helpers import launch_chromium, playwright_or_skip, speechlike, until
+
+playwright_api = playwright_or_skip()
 
 
 from streaming.ice import LOOPBACK, selected_pairs, stray_sends  # noqa: E402
 from streaming.server import SERVER, AvatarLibrary, ModelEngine, ServerConfig, create_app, serve_app  # noqa: E402
 from tests.conftest import ROOT  # noqa: E402
-from tests.helpers import speechlike, until  # noqa: E402
 
 LIMIT = 30.0  # seconds: a bound on every wait
 MS = LIMIT * 1000  # Playwright takes milliseconds
@@ -52,27 +48,6 @@ PAGE_SHOT = Path(tempfile.gettempdir()) / "mouthpiece_page.png"
 SHOT_SEQUENCE = Path(tempfile.gettempdir()) / "mouthpiece_speaking.png"  # _0.png, _1.png, ...
 SHOTS = 8  # screenshots of the speaking avatar, 4 frames apart
 VIEWPORT = {"width": 1280, "height": 960}
-
-BASE_FLAGS = (
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--allow-loopback-in-peer-connection",  # gather 127.0.0.1 candidates (Chromium skips them otherwise)
-    "--use-fake-device-for-media-stream",
-)
-
-
-def chromium_flags(mic_wav: Path, grant_microphone: bool = True) -> list[str]:
-    flags = [*BASE_FLAGS, f"--use-file-for-fake-audio-capture={mic_wav}"]
-    if grant_microphone:
-        flags.append("--use-fake-ui-for-media-stream")  # accept the permission prompt
-    else:
-        flags.append("--deny-permission-prompts")
-    return flags
 
 
 def write_wav(path: Path, seconds: float, seed: int = 3, rate: int = 48000) -> Path:
@@ -124,11 +99,7 @@ async def running(media: dict[str, Path], grant_microphone: bool = True, **confi
     app = create_app(cfg, ModelEngine.from_config(cfg), AvatarLibrary.from_config(cfg))
     async with serve_app(app) as base, playwright_api.async_playwright() as pw:
         url = base + "/"
-        browser = await pw.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=chromium_flags(media["mic"], grant_microphone),
-        )
+        browser = await launch_chromium(pw, media["mic"], grant_microphone=grant_microphone)
         try:
             page = await browser.new_page(viewport=VIEWPORT)
             page.set_default_timeout(MS)

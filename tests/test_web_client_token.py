@@ -13,33 +13,16 @@ import wave
 from pathlib import Path
 
 import numpy as np
-import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
-if not CHROMIUM.is_file():
-    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
-playwright_api = pytest.importorskip(
-    "playwright.async_api", reason="Python Playwright is not installed (pip install playwright)"
-)
+from tests.helpers import launch_chromium, playwright_or_skip, speechlike, until
+
+playwright_api = playwright_or_skip()
 
 from streaming.server import SERVER, AvatarLibrary, ModelEngine, ServerConfig, create_app, serve_app  # noqa: E402
-from tests.helpers import speechlike, until  # noqa: E402
 
 LIMIT = 30.0
 MS = LIMIT * 1000
 TOKEN = "page-Token_0123456789abcdefXYZ"
-FLAGS = (
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--allow-loopback-in-peer-connection",
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-)
 
 
 def write_mic(path: Path) -> Path:
@@ -74,11 +57,7 @@ def test_the_page_asks_for_the_token_once_per_tab(tmp_path):
 
     async def main():
         async with serve_app(app) as base, playwright_api.async_playwright() as pw:
-            browser = await pw.chromium.launch(
-                executable_path=str(CHROMIUM),
-                headless=True,
-                args=[*FLAGS, f"--use-file-for-fake-audio-capture={mic}"],
-            )
+            browser = await launch_chromium(pw, mic)
             try:
                 page = await browser.new_page()
                 page.set_default_timeout(MS)
