@@ -24,6 +24,7 @@ speech's). Growing the delay plays inserted silence, shrinking drops silence. De
 
 from __future__ import annotations
 
+import argparse
 import collections
 import math
 from dataclasses import asdict, dataclass
@@ -37,6 +38,8 @@ __all__ = [
     "AutoDelay",
     "DelayParts",
     "PlayoutControl",
+    "delay_arg",
+    "describe_delay",
     "parse_delay",
 ]
 
@@ -76,6 +79,18 @@ def parse_delay(value) -> float | str:
     if not math.isfinite(value) or value < 0 or value > 60_000:
         raise ValueError("the delay must be 'auto' or a number of ms from 0 to 60000")
     return value
+
+
+def delay_arg(text: str) -> float | str:
+    """argparse type of ``--delay-ms``: ``auto`` or ms."""
+    try:
+        return parse_delay(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def describe_delay(value: float | str) -> str:
+    return AUTO if value == AUTO else f"{value:g}"
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,7 @@ def test_parse_delay_accepts_auto_and_numbers_and_says_what_is_wrong():
 def test_lookahead_is_rounded_up_to_the_packets_the_session_sees():
     assert rounded_lookahead_ms(50.0, 320) == 60.0  # 20 ms packets
     assert rounded_lookahead_ms(212.5, 320) == 220.0
-    assert rounded_lookahead_ms(50.0, 1600) == 120.0  # 100 ms packets: the worst frame phase
+    assert rounded_lookahead_ms(50.0, 1600) == 140.0  # 100 ms packets: the worst frame phase (5th frame)
     assert rounded_lookahead_ms(0.0, 320) == 0.0 and rounded_lookahead_ms(50.0, 1) == 50.0
 
 
@@ -247,3 +247,164 @@ def test_a_30_minute_session_with_the_automatic_delay_does_not_grow():
     assert np.all(np.abs(errors[1:]) <= 20.0)
     parts = control.auto.parts()
     assert settled[-1] == pytest.approx(parts.total_ms, abs=1.0) and 60.0 < settled[-1] < 100.0
+
+
+# ---- a real StreamSession with the preview synthesizer ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def avatar(tmp_path_factory):
+    from engine.core.avatar import AvatarConfig, prepare_avatar
+    from tests.helpers import PORTRAIT
+
+    return prepare_avatar(PORTRAIT, AvatarConfig(n_refs=1), tmp_path_factory.mktemp("auto-delay-avatar"))
+
+
+def test_a_preview_session_settles_between_the_lookahead_and_250_ms(avatar):
+    from engine.synth.preview.synthesizer import PreviewSynthesizer
+    from streaming.session import StreamSession
+    from tests.helpers import speechlike, until
+
+    async def main():
+        s = await StreamSession(avatar, PreviewSynthesizer(), StreamConfig()).start()
+        sent = {"utterances": 0}
+        try:
+            assert s.stats()["delay_mode"] == "auto" and s.delay_ms == 60.0 + 80.0  # the initial guess
+
+            async def sender():  # 20 ms packets on the loop's clock: 1.5 s of speech, 1.5 s of silence
+                loop = asyncio.get_running_loop()
+                t0, k = loop.time(), 0
+                while True:
+                    speech = speechlike(1.5, seed=sent["utterances"])
+                    x = np.concatenate([speech, np.zeros(24000, np.float32)])
+                    for i in range(0, x.size, 320):
+                        await asyncio.sleep(max(0.0, t0 + k * 0.02 - loop.time()))
+                        s.push_audio(x[i : i + 320], AUDIO_RATE)
+                        k += 1
+                    sent["utterances"] += 1
+
+            task = asyncio.get_running_loop().create_task(sender())
+            try:
+                await until(lambda: s.auto_delay.settled, "the automatic delay settled", timeout=60.0)
+                settled = s.delay_ms
+                late0, first = s.auto_delay.late_events, sent["utterances"]
+                await until(lambda: sent["utterances"] >= first + 2, "two more utterances", timeout=60.0)
+            finally:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            stats = s.stats()
+            parts = stats["delay_parts"]
+            assert set(parts) == {"lookahead_ms", "compute_ms", "encode_ms", "jitter_ms", "margin_ms"}
+            assert parts["lookahead_ms"] == 60.0 and parts["compute_ms"] > 0.0
+            assert s.lookahead_ms < settled < 250.0, (settled, parts)
+            assert stats["delay_ms"] == s.delay_ms and s.live.stats.speech_frames > 50
+            # settled: no frame late since, or the delay grew at once in answer
+            late = s.auto_delay.late_events
+            assert late == late0 or s.delay_ms > settled, (late, late0)
+        finally:
+            await s.aclose()
+
+    asyncio.run(asyncio.wait_for(main(), 180.0))
+
+
+def test_a_fixed_delay_is_kept_and_reports_no_parts(avatar):
+    from engine.synth.preview.synthesizer import PreviewSynthesizer
+    from streaming.session import StreamSession
+
+    async def main():
+        s = await StreamSession(avatar, PreviewSynthesizer(), StreamConfig(delay_ms=400)).start()
+        try:
+            st = s.stats()
+            assert st["delay_ms"] == 400.0 and st["delay_mode"] == "fixed" and st["delay_parts"] is None
+            assert s.auto_delay is None and s.playout.delay_s == 0.4
+        finally:
+            await s.aclose()
+
+    asyncio.run(asyncio.wait_for(main(), 60.0))
+
+
+# ---- shown: stats, /metrics, /api/info, the CLI ----------------------------------------------------------
+
+
+def test_the_server_shows_the_delay_and_its_parts(tmp_path):
+    import aiohttp
+
+    from streaming.config import ServerConfig
+    from streaming.server import create_app
+    from tests.helpers import LIMIT, ThreadServer, speechlike
+
+    empty = tmp_path / "no-checkpoints"
+    empty.mkdir()
+    cfg = ServerConfig(loopback=True, cache_dir=str(tmp_path / "cache"), refs=1, checkpoint_dir=str(empty))
+    parts = {"lookahead_ms", "compute_ms", "encode_ms", "jitter_ms", "margin_ms"}
+
+    async def main(url: str):
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{url}/api/info") as r:
+                info = await r.json()
+            assert r.status == 200 and info["delay_ms"] == "auto" and info["mode"] == "preview"
+            pcm = (speechlike(1.0, seed=2) * 32767).astype("<i2").tobytes()
+            async with http.ws_connect(url.replace("http", "ws") + "/ws") as ws:
+                assert (await ws.receive_json(timeout=LIMIT))["type"] == "session"
+                await ws.send_bytes(pcm)
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + LIMIT
+                while True:  # the session's stats, until frames are made
+                    await ws.send_json({"type": "stats"})
+                    msg = await ws.receive_json(timeout=LIMIT)
+                    if msg.get("type") == "stats" and msg["session_frames"]["frames"] > 0:
+                        break
+                    assert loop.time() < deadline
+                    await asyncio.sleep(0.05)
+                assert msg["delay_mode"] == "auto" and set(msg["delay_parts"]) == parts
+                assert 50.0 < msg["delay_ms"] <= 1000.0 and msg["delay_parts"]["lookahead_ms"] >= 50.0
+                async with http.get(f"{url}/metrics") as r:
+                    text = await r.text()
+                assert r.status == 200
+                for part in ("lookahead", "compute", "encode", "jitter", "margin", "total"):
+                    assert f'mouthpiece_delay_seconds{{part="{part}"}}' in text, part
+                total = next(
+                    float(line.split()[-1])
+                    for line in text.splitlines()
+                    if line.startswith('mouthpiece_delay_seconds{part="total"}')
+                )
+                assert 0.05 < total <= 1.0
+                assert f'mouthpiece_session_delay_seconds{{session="{msg["session"]}"}}' in text
+            deadline = asyncio.get_running_loop().time() + LIMIT
+            while True:  # the session leaves with its websocket
+                async with http.get(f"{url}/api/sessions") as r:
+                    if (await r.json())["sessions"] == []:
+                        break
+                assert asyncio.get_running_loop().time() < deadline, "the session did not leave"
+                await asyncio.sleep(0.05)
+            async with http.get(f"{url}/metrics") as r:  # the session left: its gauges too
+                text = await r.text()
+            assert "mouthpiece_delay_seconds{" not in text and "mouthpiece_session_delay_seconds{" not in text
+
+    with ThreadServer(create_app(cfg)) as srv:
+        asyncio.run(asyncio.wait_for(main(srv.url), 3 * LIMIT))
+        assert srv.errors == []
+
+
+def test_the_cli_takes_auto_or_ms_and_says_what_is_wrong():
+    import subprocess
+    import sys
+
+    from engine.cli import build_parser
+    from streaming.config import config_from_args
+
+    def cfg(*args):
+        return config_from_args(build_parser().parse_args(["serve", *args])).stream
+
+    assert cfg().delay_ms == "auto" and cfg("--delay-ms", "auto").auto_delay
+    assert cfg("--delay-ms", "400").delay_ms == 400.0 and not cfg("--delay-ms", "400").auto_delay
+    for bad in ("fast", "-3", "nan"):
+        r = subprocess.run(
+            [sys.executable, "-m", "engine", "serve", "--delay-ms", bad],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        err = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert "the delay must be 'auto' or a number of ms" in err[-1] and len(err[-1]) < 200
