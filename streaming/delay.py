@@ -163,6 +163,10 @@ class AutoDelay:
         while a and a[0][0] < t - JITTER_WINDOW_S:
             a.popleft()
 
+    def forget_arrivals(self) -> None:
+        """The session clock jumped (a flush, a gap): earlier arrivals are no baseline for later ones."""
+        self._arrivals.clear()
+
     def observe_compute(self, seconds: float) -> None:
         """A frame's compute time: its window ready (its audio in and analysed) -> the frame made."""
         self._compute.append(max(0.0, float(seconds)))
@@ -285,6 +289,8 @@ class PlayoutControl:
     def forget_arrivals(self) -> None:
         """The session clock jumped (a flush, a gap): earlier arrivals say nothing of the drift."""
         self._arrivals.clear()
+        if self.auto is not None:
+            self.auto.forget_arrivals()
 
     def queue_error_ms(self, now: float) -> float | None:
         """The delay an undelayed packet of the recent window gets, less the delay in use (ms); None

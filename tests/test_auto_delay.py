@@ -408,3 +408,16 @@ def test_the_cli_takes_auto_or_ms_and_says_what_is_wrong():
         err = r.stderr.strip().splitlines()
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
         assert "the delay must be 'auto' or a number of ms" in err[-1] and len(err[-1]) < 200
+
+
+def test_a_jump_of_the_session_clock_is_not_taken_for_jitter():
+    clock = FakeClock()
+    auto = AutoDelay(50.0, clock)
+    control = PlayoutControl(Playout(0.1, clock), PlayoutAudio(), auto)
+    for k in range(1, 100):
+        auto.observe_arrival(320 * k, clock.t + 0.02 * k)
+    auto.observe_arrival(320 * 100 + 16000, clock.t + 2.0)  # a gap moved the clock on by 1 s
+    assert auto.jitter_ms() > 900.0
+    control.forget_arrivals()  # what the session does on a gap or a flush
+    auto.observe_arrival(320 * 101 + 16000, clock.t + 2.02)
+    assert auto.jitter_ms() == pytest.approx(0.0, abs=1e-6)
