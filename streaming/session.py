@@ -442,7 +442,8 @@ class StreamSession:
             if w is not None and not self.ended and w - self.live.samples_received > gap:
                 self.live.close_segment(to_sample=w)
                 self.delay_control.forget_arrivals()  # the session clock jumped
-            self.delay_control.tick(now, self.live.speaking)
+            if self.auto_delay is not None:  # a fixed delay's playout is left exactly as it is
+                self.delay_control.tick(now, self.live.speaking)
             # frames nobody took (no viewer): keep only those not yet due
             due = self.playout.session_frame(self.playout.frame_now())
             if due is not None:
