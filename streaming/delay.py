@@ -9,7 +9,7 @@ the p99 of the video's conversion and encode (an estimate until a sender is time
 measured arrival jitter (p99 of each packet's lateness behind the earliest one of a recent window) and a
 fixed safety margin (plus one frame for a while after frames were late). Its ``target_ms`` is their sum,
 bounded by ``[min_ms, max_ms]``; :meth:`AutoDelay.step` moves the delay in use to the target: up at
-once (at the first silence), down slowly (a few ms per silence, once no frame was late for ``calm_s``),
+once (at the first silence), down slowly (a few ms per silence, once no frame was late for ``CALM_S``),
 except the first time measurements are in (the initial value is a guess, not a measurement).
 
 :class:`PlayoutControl` applies it: each packet's arrival ``t`` against the time its last sample ``n``
@@ -50,6 +50,7 @@ LATE_MARGIN_MS = 1000.0 / FPS  # added at once when frames were late, taken back
 ENCODE_ESTIMATE_MS = 6.0  # yuv conversion + VP8 encode of a 256 px frame on a laptop core, until measured
 SHRINK_STEP_MS = 4.0  # the delay shrinks by at least this much (and a quarter of the excess) per silence
 CALM_S = 5.0  # ... only once no frame was late for this long
+SHRINK_INTERVAL_S = 1.0  # ... and at most once this often (once per silence between utterances)
 MIN_COMPUTE = 10  # measured frames before the compute part counts as measured
 MIN_ARRIVALS = 25  # packets before the jitter part counts as measured
 WINDOW = 256  # recent values kept per part
@@ -226,7 +227,7 @@ class AutoDelay:
     def step(self, quiet: bool) -> float | None:
         """In silence (``quiet``): the new delay in use (ms) if it changes now, else None. Up to the
         target at once; down by at most ``max(SHRINK_STEP_MS, a quarter of the excess)`` once no frame
-        was late for ``CALM_S`` and none of the delay's changes was in the last ``CALM_S``; the first
+        was late for ``CALM_S``, at most once per ``SHRINK_INTERVAL_S`` (a silence); the first
         time the measurements are in, straight to the target (the initial value was a guess)."""
         if not quiet:
             return None
@@ -241,7 +242,7 @@ class AutoDelay:
             new = target
         elif target < cur - 0.5:
             calm = self._late_at is None or now - self._late_at >= CALM_S
-            if calm and now - self._changed_at >= CALM_S:
+            if calm and now - self._changed_at >= SHRINK_INTERVAL_S:
                 new = max(target, cur - max(SHRINK_STEP_MS, 0.25 * (cur - target)))
         if abs(new - cur) < 0.5:
             return None
