@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from engine.live.session import LiveConfig
 from engine.synth import canonical_renderer
 from engine.synth.backends import BACKENDS, DEFAULT_BACKEND, DEFAULT_PRECISION, DTYPES
+from streaming.delay import delay_arg, describe_delay
 from streaming.session import StreamConfig
 
 __all__ = [
@@ -278,9 +279,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--delay-ms",
-        type=float,
+        type=delay_arg,
         default=st.delay_ms,
-        help=f"audio in -> lips and audio out (default {st.delay_ms:g})",
+        metavar="auto|MS",
+        help="audio in -> lips and audio out: auto (the renderer's look-ahead + measured compute, encode and"
+        f" arrival jitter + a margin, changed only in silence) or a fixed number of ms (default"
+        f" {describe_delay(st.delay_ms)})",
     )
     p.add_argument(
         "--max-sessions",

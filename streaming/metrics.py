@@ -13,7 +13,10 @@ when the scraper asks for it (``Accept``), gzip when it accepts it, ``?name[]=``
   ``frame_observers``), buckets from 5 ms to 2 s (:data:`BUCKETS_S`).
 - **Gauges**: sessions running and the limit, viewers, the worker's recent windows per call, GPU
   memory (when PyTorch is loaded with CUDA; never imported here) and, per running session
-  (label ``session``), its fps, viewers, shed windows and late frames.
+  (label ``session``), its fps, viewers, shed windows, late frames and the delay in use;
+  ``mouthpiece_delay_seconds{part}``: the automatic delay's parts (``lookahead``, ``compute``,
+  ``encode``, ``jitter``, ``margin``) and ``total`` (the delay in use), each the largest over the
+  sessions running with ``--delay-ms auto`` (none without one).
 - The standard process and Python metrics (``process_*``: CPU seconds, resident and virtual memory,
   open files, start time; ``python_info``; ``python_gc_*``).
 
@@ -52,6 +55,7 @@ BUCKETS_S = (
 )  # fmt: skip
 
 FRAME_KINDS = ("speech", "rest", "dropped")
+DELAY_PARTS = ("lookahead", "compute", "encode", "jitter", "margin", "total")  # mouthpiece_delay_seconds
 #: A session's counts that add up across sessions into counters (:func:`session_counts`)
 COUNTS = (*FRAME_KINDS, "model_calls", "video_sent", "video_late")
 
@@ -68,6 +72,21 @@ def session_counts(stream) -> dict[str, int]:
         "video_sent": video.sent,
         "video_late": video.late,
     }
+
+
+def delay_parts(streams: Iterable) -> dict[tuple[str], float]:
+    """The automatic delay's parts (seconds, labelled by :data:`DELAY_PARTS`), each the largest over
+    ``streams`` that have one (the worst session is the one to watch); empty without any."""
+    out: dict[tuple[str], float] = {}
+    for s in streams:
+        auto = getattr(s, "auto_delay", None)
+        if auto is None:
+            continue
+        values = {k.removesuffix("_ms"): v / 1e3 for k, v in auto.parts().as_dict().items()}
+        values["total"] = s.delay_ms / 1e3
+        for part in DELAY_PARTS:
+            out[(part,)] = max(out.get((part,), 0.0), values[part])
+    return out
 
 
 class ServerMetrics:
@@ -147,6 +166,17 @@ FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "Video frames of this session not ready in time.",
         ("session",),
     ),
+    "mouthpiece_session_delay_seconds": (
+        "gauge",
+        "The playout delay in use in this session (audio in -> lips and audio out).",
+        ("session",),
+    ),
+    "mouthpiece_delay_seconds": (
+        "gauge",
+        "The automatic delay's parts (lookahead, compute, encode, jitter, margin) and the delay in use"
+        " (total): the largest over the sessions running with --delay-ms auto.",
+        ("part",),
+    ),
     "mouthpiece_gpu_memory_bytes": (
         "gauge",
         "GPU memory of this process (PyTorch's allocator: allocated tensors, reserved by the cache).",
@@ -207,9 +237,11 @@ class _ServerState(Collector):
             "mouthpiece_session_viewers": lambda h: len(h.viewers),
             "mouthpiece_session_dropped": lambda h: h.stream.live.stats.dropped,
             "mouthpiece_session_late_frames": lambda h: h.stream.video.late,
+            "mouthpiece_session_delay_seconds": lambda h: h.stream.delay_ms / 1e3,
         }
         for name, value in per_session.items():
             yield _family(name, [((h.stream.id,), value(h)) for h in hosted])
+        yield _family("mouthpiece_delay_seconds", delay_parts(h.stream for h in hosted).items())
         torch = sys.modules.get("torch")  # the models' library, when loaded (never imported here)
         if torch is not None and torch.cuda.is_available():
             used = torch.cuda.is_initialized()

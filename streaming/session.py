@@ -26,7 +26,7 @@ import numpy as np
 from engine.core.avatar import Avatar
 from engine.core.clock import AUDIO_RATE as TARGET_RATE
 from engine.core.clock import FPS, SAMPLES_PER_FRAME
-from engine.core.frames import Frame
+from engine.core.frames import Frame, FrameKind
 from engine.core.stats import summary
 from engine.live.latency import MODEL_STAGES, LatencyRecord
 from engine.live.messages import STAGES, Control, ControlKind
@@ -34,6 +34,7 @@ from engine.live.session import LiveConfig, LiveSession
 from engine.synth.base import Synthesizer
 from streaming.aiortc_compat import next_encoded_frame, set_next_encoded_frame
 from streaming.broadcast import AUDIO_QUEUE, VIDEO_QUEUE, Broadcast
+from streaming.delay import AUTO, MAX_DELAY_MS, SAFETY_MS, AutoDelay, PlayoutControl, parse_delay
 from streaming.tracks import (
     AUDIO_FRAME,
     PLAYOUT_PER_FRAME,
@@ -61,7 +62,9 @@ PERCENTILES = ("p50", "p95", "p99", "max", "n")
 class StreamConfig:
     """Settings of a streaming session.
 
-    ``delay_ms``: audio in -> its frame (and its audio) out; at least the synthesizer's look-ahead
+    ``delay_ms``: audio in -> its frame (and its audio) out: ``"auto"`` (the default: chosen and kept
+    by :class:`streaming.delay.AutoDelay` from the synthesizer's look-ahead and what the session
+    measures) or a fixed number of ms, at least the synthesizer's look-ahead
     (``Synthesizer.lookahead_ms``: 212.5 ms for the neural renderer, 50 ms for the preview) plus
     model time. ``gap_ms``: an input stall longer than this ends the segment.
     ``max_lead_s``: how far ahead of real time a source may push audio (a TTS engine sending
@@ -69,7 +72,7 @@ class StreamConfig:
     None derives it from ``delay_ms`` and the synthesizer's look-ahead (:meth:`budget_ms`).
     """
 
-    delay_ms: float = 400.0
+    delay_ms: float | str = AUTO
     gap_ms: float = 400.0
     max_lead_s: float = 20.0
     tick_s: float = 0.1
@@ -80,8 +83,24 @@ class StreamConfig:
     live: LiveConfig = field(default_factory=LiveConfig)
 
     def __post_init__(self) -> None:
-        if self.delay_ms < 0 or self.gap_ms <= 0 or self.max_lead_s <= 0 or self.tick_s <= 0:
+        object.__setattr__(self, "delay_ms", parse_delay(self.delay_ms))
+        if self.gap_ms <= 0 or self.max_lead_s <= 0 or self.tick_s <= 0:
             raise ValueError("delay_ms >= 0, gap_ms > 0, max_lead_s > 0 and tick_s > 0 are required")
+
+    @property
+    def auto_delay(self) -> bool:
+        return self.delay_ms == AUTO
+
+    def initial_delay_ms(self, lookahead_ms: float) -> float:
+        """The delay a session starts with: the fixed one, or the automatic one's first guess."""
+        if self.auto_delay:
+            return AutoDelay(lookahead_ms, lambda: 0.0).initial_ms()
+        return float(self.delay_ms)
+
+    def deadline_margin_s(self) -> float:
+        """How long before it is shown a frame must be ready: a frame with a fixed delay (as ever), the
+        safety margin with the automatic one (whose parts already hold the measured times)."""
+        return SAFETY_MS / 1e3 if self.auto_delay else DEADLINE_MARGIN_S
 
     def budget_ms(self, lookahead_ms: float) -> float:
         """Window ready -> frame ready, for a synthesizer that needs ``lookahead_ms`` of audio past a
@@ -89,7 +108,7 @@ class StreamConfig:
         the one-frame deadline margin, at least a frame."""
         if self.latency_budget_ms is not None:
             return self.latency_budget_ms
-        return max(1000.0 / FPS, self.delay_ms - lookahead_ms - 1000.0 / FPS)
+        return max(1000.0 / FPS, self.initial_delay_ms(lookahead_ms) - lookahead_ms - 1000.0 / FPS)
 
 
 class StreamSession:
@@ -107,15 +126,20 @@ class StreamSession:
         self.config = config or StreamConfig()
         self.id = session_id or secrets.token_urlsafe(16)  # 128 random bits: ids are unguessable
         self.avatar_name = avatar_name
+        self.lookahead_ms = float(synth.lookahead_ms)  # the synthesizer's look-ahead: the one source
         ahead = self.config.live.render_ahead_s
         if ahead is None:  # real-time input never waits for it; audio pushed ahead is rendered just in time
-            ahead = self.config.delay_ms / 1e3 + RENDER_MARGIN_S
-        self.lookahead_ms = float(synth.lookahead_ms)  # the synthesizer's look-ahead: the one source
+            top = MAX_DELAY_MS if self.config.auto_delay else self.config.delay_ms
+            ahead = top / 1e3 + RENDER_MARGIN_S
         self.budget_ms = self.config.budget_ms(self.lookahead_ms)
         live_cfg = replace(self.config.live, latency_budget_ms=self.budget_ms, render_ahead_s=ahead)
         self.clock = clock
-        self.playout = Playout(self.config.delay_ms / 1e3, clock)
+        self.playout = Playout(self.config.initial_delay_ms(self.lookahead_ms) / 1e3, clock)
         self.playout_audio = PlayoutAudio(self.config.playout_keep_s)
+        self._deadline_margin = self.config.deadline_margin_s()
+        # the automatic delay (None with a fixed one) and what keeps the delay in use (either)
+        self.auto_delay = AutoDelay(self.lookahead_ms, clock) if self.config.auto_delay else None
+        self.delay_control = PlayoutControl(self.playout, self.playout_audio, self.auto_delay)
         self.live = LiveSession(
             avatar, synth, live_cfg, deadline=self._deadline, audio_tap=self.playout_audio
         )
@@ -201,8 +225,10 @@ class StreamSession:
             raise RuntimeError("the session is closed")
         t_in = self.clock()
         arrived = t_in if arrived is None else min(float(arrived), t_in)
-        self.turns.begin(PLAYOUT_SCALE * self.live.samples_received)
-        made = self.live.push_audio(self._finite(samples), sample_rate)
+        x = self._finite(samples)
+        n0 = self.live.samples_received
+        self.turns.begin(PLAYOUT_SCALE * n0)
+        made = self.live.push_audio(x, sample_rate)
         self.turns.pushed(self.playout_audio.end)
         now = self.clock()
         n = self.live.samples_received
@@ -211,6 +237,11 @@ class StreamSession:
         elif not self.live.segments and not self.live.stats.flushes and n:
             self.playout.refine_anchor(now - n / TARGET_RATE)  # first segment, nothing skipped yet
         self._arrivals.append((n, arrived, (t_in - arrived) + self.live.last_push[0]))
+        if n > n0:  # the delay's measures: packets, arrival times, speech
+            if self.auto_delay is not None:
+                self.auto_delay.observe_packet(n - n0)
+                self.auto_delay.observe_arrival(n, arrived)
+            self.delay_control.observe_push(n, arrived, x, self.live.speaking)
         return made
 
     def _finite(self, samples: np.ndarray) -> np.ndarray:
@@ -238,6 +269,7 @@ class StreamSession:
         elif msg.kind in (ControlKind.END, ControlKind.SEGMENT_END):
             self.turns.close(msg.kind.value, self.playout_audio.end)
         if msg.kind in (ControlKind.FLUSH, ControlKind.SWITCH_AVATAR):
+            self.delay_control.forget_arrivals()  # the session clock moved on
             self._ready.clear()
             self.video.forget_image()  # the next frames are rest frames, not the last image held
 
@@ -261,7 +293,7 @@ class StreamSession:
     def _deadline(self, p: int) -> float | None:
         """Session frame ``p`` must be ready one frame before it is shown (LiveSession's deadline)."""
         t = self.playout.time_of_session_frame(p)
-        return None if t is None else t - DEADLINE_MARGIN_S
+        return None if t is None else t - self._deadline_margin
 
     def wall_sample(self, now: float | None = None) -> int | None:
         """The session sample whose audio would arrive now in a real-time stream (None before audio)."""
@@ -269,7 +301,7 @@ class StreamSession:
         if pl.anchor is None:
             return None
         now = self.clock() if now is None else now
-        return int(((now + pl.delay_s - pl.start) * FPS - pl.anchor) * SAMPLES_PER_FRAME)
+        return int(((now + pl.delay_s - pl.start) * FPS - pl.anchor) * SAMPLES_PER_FRAME - pl.offset / 3)
 
     def lead_s(self) -> float:
         """Seconds of audio received ahead of real time (negative: behind)."""
@@ -381,6 +413,8 @@ class StreamSession:
 
     def _commit(self, rec: LatencyRecord, on_wire: float | None) -> None:
         out = rec.finish(on_wire)
+        if self.auto_delay is not None and "encode" in rec.stages and "send" in rec.stages:
+            self.auto_delay.observe_encode(rec.stages["encode"] + rec.stages["send"])
         for stage, seconds in rec.stages.items():
             self.latency[stage].append(seconds)
         for observe in self.frame_observers:
@@ -434,8 +468,25 @@ class StreamSession:
         try:
             async for frame in self.live.frames():
                 self._ready.append(frame)
+                if self.auto_delay is not None:
+                    self._measure(frame)
         except RuntimeError:  # the worker failed: self.error is set, the tracks report it
             pass
+
+    def _measure(self, frame: Frame) -> None:
+        """The automatic delay's view of a frame just made: its compute time, and whether it was late
+        (shed, or made after its deadline)."""
+        if frame.kind is FrameKind.DROPPED:
+            self.auto_delay.late()
+            return
+        tm = frame.timing
+        if tm.model_end is None or tm.ready is None:
+            return
+        done = tm.model_end + tm.composite_s
+        self.auto_delay.observe_compute(done - tm.ready + tm.mel_s)
+        deadline = self._deadline(frame.index)
+        if deadline is not None and done > deadline:
+            self.auto_delay.late()
 
     async def _housekeeping(self) -> None:
         cfg = self.config
@@ -448,10 +499,13 @@ class StreamSession:
             if w is not None and not self.ended and w - self.live.samples_received > gap:
                 self.live.close_segment(to_sample=w)
                 self.turns.close("gap", self.playout_audio.end)
+                self.delay_control.forget_arrivals()  # the session clock jumped
             if not self.audio_out.viewers and self.playout.anchor is not None:
                 cursor = self._sent_cursor()  # nobody watches: the playout clock says what is out
                 if cursor is not None:
                     self.turns.played(cursor)
+            if self.auto_delay is not None:  # a fixed delay's playout is left exactly as it is
+                self.delay_control.tick(now, self.live.speaking)
             # frames nobody took (no viewer): keep only those not yet due
             due = self.playout.session_frame(self.playout.frame_now())
             if due is not None:
@@ -469,6 +523,11 @@ class StreamSession:
 
     # ---- stats -------------------------------------------------------------------------------
 
+    @property
+    def delay_ms(self) -> float:
+        """The delay in use now (ms): the fixed one, or where the automatic one stands."""
+        return round(self.playout.delay_s * 1e3, 3)
+
     def stats(self) -> dict:
         """A JSON-ready snapshot: counters, measured fps and per-stage latency percentiles (ms);
         ``input``: the session clock's sample count (16 kHz, :attr:`LiveSession.samples_received`)
@@ -480,7 +539,10 @@ class StreamSession:
             "session": self.id,
             "avatar": self.avatar_name,
             "mode": MODES.get(self.live.synth.name, self.live.synth.name),
-            "delay_ms": self.config.delay_ms,
+            "delay_ms": self.delay_ms,
+            "delay_mode": "auto" if self.auto_delay is not None else "fixed",
+            "delay_parts": None if self.auto_delay is None else self.auto_delay.parts().as_dict(),
+            "skew_ms": self.delay_control.skew_ms,  # the sender's clock drift absorbed (+: it runs fast)
             "budget_ms": self.budget_ms,
             "lookahead_ms": self.lookahead_ms,
             "uptime_s": self.clock() - self.created,

@@ -63,6 +63,7 @@ class Playout:
         self.delay_s = float(delay_s)
         self.clock = clock
         self.start = clock()
+        self.offset = 0  # 48 kHz samples the session's timeline was moved later since the anchor (shift)
         self.anchor: int | None = None
         self.first_audio: float | None = None  # the arrival time of session sample 0 the anchor is for
 
@@ -103,6 +104,20 @@ class Playout:
             return True
         return False
 
+    def shift(self, samples: int, keep_delay: bool = False) -> None:
+        """Play what comes next ``samples`` (48 kHz) later (+) or earlier (-): the delay grows or shrinks
+        by as much, or, with ``keep_delay``, stays (a correction for the sender's clock). Only in silence
+        (:class:`streaming.delay.PlayoutControl`): the audio track reads the positions it moved over
+        again as silence (growing) or skips them (shrinking); the video holds its image or skips frames."""
+        self.offset += int(samples)
+        if not keep_delay:
+            self.delay_s = max(0.0, self.delay_s + int(samples) / PLAYOUT_RATE)
+
+    @property
+    def frame_offset(self) -> int:
+        """:attr:`offset` in whole video frames (the video moves by frames, the audio by samples)."""
+        return round(self.offset / PLAYOUT_PER_FRAME)
+
     def frame_now(self, shift: float = 0.0) -> int:
         """The output frame index due now (were ``start`` ``shift`` seconds later)."""
         return int((self.clock() - self.start - shift) * FPS)
@@ -113,11 +128,17 @@ class Playout:
 
     def session_frame(self, index: int) -> int | None:
         """The session frame output frame ``index`` shows (None before the anchor exists)."""
-        return None if self.anchor is None else index - self.anchor
+        return None if self.anchor is None else index - self.anchor - self.frame_offset
 
     def time_of_session_frame(self, p: int) -> float | None:
         """Clock time at which session frame ``p`` is shown (None before the anchor exists)."""
-        return None if self.anchor is None else self.start + (p + self.anchor) / FPS
+        return None if self.anchor is None else self.start + (p + self.anchor + self.frame_offset) / FPS
+
+    def audio_position(self, m: int) -> int | None:
+        """The 48 kHz session position output audio frame ``m`` starts at (None before the anchor)."""
+        if self.anchor is None:
+            return None
+        return m * AUDIO_FRAME - self.anchor * PLAYOUT_PER_FRAME - self.offset
 
 
 class PlayoutAudio:
@@ -174,17 +195,28 @@ class PlayoutAudio:
         while self._chunks and self._chunks[-1][0] - self._chunks[0][0] > self.keep:
             self._chunks.popleft()
 
+    def peak(self, start: int, end: int) -> float:
+        """The largest magnitude of the samples kept in ``[start, end)`` (0.0 where there are none)."""
+        out = 0.0
+        for s0, y in self._chunks:
+            if s0 >= end:
+                break
+            lo, hi = max(s0, start), min(s0 + y.size, end)
+            if hi > lo:
+                out = max(out, float(np.max(np.abs(y[lo - s0 : hi - s0]))))
+        return out
+
     def read(self, start: int, n: int) -> np.ndarray:
         """Samples ``[start, start + n)`` (48 kHz, session clock) as float32 (n,), zeros where there is
         none (before the first sample, in gaps, dropped by a flush, not yet arrived). Reading consumes:
         what lies before ``start + n`` is discarded, and audio that arrives later for those positions is
-        counted in :attr:`late`."""
+        counted in :attr:`late`; positions read before are silence (a grown delay plays them again)."""
         out = np.zeros(int(n), np.float32)
         end = int(start) + int(n)
         for s0, y in self._chunks:
             if s0 >= end:
                 break
-            lo, hi = max(s0, start), min(s0 + y.size, end)
+            lo, hi = max(s0, start, self._read), min(s0 + y.size, end)  # what was read is not played again
             if hi > lo:
                 out[lo - start : hi - start] = y[lo - s0 : hi - s0]
         while self._chunks and self._chunks[0][0] + self._chunks[0][1].size <= end:
@@ -287,7 +319,10 @@ class AvatarVideoTrack(_PacedTrack):
         if p is not None:
             frame, skipped = session.take_frame(p)
             self.skipped += skipped
-            if frame is not None and frame.image is not None:
+            shown = self.last_shown
+            if frame is None and self._image is not None and shown is not None and p <= shown:
+                image = self._image  # the delay grew (in silence): the frames shown again are held
+            elif frame is not None and frame.image is not None:
                 image = frame.image
                 self.fresh += 1
                 self._late_run = 0
@@ -324,7 +359,7 @@ class PlayoutAudioTrack(_PacedTrack):
         if anchor is None:
             x = np.zeros(AUDIO_FRAME, np.float32)
         else:
-            x = self._session.read_audio(m * AUDIO_FRAME - anchor * PLAYOUT_PER_FRAME, AUDIO_FRAME)
+            x = self._session.read_audio(self._playout.audio_position(m), AUDIO_FRAME)
         pcm = np.clip(np.rint(x * 32767.0), -32768, 32767).astype(np.int16)
         return SharedAudio.from_pcm(pcm, m * AUDIO_FRAME, PLAYOUT_RATE, AUDIO_TIME_BASE)
 

@@ -235,7 +235,17 @@ def test_load_of_two_sessions_from_the_command_line(dirs, tmp_path, capsys):
     assert run["summary"]["audio_ms"]["n"] == measured["audio"]
     # the server's process figures are its own (a child process), not the clients'
     assert 0 < run["server"]["cpu_percent"] < 200 and run["server"]["rss_max_mb"] > 100
-    assert report["server"]["mode"] == "preview" and report["server"]["delay_ms"] == 400.0
+    assert report["server"]["mode"] == "preview" and report["server"]["delay_ms"] == "auto"  # the default
+    for s in run["sessions"]:  # the delay each session used, and its parts
+        assert 50.0 < s["server"]["delay_ms"] <= 1000.0, s["server"]
+        assert set(s["server"]["delay_parts"]) == {
+            "lookahead_ms",
+            "compute_ms",
+            "encode_ms",
+            "jitter_ms",
+            "margin_ms",
+        }
+    assert "on cpu, delay auto\n" in text and "(= lookahead " in text
     assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
     assert "load 2 (2 sessions)" in text and "audio in -> mouth (send)" in text
     assert "server stages of session 1" in text and "window_wait" in text

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import tempfile
 import threading
 import wave
@@ -206,6 +207,13 @@ def test_microphone_session_shows_the_avatar_and_stops_cleanly(media):
             )
             stages = await page.eval_on_selector_all("#stages tbody tr", "rs => rs.map(r => r.dataset.stage)")
             assert {"ingest", "mel", "window_wait", "hold", "encode", "send", "total"} <= set(stages), stages
+            # the delay in use and, automatic (the default), its parts
+            delay = await page.inner_text('#stages tr[data-stage="delay"] td')
+            assert re.fullmatch(
+                r"\d+ \(auto\) = look-ahead \d+ \+ compute \d+ \+ encode \d+ \+ jitter \d+"
+                r" \+ margin \d+",
+                delay,
+            ), delay
             # the browser's side: network, jitter buffers, decoding, and their sum with the server's
             await page.wait_for_function(
                 "() => { const r = document.querySelector('#path tr[data-figure=\"voice_to_lips\"]');"

@@ -642,7 +642,7 @@ function renderStats(s) {
     `Session ${s.session}: avatar ${s.avatar}, ${s.mode}, delay ${ms(s.delay_ms)}` +
     `, ${s.video ? s.video.sent : 0} frames sent${heard}.`;
   state.serverStats = s;
-  renderStages(s.latency_ms || {});
+  renderStages(s.latency_ms || {}, s);
   renderPath();
 }
 
@@ -661,7 +661,35 @@ const STAGES = [
   ["total", "audio arrival at the server -> frame on the wire"],
 ];
 
-function renderStages(latency) {
+const DELAY_PARTS = [
+  ["lookahead_ms", "look-ahead"],
+  ["compute_ms", "compute"],
+  ["encode_ms", "encode"],
+  ["jitter_ms", "jitter"],
+  ["margin_ms", "margin"],
+];
+
+/** The delay in use now (a row of the stage table): fixed, or the automatic one and its parts. */
+function delayRow(s) {
+  if (typeof s.delay_ms !== "number") return null;
+  const tr = document.createElement("tr");
+  tr.dataset.stage = "delay";
+  const th = document.createElement("th");
+  th.scope = "row";
+  th.textContent = "delay";
+  th.title = "audio in -> lips and audio out, now (auto: chosen from these parts, changed only in silence)";
+  const td = document.createElement("td");
+  td.colSpan = 4;
+  const parts = s.delay_parts
+    ? DELAY_PARTS.map(([key, label]) => `${label} ${Math.round(s.delay_parts[key])}`).join(" + ")
+    : "";
+  td.textContent = `${Math.round(s.delay_ms)} (${s.delay_mode === "auto" ? "auto" : "fixed"})` +
+    (parts ? ` = ${parts}` : "");
+  tr.append(th, td);
+  return tr;
+}
+
+function renderStages(latency, s = {}) {
   const rows = STAGES.filter(([key]) => latency[key]).map(([key, label]) => {
     const v = latency[key];
     const tr = document.createElement("tr");
@@ -678,6 +706,8 @@ function renderStages(latency) {
     }
     return tr;
   });
+  const delay = delayRow(s);
+  if (delay) rows.push(delay);
   if (rows.length) ui.stagesBody.replaceChildren(...rows);
 }
 

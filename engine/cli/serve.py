@@ -14,6 +14,7 @@ import os
 from engine.synth import canonical_renderer
 from streaming.bench.config import BenchConfig, LocalServer, SignalConfig
 from streaming.config import RENDERERS, TOKEN_ENV
+from streaming.delay import delay_arg, describe_delay
 
 __all__ = ["add_bench_commands", "add_serve_command", "bench_config_from_args"]
 
@@ -87,7 +88,9 @@ def add_bench_commands(sub: argparse._SubParsersAction) -> None:
         help=f"--find-max stops here (default {bc.max_load})",
     )
     lat.add_argument(
-        "--bound-ms", type=float, help="p95 mouth latency bound of --find-max (default: server delay + 200)"
+        "--bound-ms",
+        type=float,
+        help="p95 mouth latency bound of --find-max (default: server delay + 200; 600 with an auto delay)",
     )
     lat.add_argument(
         "--min-fps",
@@ -114,9 +117,10 @@ def add_bench_commands(sub: argparse._SubParsersAction) -> None:
     loc = lat.add_argument_group("the --local server")
     loc.add_argument(
         "--delay-ms",
-        type=float,
+        type=delay_arg,
         default=ls.delay_ms,
-        help=f"audio in -> lips and audio out (default {ls.delay_ms:g})",
+        metavar="auto|MS",
+        help=f"audio in -> lips and audio out: auto or ms (default {describe_delay(ls.delay_ms)})",
     )
     loc.add_argument("--renderer", default=ls.renderer, type=canonical_renderer, choices=RENDERERS)
     loc.add_argument("--device", default=ls.device, help="auto (cuda when available), cpu, cuda, cuda:N")

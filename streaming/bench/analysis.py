@@ -171,6 +171,7 @@ def analyse(record: SessionRecord, signal: TestSignal, max_latency_s: float = 3.
         for k, v in {
             "mode": last.get("mode"),
             "delay_ms": last.get("delay_ms"),
+            "delay_parts": last.get("delay_parts"),  # the automatic delay's parts (None when fixed)
             "fps": last.get("fps"),
             "dropped_windows": last.get("dropped"),
             "late_frames": (last.get("video") or {}).get("late"),

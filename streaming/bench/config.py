@@ -61,7 +61,7 @@ class LocalServer:
     port, loopback ICE), so that the tool's clients and the server do not share one interpreter
     (and its lock) and the server's CPU and memory figures are its own."""
 
-    delay_ms: float = 400.0
+    delay_ms: float | str = "auto"  # "auto" or ms (the server's --delay-ms)
     renderer: str = "auto"
     device: str = "auto"
     avatar_file: str | None = None
@@ -75,7 +75,8 @@ class LocalServer:
 
         cmd = [sys.executable, "-m", "engine", "serve", "--host", "127.0.0.1", "--port", str(port)]
         cmd += ["--loopback", "--renderer", self.renderer, "--device", self.device]
-        cmd += ["--delay-ms", f"{self.delay_ms:g}", "--max-sessions", str(self.max_sessions)]
+        delay = self.delay_ms if isinstance(self.delay_ms, str) else f"{self.delay_ms:g}"
+        cmd += ["--delay-ms", delay, "--max-sessions", str(self.max_sessions)]
         cmd += ["--checkpoint-dir", self.checkpoint_dir]
         if self.avatar_file:
             cmd += ["--avatar", self.avatar_file]

@@ -79,11 +79,22 @@ def _row(label: str, d: dict | None) -> str:
     )
 
 
+def _delay_text(server: dict) -> str:
+    """``; delay D ms (= look-ahead .. + margin ..)`` from a session's last stats, or ''."""
+    d, parts = server.get("delay_ms"), server.get("delay_parts")
+    if not isinstance(d, (int, float)):
+        return ""
+    text = f"; delay {d:.0f} ms"
+    if isinstance(parts, dict):
+        text += " (= " + " + ".join(f"{k.removesuffix('_ms')} {v:.0f}" for k, v in parts.items()) + ")"
+    return text
+
+
 def format_report(report: BenchReport) -> str:
     i = report.info
     server = (
         f"mode {i.get('mode', '?')} ({i.get('renderer') or 'no renderer'}) on {i.get('device', '?')}, "
-        f"delay {i.get('delay_ms', '?')} ms"
+        f"delay {i.get('delay_ms', '?')}{'' if i.get('delay_ms') == 'auto' else ' ms'}"
         if i
         else "no /api/info"
     )
@@ -108,6 +119,7 @@ def format_report(report: BenchReport) -> str:
                 f"jitter p95 {jit if jit is not None else '-'} ms; uplink "
                 f"{s.uplink_ms if s.uplink_ms is not None else '-'} ms; missed {s.missed}; server: "
                 f"{sv.get('dropped_windows', '-')} windows shed, {sv.get('late_frames', '-')} late frames"
+                + _delay_text(sv)
             )
         first = next((s for s in r.sessions if not s.error and s.server.get("stages_ms")), None)
         if first is not None:

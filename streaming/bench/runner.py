@@ -350,7 +350,8 @@ async def _bench(url: str, cfg: BenchConfig, local: bool, say) -> BenchReport:
     )
     if cfg.find_max:
         delay = info.get("delay_ms")
-        report.bound_ms = cfg.bound_ms if cfg.bound_ms is not None else float(delay or 400.0) + 200.0
+        fixed = float(delay) if isinstance(delay, (int, float)) and not isinstance(delay, bool) else 400.0
+        report.bound_ms = cfg.bound_ms if cfg.bound_ms is not None else fixed + 200.0  # auto: as 400
         report.min_fps = cfg.min_fps
 
         async def step(u, s, k, o) -> LoadResult:
