@@ -16,10 +16,13 @@ import inspect
 from collections.abc import Awaitable, Callable
 
 import aioice.ice
+from aiortc.jitterbuffer import JitterFrame as _JitterFrame
 
 __all__ = [
     "AiortcInternalsError",
     "audio_prefetch",
+    "can_hand_on_frames_at_once",
+    "hand_on_frames_at_once",
     "can_read_rtp_timestamp_origin",
     "can_replace_next_encoded_frame",
     "can_set_audio_prefetch",
@@ -87,6 +90,58 @@ def set_audio_prefetch(receiver, packets: int) -> bool:
     if jb is None:
         return False
     jb._prefetch = max(1, int(packets))
+    return True
+
+
+# ---- RTCRtpReceiver: hand each frame on as soon as it is complete ------------------------------
+
+
+def _frame_at_once_buffer(base):
+    """A subclass of aiortc's ``JitterBuffer`` class ``base`` that hands a frame on at its last packet:
+    for video the packet with the RTP marker bit (RFC 7741: the last packet of a frame), for audio
+    every packet (one Opus frame each), as browsers do; aiortc's own waits for the first packet of
+    the next frame, one frame interval later (40 ms of video at 25 fps, 20 ms of audio). A frame
+    whose marker was lost is handed on when the next one begins, as before."""
+
+    class FrameAtOnceJitterBuffer(base):
+        def _remove_frame(self, sequence_number: int):
+            packets, timestamp = [], None
+            for count in range(self.capacity):
+                packet = self._packets[(self._origin + count) % self._capacity]
+                if packet is None:
+                    return None
+                if timestamp is not None and packet.timestamp != timestamp:  # the next frame began
+                    return self._hand_on(packets, timestamp, count)
+                timestamp = packet.timestamp
+                packets.append(packet)
+                if packet.marker or not self._is_video:
+                    return self._hand_on(packets, timestamp, count + 1)
+            return None
+
+        def _hand_on(self, packets, timestamp, count):
+            frame = _JitterFrame(data=b"".join(p._data for p in packets), timestamp=timestamp)
+            self.remove(count)
+            return frame
+
+    return FrameAtOnceJitterBuffer
+
+
+def can_hand_on_frames_at_once(receiver) -> bool:
+    """Whether ``receiver``'s jitter buffer is aiortc's (its packets, origin and frame removal)."""
+    jb = getattr(receiver, _JITTER_BUFFER, None)
+    return all(hasattr(jb, a) for a in ("_packets", "_origin", "_capacity", "_is_video", "_remove_frame"))
+
+
+def hand_on_frames_at_once(receiver) -> bool:
+    """Make ``receiver`` (an ``RTCRtpReceiver``, before its first packet) decode each frame as soon
+    as its last packet is in (see :func:`_frame_at_once_buffer`); its jitter then reaches the
+    consumer, which must absorb it (the server's automatic delay measures and covers it). False,
+    and nothing changed, where the jitter buffer is not where expected."""
+    if not can_hand_on_frames_at_once(receiver):
+        return False
+    jb = getattr(receiver, _JITTER_BUFFER)
+    cls = _frame_at_once_buffer(type(jb))
+    setattr(receiver, _JITTER_BUFFER, cls(capacity=jb.capacity, is_video=jb._is_video))
     return True
 
 

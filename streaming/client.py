@@ -25,7 +25,7 @@ from aiortc.contrib.media import MediaPlayer
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtp import RtcpSrPacket
 
-from streaming.aiortc_compat import rtp_timestamp_origin, tap_rtcp
+from streaming.aiortc_compat import hand_on_frames_at_once, rtp_timestamp_origin, tap_rtcp
 from streaming.ice import loopback_configuration
 from streaming.rtp_clock import CLOCK_RATE, RtpClock, ntp_to_unix
 from streaming.tracks import audio_frame_samples, wait_cancelled
@@ -131,6 +131,8 @@ class RtcClient:
         self._receivers = {}
         for t in pc.getTransceivers():
             self._instrument(t.receiver, t.kind)
+            if t.kind == "video":  # a frame is decoded at its last packet, as browsers do
+                hand_on_frames_at_once(t.receiver)
             self._receivers[t.kind] = t.receiver
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
         return self

@@ -112,7 +112,9 @@ class ServerConfig:
     ice_credential: str | None = None
     loopback: bool = False  # ICE on 127.0.0.1 only (local demos, tests)
     connect_timeout_s: float = 20.0  # a peer that has not connected by then is dropped
-    mic_prefetch: int = 2  # 20 ms packets aiortc buffers before decoding a microphone (its default: 4)
+    # 20 ms packets aiortc buffers before decoding a microphone (its default: 4); 0: none, each packet
+    # decoded as it comes (the playout delay, which measures the arrival jitter, covers it)
+    mic_prefetch: int = 0
     stream: StreamConfig = field(default_factory=StreamConfig)
     # docs/security.md: the clients' shared secret (None: no token asked); serving a non-loopback
     # --host without one (refused unless insecure); the names a reverse proxy reaches it by
@@ -213,6 +215,16 @@ def public_host(text: str) -> str:
     if split_host(text) is None:
         raise argparse.ArgumentTypeError(f"{text!r} is not a host name like example.org or example.org:8443")
     return text.strip().lower()
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {n}")
+    return n
 
 
 def _positive_int(text: str) -> int:
@@ -347,11 +359,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loopback", action="store_true", help="ICE on 127.0.0.1 only (local demos and tests)")
     p.add_argument(
         "--mic-prefetch",
-        type=int,
+        type=_non_negative_int,
         default=sc.mic_prefetch,
         metavar="N",
-        help=f"20 ms microphone packets buffered before decoding (default {sc.mic_prefetch}; more on jittery "
-        "networks)",
+        help=f"20 ms microphone packets buffered before decoding (default {sc.mic_prefetch}: none, the delay "
+        "covers the network's jitter; 1-4 with a fixed --delay-ms on a jittery network)",
     )
     p.add_argument("--no-speech-gate", action="store_true", help="animate silence too (as the authors)")
     p.add_argument("-v", "--verbose", action="store_true")

@@ -32,7 +32,7 @@ from aiohttp import web
 from aiortc import RTCPeerConnection, RTCSessionDescription, sdp
 from aiortc.contrib.media import MediaBlackhole
 
-from streaming.aiortc_compat import set_audio_prefetch
+from streaming.aiortc_compat import hand_on_frames_at_once, set_audio_prefetch
 from streaming.avatars import AvatarUnavailable
 from streaming.control import MAX_CONTROL_BYTES, BadInput, Fields, channel_reply, error, loads_object, shown
 from streaming.registry import Busy, Hosted, Server, busy_response, json_error, server_of
@@ -241,9 +241,14 @@ def sink_audio(srv: Server, hosted: Hosted, pc: RTCPeerConnection) -> None:
     @pc.on("track")
     def _track(track) -> None:
         if track.kind == "audio" and not hosted.sinks:
-            # aiortc holds 4 audio packets (80 ms) before decoding; on a LAN fewer are enough (no
-            # public setting: the receiver's jitter buffer is changed if it is where expected)
-            set_audio_prefetch(_receiver_of(pc, track), srv.cfg.mic_prefetch)
+            # aiortc holds 4 audio packets (80 ms) before decoding; on a LAN fewer are enough, and none
+            # (0: each packet decoded as it comes) where the playout delay covers the network's jitter
+            # (no public setting: the receiver's jitter buffer is changed if it is where expected)
+            receiver = _receiver_of(pc, track)
+            if srv.cfg.mic_prefetch == 0:
+                hand_on_frames_at_once(receiver)
+            else:
+                set_audio_prefetch(receiver, srv.cfg.mic_prefetch)
             sink = MicrophoneSink(hosted.stream, track)
             hosted.sinks.append(sink)
             task = sink.start()

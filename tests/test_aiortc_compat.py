@@ -164,3 +164,42 @@ def test_hooks_take_effect_in_a_loopback_call():
                 await asyncio.gather(*consumers, return_exceptions=True)
 
     asyncio.run(main())
+
+
+def test_frames_are_handed_on_at_their_last_packet():
+    """hand_on_frames_at_once: a video frame leaves the receiver's jitter buffer at its marker packet
+    (aiortc's own: when the next frame's first packet arrives), in order, with its payloads joined; a
+    frame whose marker was lost leaves when the next frame begins; every audio packet is a frame."""
+    from aiortc.rtp import RtpPacket
+
+    def packet(seq: int, ts: int, data: bytes, marker: bool) -> RtpPacket:
+        p = RtpPacket(payload_type=96, sequence_number=seq, timestamp=ts, marker=int(marker))
+        p._data = data  # what aiortc's receiver sets (the depayloaded bytes) before the buffer sees it
+        return p
+
+    async def main():
+        pc = RTCPeerConnection()
+        try:
+            video, audio = pc.addTransceiver("video").receiver, pc.addTransceiver("audio").receiver
+            assert compat.can_hand_on_frames_at_once(video)
+            assert not compat.can_hand_on_frames_at_once(object()) and not compat.hand_on_frames_at_once(None)
+            assert compat.hand_on_frames_at_once(video) and compat.hand_on_frames_at_once(audio)
+            jb = getattr(video, compat._JITTER_BUFFER)
+            assert jb.add(packet(100, 3000, b"a", False)) == (False, None)  # not complete yet
+            _, frame = jb.add(packet(101, 3000, b"b", True))  # its last packet: handed on at once
+            assert (frame.timestamp, frame.data) == (3000, b"ab")
+            assert jb.add(packet(102, 6600, b"c", False))[1] is None  # its marker (103) is lost ...
+            assert jb.add(packet(104, 10200, b"d", True))[1] is None  # ... and 103 is missing: a gap
+            _, frame = jb.add(packet(103, 6600, b"e", False))  # the gap filled: the frame, no marker
+            assert (frame.timestamp, frame.data) == (6600, b"ce")
+            # one frame per packet added (as aiortc's): 104, complete since, leaves with the next packet
+            _, frame = jb.add(packet(105, 13800, b"f", True))
+            assert (frame.timestamp, frame.data) == (10200, b"d")
+            ajb = getattr(audio, compat._JITTER_BUFFER)
+            for seq in range(7, 10):
+                _, frame = ajb.add(packet(seq, seq * 960, bytes([seq]), False))
+                assert (frame.timestamp, frame.data) == (seq * 960, bytes([seq]))  # no prefetch, no wait
+        finally:
+            await pc.close()
+
+    asyncio.run(asyncio.wait_for(main(), LIMIT))

@@ -783,7 +783,7 @@ function renderPath() {
   if (!p) return;
   const total = state.serverStats && state.serverStats.latency_ms && state.serverStats.latency_ms.total;
   // the microphone hands over 20 ms Opus packets, and the server's receiver holds mic_prefetch of them
-  const prefetch = state.info && typeof state.info.mic_prefetch === "number" ? state.info.mic_prefetch : 2;
+  const prefetch = state.info && typeof state.info.mic_prefetch === "number" ? state.info.mic_prefetch : 0;
   const capture = 20 * (1 + prefetch);
   const parts = [capture, p.rtt_half, total ? total.p50 : null, p.rtt_half, p.video_buffer, p.video_decode];
   const lips = parts.every((x) => typeof x === "number") ? parts.reduce((a, b) => a + b, 0) : null;

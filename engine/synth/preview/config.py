@@ -25,8 +25,8 @@ class PreviewConfig:
 
     # temporal behaviour
     smooth: float = 0.2  # one-pole smoothing of the target openness (0: none)
-    max_step: float = 0.35  # largest change of the smoothed openness per frame
-    max_jump: float = 0.35  # largest change of the picked mouth's library openness per frame
+    max_step: float = 0.6  # largest change of the smoothed openness per frame
+    max_jump: float = 0.6  # largest change of the picked mouth's library openness per frame
     crossfade_frames: int = 3  # a jump to a non-adjacent library frame is blended over this many
 
     # retrieval costs (dimensionless; lower is better)
