@@ -90,7 +90,8 @@ def test_the_stream_budget_reads_the_synthesizers_lookahead(avatar):
             s = StreamSession(avatar, synth, cfg)
             try:
                 assert s.lookahead_ms == synth.lookahead_ms and s.budget_ms == budget
-                assert s.live.lookahead_ms == (50.0 if synth.name == "preview" else LOOKAHEAD_MS)
+                # the live session schedules by it too: the preview 50 ms, none 0 (no transformer windows)
+                assert s.live.lookahead_ms == {"preview": 50.0, "none": 0.0}[synth.name]
                 assert s.live.config.latency_budget_ms == budget
                 assert s.stats()["lookahead_ms"] == s.lookahead_ms
             finally:

@@ -81,5 +81,6 @@ class FrameAnalysis:
         if lo >= 0:
             return np.ascontiguousarray(mel[:, lo:hi], dtype=np.float32)
         out = np.full((mel.shape[0], self.n_frames), -self.mel.max_abs_value, np.float32)
-        out[:, -lo:] = mel[:, 0:hi]
+        if hi > 0:  # (an analysis wholly before the segment's start is silence)
+            out[:, -lo:] = mel[:, 0:hi]
         return out

@@ -7,6 +7,7 @@ import numpy as np
 
 from engine.core.avatar import Avatar
 from engine.core.frames import Frame
+from engine.core.lookahead import FrameAnalysis
 from engine.synth.base import Computed, Planned, planned_timing, rest_frame
 
 __all__ = ["NoneSynthesizer"]
@@ -14,8 +15,10 @@ __all__ = ["NoneSynthesizer"]
 
 class NoneSynthesizer:
     name = "none"
-    lookahead_ms = 0.0
-    frame_analysis = None  # (it makes rest frames on the transformer's windows)
+    # it reads no audio: one window per frame, due at the frame's own start (the mel frames before it,
+    # which nothing uses), so the live session schedules it with no look-ahead
+    frame_analysis = FrameAnalysis(-2, -1)
+    lookahead_ms = frame_analysis.lookahead_ms  # 0
     computes = False
 
     def open(self, avatar: Avatar, crossfade: int = 0, audio: np.ndarray | None = None) -> NoneSynthesizer:
