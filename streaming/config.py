@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from engine.core.options import whole_number
 from engine.live.session import LiveConfig
 from engine.synth import canonical_renderer
 from engine.synth.backends import BACKENDS, DEFAULT_BACKEND, DEFAULT_PRECISION, DTYPES
@@ -217,26 +218,6 @@ def public_host(text: str) -> str:
     return text.strip().lower()
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {n}")
-    return n
-
-
-def _positive_int(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
-    return n
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The server's options; their defaults are those of :class:`ServerConfig` and the stream settings."""
     sc, st, lc = ServerConfig(), StreamConfig(), LiveConfig()
@@ -279,13 +260,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default=sc.precision, choices=tuple(DTYPES))
     p.add_argument(
         "--batch",
-        type=int,
+        type=whole_number(1),
         default=lc.batch,
         help=f"max windows a session sends per request (default {lc.batch})",
     )
     p.add_argument(
         "--max-batch",
-        type=int,
+        type=whole_number(1),
         default=sc.max_batch,
         help=f"max windows per model call, across sessions (default {sc.max_batch})",
     )
@@ -300,13 +281,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--max-sessions",
-        type=int,
+        type=whole_number(1),
         default=sc.max_sessions,
         help=f"concurrent sessions (default {sc.max_sessions})",
     )
     p.add_argument(
         "--max-viewers",
-        type=_positive_int,
+        type=whole_number(1),
         default=sc.max_viewers,
         metavar="N",
         help=f"WHEP viewers per session; one more is answered 503 (default {sc.max_viewers})",
@@ -359,7 +340,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--loopback", action="store_true", help="ICE on 127.0.0.1 only (local demos and tests)")
     p.add_argument(
         "--mic-prefetch",
-        type=_non_negative_int,
+        type=whole_number(0),
         default=sc.mic_prefetch,
         metavar="N",
         help=f"20 ms microphone packets buffered before decoding (default {sc.mic_prefetch}: none, the delay "

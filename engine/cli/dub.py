@@ -11,6 +11,7 @@ import re
 import sys
 
 from engine.core.avatar import AvatarConfig
+from engine.core.options import whole_number
 from engine.synth import canonical_renderer
 from engine.synth.backends import BACKENDS, DTYPES
 from engine.synth.neural import DubConfig
@@ -85,23 +86,6 @@ def _refs(value: str):
     return n
 
 
-def _non_negative(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, got {n}")
-    return n
-
-
-def _positive(value: str) -> int:
-    n = _non_negative(value)
-    if n < 1:
-        raise argparse.ArgumentTypeError("expected 1 or more, got 0")
-    return n
-
-
 def _device(value: str) -> str:
     """``--device``: cpu, cuda or cuda:N (what torch accepts for the models here)."""
     if re.fullmatch(r"cpu|cuda(:\d+)?|mps", value):
@@ -130,7 +114,7 @@ def add_avatar_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--smooth-boxes",
-        type=_non_negative,
+        type=whole_number(0),
         default=AvatarConfig.smooth_boxes,
         metavar="K",
         help="smooth crop boxes over K frames (default off)",
@@ -159,7 +143,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     dc = DubConfig
     d.add_argument(
         "--batch",
-        type=_positive,
+        type=whole_number(1),
         default=dc.batch,
         metavar="B",
         help=f"windows per model call (default {dc.batch})",
