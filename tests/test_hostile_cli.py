@@ -273,6 +273,9 @@ REFUSED = [
     # the server's port, before anything starts
     (("serve", "--port", "99999"), ["--port", "99999", "not a port number"]),
     (("serve", "--host", "no-such-host.invalid", "--renderer", "none"), ["--host", "no-such-host.invalid"]),
+    (("serve", "--max-sessions", "0"), ["--max-sessions", "expected 1 or more, got 0"]),
+    (("serve", "--mic-prefetch", "-1"), ["--mic-prefetch", "expected 0 or more, got -1"]),
+    (("serve", "--delay-ms", "soon"), ["--delay-ms", "auto"]),
     # training and evaluation without their data
     (("train", "preprocess", "missing", "out_pre"), ["input folder not found: missing"]),
     (("train", "landmark", "folder", "out_lm"), ["no manifest.json in folder"]),
