@@ -233,7 +233,36 @@ def mel_chunk_start(k: int, fps: float = 25.0) -> int:
     return int(k * (MEL_FPS / float(fps)))
 
 
-class LiveWindowScheduler:
+class _SegmentMel:
+    """The current segment's mel frames for a scheduler: appended as they come, those no window
+    needs any more dropped (``_mel[:, 0]`` is segment mel frame ``_mel_base``)."""
+
+    cfg: MelConfig
+
+    def _start_segment_mel(self) -> None:
+        self._mel = np.zeros((self.cfg.n_mels, 0), np.float32)
+        self._mel_base = 0  # segment mel index of self._mel[:, 0]
+        self.mel_total = 0  # segment mel frames received
+
+    @property
+    def buffered_mel_frames(self) -> int:
+        return int(self._mel.shape[1])
+
+    def _append_mel(self, mel_frames: np.ndarray) -> None:
+        m = np.asarray(mel_frames, dtype=np.float32)
+        if m.ndim != 2 or m.shape[0] != self.cfg.n_mels:
+            raise ValueError(f"expected mel frames ({self.cfg.n_mels}, k), got {m.shape}")
+        if m.shape[1]:
+            self._mel = np.concatenate([self._mel, m], axis=1)
+            self.mel_total += m.shape[1]
+
+    def _forget_mel_before(self, keep_from: int) -> None:
+        if keep_from > self._mel_base:
+            self._mel = self._mel[:, keep_from - self._mel_base :].copy()
+            self._mel_base = keep_from
+
+
+class LiveWindowScheduler(_SegmentMel):
     """Turns a stream of mel frames into the offline schedule's windows, one per output frame.
 
     Within a *segment* (the audio since the start or the last :meth:`reset`), window b is exactly
@@ -328,9 +357,7 @@ class LiveWindowScheduler:
             raise ValueError("next_index and sample_offset must be >= 0")
         self.segment_start = int(next_index)
         self.sample_offset = int(sample_offset)
-        self._mel = np.zeros((self.cfg.n_mels, 0), np.float32)
-        self._mel_base = 0  # segment mel index of self._mel[:, 0]
-        self.mel_total = 0  # segment mel frames received
+        self._start_segment_mel()
         self._next_b = 0  # next window of the segment
 
     @property
@@ -338,29 +365,18 @@ class LiveWindowScheduler:
         """The first output frame the next window will make."""
         return self.segment_start + (self._next_b + CENTER if self._next_b > 0 else 0)
 
-    @property
-    def buffered_mel_frames(self) -> int:
-        return int(self._mel.shape[1])
-
     # ---- streaming --------------------------------------------------------------------------
 
     def push(self, mel_frames: np.ndarray) -> list[Window]:
         """Append mel frames (n_mels, k) of the current segment; return the windows now possible."""
-        m = np.asarray(mel_frames, dtype=np.float32)
-        if m.ndim != 2 or m.shape[0] != self.cfg.n_mels:
-            raise ValueError(f"expected mel frames ({self.cfg.n_mels}, k), got {m.shape}")
-        if m.shape[1]:
-            self._mel = np.concatenate([self._mel, m], axis=1)
-            self.mel_total += m.shape[1]
+        self._append_mel(mel_frames)
         out: list[Window] = []
         while self.mel_frames_needed(self._next_b) <= self.mel_total:
             out.append(self._make(self._next_b))
             self._next_b += 1
             self.windows_total += 1
         keep_from = mel_chunk_start(max(0, self._next_b - CENTER), self.fps)  # oldest chunk still needed
-        if keep_from > self._mel_base:
-            self._mel = self._mel[:, keep_from - self._mel_base :].copy()
-            self._mel_base = keep_from
+        self._forget_mel_before(keep_from)
         return out
 
     def _chunk(self, k: int) -> np.ndarray:
@@ -399,7 +415,7 @@ class LiveWindowScheduler:
         )
 
 
-class LiveFrameScheduler:
+class LiveFrameScheduler(_SegmentMel):
     """One window per output frame, for a synthesizer that analyses the mel around each frame's own
     time (:class:`engine.core.lookahead.FrameAnalysis`) instead of the transformer's 5-chunk windows
     (the preview renderer's openness): segment frame ``q`` is made as soon as the segment holds
@@ -461,29 +477,18 @@ class LiveFrameScheduler:
             raise ValueError("next_index and sample_offset must be >= 0")
         self.segment_start = int(next_index)
         self.sample_offset = int(sample_offset)
-        self._mel = np.zeros((self.cfg.n_mels, 0), np.float32)
-        self._mel_base = 0
-        self.mel_total = 0
+        self._start_segment_mel()
         self._next_q = 0
 
     @property
     def next_index(self) -> int:
         return self.segment_start + self._next_q
 
-    @property
-    def buffered_mel_frames(self) -> int:
-        return int(self._mel.shape[1])
-
     # ---- streaming --------------------------------------------------------------------------
 
     def push(self, mel_frames: np.ndarray) -> list[Window]:
         """Append mel frames (n_mels, k) of the current segment; return the windows now possible."""
-        m = np.asarray(mel_frames, dtype=np.float32)
-        if m.ndim != 2 or m.shape[0] != self.cfg.n_mels:
-            raise ValueError(f"expected mel frames ({self.cfg.n_mels}, k), got {m.shape}")
-        if m.shape[1]:
-            self._mel = np.concatenate([self._mel, m], axis=1)
-            self.mel_total += m.shape[1]
+        self._append_mel(mel_frames)
         out: list[Window] = []
         while self.analysis.mel_range(self._next_q)[1] <= self.mel_total:
             out.append(self._make(self._next_q))
@@ -491,9 +496,7 @@ class LiveFrameScheduler:
             self.windows_total += 1
         # the next frame's first mel frame (not past the frames received: it may start after them)
         keep_from = min(max(0, self.analysis.mel_range(self._next_q)[0]), self.mel_total)
-        if keep_from > self._mel_base:
-            self._mel = self._mel[:, keep_from - self._mel_base :].copy()
-            self._mel_base = keep_from
+        self._forget_mel_before(keep_from)
         return out
 
     def _make(self, q: int) -> Window:
