@@ -44,8 +44,9 @@ def test_messages_are_frozen_slotted_and_typed():
     ctl = Control(ControlKind.SWITCH_AVATAR, payload="alice")
     with pytest.raises(dataclasses.FrozenInstanceError):
         ctl.payload = None  # type: ignore[misc]
-    assert {k.name for k in ControlKind} == {"FLUSH", "SWITCH_AVATAR", "END"}
+    assert {k.name for k in ControlKind} == {"FLUSH", "SWITCH_AVATAR", "SEGMENT_END", "END"}
     assert ControlKind.from_wire("interrupt") is ControlKind.FLUSH is ControlKind.from_wire("flush")
+    assert ControlKind.from_wire("segment_end") is ControlKind.SEGMENT_END
     assert Control(ControlKind.END).payload is None
     box = Box.from_yyxx((10, 20, 30, 40))
     assert box == (30, 10, 40, 20) and box.yyxx == (10, 20, 30, 40)
