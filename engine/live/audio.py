@@ -239,7 +239,17 @@ class _SegmentMel:
 
     cfg: MelConfig
 
-    def _start_segment_mel(self) -> None:
+    next_index: int
+
+    def _start_segment(self, next_index: int | None, sample_offset: int) -> None:
+        """A new segment at output frame ``next_index`` (None: the next one) from session sample
+        ``sample_offset``, with no mel frames yet."""
+        if next_index is None:
+            next_index = self.next_index
+        if next_index < 0 or sample_offset < 0:
+            raise ValueError("next_index and sample_offset must be >= 0")
+        self.segment_start = int(next_index)
+        self.sample_offset = int(sample_offset)
         self._mel = np.zeros((self.cfg.n_mels, 0), np.float32)
         self._mel_base = 0  # segment mel index of self._mel[:, 0]
         self.mel_total = 0  # segment mel frames received
@@ -351,13 +361,7 @@ class LiveWindowScheduler(_SegmentMel):
         output frame, so frame p shows template ``f(p)`` whatever the segment (the first two frames
         of a segment show ``f(p0 + 2)``, as offline); nothing else carries over.
         """
-        if next_index is None:
-            next_index = self.next_index
-        if next_index < 0 or sample_offset < 0:
-            raise ValueError("next_index and sample_offset must be >= 0")
-        self.segment_start = int(next_index)
-        self.sample_offset = int(sample_offset)
-        self._start_segment_mel()
+        self._start_segment(next_index, sample_offset)
         self._next_b = 0  # next window of the segment
 
     @property
@@ -471,13 +475,7 @@ class LiveFrameScheduler(_SegmentMel):
     def reset(self, next_index: int | None = None, sample_offset: int = 0) -> None:
         """Start a new segment at output frame ``next_index`` (default: the next one), whose sample 0
         is session sample ``sample_offset`` (see :meth:`LiveWindowScheduler.reset`)."""
-        if next_index is None:
-            next_index = self.next_index
-        if next_index < 0 or sample_offset < 0:
-            raise ValueError("next_index and sample_offset must be >= 0")
-        self.segment_start = int(next_index)
-        self.sample_offset = int(sample_offset)
-        self._start_segment_mel()
+        self._start_segment(next_index, sample_offset)
         self._next_q = 0
 
     @property
